@@ -1,0 +1,3 @@
+from distillbook.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per chapter: its parameters (with profile presets), experiments, claims and figures."""

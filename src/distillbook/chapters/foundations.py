@@ -1,0 +1,371 @@
+"""Foundations: classic knowledge distillation (Hinton, Vinyals & Dean, 2015) on sklearn's digits.
+
+A teacher MLP learns from every training label. A small student sees labels
+for only ``labelled_per_class`` images per class and learns
+
+- from those labels alone (``label-only``);
+- from the teacher's soft targets at temperature T on the same labelled
+  images (``soft, labelled only``: Hinton's soft targets as a regulariser);
+- from soft targets on the whole training set, labelled and unlabelled
+  (``soft, + unlabelled``: the transfer set of the paper);
+- as the last, but with one class removed from everything the student sees
+  (``omitted class``: the paper's missing "3").
+
+Temperatures are chosen per seed on the validation split, never on test.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+
+from distillbook.claims import Claim
+from distillbook.losses.kd import distillation_objective, soft_targets
+from distillbook.metrics import accuracy
+from distillbook.models.mlp import mlp, predict_logits
+from distillbook.params import ChapterParams
+from distillbook.plotting import mean_std_band, reference_band
+from distillbook.results import Run
+from distillbook.testbeds import digits
+from distillbook.training import fit
+
+CHAPTER = "foundations"
+HINTON = "Hinton, Vinyals & Dean (2015)"
+OMIT_BIAS_GRID = np.round(np.arange(0.0, 12.01, 0.25), 2)
+
+
+class Params(ChapterParams):
+    labelled_per_class: int = Field(ge=1, le=50, description="labelled training images per class for the student")
+    temperatures: list[float] = Field(min_length=2, description="distillation temperatures; must include 1 and one > 1")
+    alpha: float = Field(ge=0.0, le=1.0, description="weight of the soft-target term (1 - alpha on labels)")
+    teacher_hidden: list[int] = Field(min_length=1, description="teacher MLP hidden widths")
+    student_hidden: list[int] = Field(min_length=1, description="student MLP hidden widths")
+    teacher_steps: int = Field(ge=1, le=100_000)
+    student_steps: int = Field(ge=1, le=100_000)
+    batch_size: int = Field(ge=1, le=4096)
+    lr: float = Field(gt=0.0, le=1.0)
+    weight_decay: float = Field(ge=0.0, le=1.0)
+    teacher_dropout: float = Field(ge=0.0, lt=1.0)
+    omit_class: int = Field(ge=0, le=9, description="the digit removed from the omitted-class student's data")
+    eval_every: int = Field(ge=1, description="steps between evaluations on the learning curves")
+
+    PRESETS: ClassVar[dict] = {
+        "smoke": dict(seeds=[0, 1], labelled_per_class=5, temperatures=[1.0, 4.0], alpha=0.5,
+                      teacher_hidden=[64], student_hidden=[16], teacher_steps=40, student_steps=30,
+                      batch_size=64, lr=3e-3, weight_decay=1e-4, teacher_dropout=0.1, omit_class=3,
+                      eval_every=10),
+        "cpu": dict(seeds=[0, 1, 2, 3, 4, 5, 6, 7], labelled_per_class=5, temperatures=[1.0, 2.0, 4.0, 8.0, 16.0],
+                    alpha=0.5, teacher_hidden=[256, 256], student_hidden=[32], teacher_steps=1500,
+                    student_steps=600, batch_size=128, lr=3e-3, weight_decay=1e-4, teacher_dropout=0.2,
+                    omit_class=3, eval_every=50),
+        "gpu": dict(seeds=list(range(20)), labelled_per_class=5,
+                    temperatures=[1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 20.0],
+                    alpha=0.5, teacher_hidden=[1024, 1024], student_hidden=[32], teacher_steps=4000,
+                    student_steps=2000, batch_size=256, lr=3e-3, weight_decay=1e-4, teacher_dropout=0.3,
+                    omit_class=3, eval_every=100),
+    }
+
+    @field_validator("temperatures")
+    @classmethod
+    def _temperatures(cls, value: list[float]) -> list[float]:
+        if any(t <= 0 for t in value):
+            raise ValueError("temperatures must all be > 0")
+        if 1.0 not in value or not any(t > 1 for t in value):
+            raise ValueError("temperatures must include 1.0 and at least one value > 1")
+        return sorted(set(value))
+
+    @model_validator(mode="after")
+    def _eval_within_steps(self):
+        if self.eval_every > self.student_steps:
+            raise ValueError(f"eval_every ({self.eval_every}) must be <= student_steps ({self.student_steps})")
+        return self
+
+
+# ---------------------------------------------------------------- training
+
+
+def _sampler(n: int, batch_size: int):
+    """Draw ``batch_size`` indices in [0, n) with the generator ``fit`` passes (so resume replays it)."""
+    return lambda gen: torch.randint(0, n, (min(batch_size, n),), generator=gen)
+
+
+def train_teacher(run: Run, data: digits.Digits, seed: int) -> torch.nn.Module:
+    """A wide MLP trained with cross-entropy on every training label."""
+    p = run.params
+    torch.manual_seed(seed)
+    teacher = mlp(64, p.teacher_hidden, digits.N_CLASSES, dropout=p.teacher_dropout).to(run.device)
+    x, y = data.train.x, data.train.y
+    draw = _sampler(len(y), p.batch_size)
+
+    def batch(gen):
+        i = draw(gen)
+        return x[i], y[i]
+
+    fit(teacher, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.teacher_steps,
+        optimizer=torch.optim.AdamW(teacher.parameters(), lr=p.lr, weight_decay=p.weight_decay),
+        seed=seed, checkpoint=run.checkpoint("teacher", seed), desc="teacher", progress=False)
+    return teacher
+
+
+def train_student(run: Run, data: digits.Digits, seed: int, labelled: digits.Split, *, name: str,
+                  transfer: digits.Split | None = None, teacher_logits: torch.Tensor | None = None,
+                  temperature: float | None = None) -> tuple[torch.nn.Module, list[dict]]:
+    """The small student: cross-entropy on ``labelled``; with a teacher, Hinton's objective.
+
+    With ``transfer``/``teacher_logits``/``temperature`` the loss is
+    alpha * T^2 KL(p_T || q_T) on a transfer batch + (1 - alpha) * CE on a labelled batch.
+    """
+    p = run.params
+    torch.manual_seed(seed + 1000)
+    student = mlp(64, p.student_hidden, digits.N_CLASSES).to(run.device)
+    draw_labelled = _sampler(len(labelled), p.batch_size)
+    distil = transfer is not None
+    if distil and (teacher_logits is None or temperature is None):
+        raise ValueError("distillation needs transfer, teacher_logits and temperature together")
+    draw_transfer = _sampler(len(transfer), p.batch_size) if distil else None
+
+    def batch(gen):
+        i = draw_labelled(gen)
+        if not distil:
+            return labelled.x[i], labelled.y[i]
+        j = draw_transfer(gen)
+        return labelled.x[i], labelled.y[i], transfer.x[j], teacher_logits[j]
+
+    def loss_fn(m, b):
+        if not distil:
+            return F.cross_entropy(m(b[0]), b[1])
+        x_l, y_l, x_t, v_t = b
+        return distillation_objective(m(x_t), v_t, m(x_l), y_l, temperature, p.alpha)
+
+    test_x, test_y = data.test.x.to(run.device), data.test.y.to(run.device)
+    result = fit(student, loss_fn, batch, steps=p.student_steps,
+                 optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr, weight_decay=p.weight_decay),
+                 seed=seed, evaluate=lambda m: {"test_acc": accuracy(m(test_x), test_y)},
+                 eval_every=p.eval_every, checkpoint=run.checkpoint(name, seed), desc=name, progress=False)
+    return student, result.history
+
+
+def _acc(model, split: digits.Split) -> float:
+    return accuracy(predict_logits(model, split.x), split.y)
+
+
+def best_bias(logits: torch.Tensor, labels: torch.Tensor, cls: int) -> float:
+    """The bias added to class ``cls``'s logit that maximises accuracy on (logits, labels); ties to the smallest."""
+    accs = []
+    for b in OMIT_BIAS_GRID:
+        shifted = logits.clone()
+        shifted[:, cls] += b
+        accs.append(accuracy(shifted, labels))
+    return float(OMIT_BIAS_GRID[int(np.argmax(accs))])
+
+
+def run_seed(run: Run, seed: int) -> torch.nn.Module:
+    """Every experiment of the chapter for one seed; records its numbers and returns the teacher."""
+    p = run.params
+    temps = p.temperatures
+    data = digits.load(seed)
+    teacher = train_teacher(run, data, seed)
+    teacher_logits = predict_logits(teacher, data.train.x)
+    labelled = data.train.subset(digits.labelled_subset(data.train, p.labelled_per_class, seed))
+
+    student, curve = train_student(run, data, seed, labelled, name="label-only")
+    run.record(seed, teacher_test_acc=_acc(teacher, data.test), label_only_test_acc=_acc(student, data.test),
+               label_only_curve=[r["test_acc"] for r in curve], curve_steps=[r["step"] for r in curve])
+
+    # Soft targets on the labelled images only, and on labelled + unlabelled (the transfer set).
+    labelled_logits = predict_logits(teacher, labelled.x)
+    for arm, transfer, logits in (("soft_labelled", labelled, labelled_logits),
+                                  ("soft_all", data.train, teacher_logits)):
+        val, test, curves = [], [], []
+        for t in temps:
+            student, curve = train_student(run, data, seed, labelled, name=f"{arm}-T{t:g}", transfer=transfer,
+                                           teacher_logits=logits, temperature=t)
+            val.append(_acc(student, data.val))
+            test.append(_acc(student, data.test))
+            curves.append([r["test_acc"] for r in curve])
+        run.record(seed, **{f"{arm}_val_acc": val, f"{arm}_test_acc": test, f"{arm}_curves": curves})
+        _record_selected(run, seed, arm, temps, val, test)
+
+    # One class removed from everything the student sees (labels and transfer set).
+    k = p.omit_class
+    labelled_wo, transfer_wo = labelled.without_class(k), data.train.without_class(k)
+    logits_wo = predict_logits(teacher, transfer_wo.x)
+    raw, adjusted, val_adjusted, biases = [], [], [], []
+    is_k = data.test.y == k
+    for t in temps:
+        student, _ = train_student(run, data, seed, labelled_wo, name=f"omit{k}-T{t:g}", transfer=transfer_wo,
+                                   teacher_logits=logits_wo, temperature=t)
+        val_logits, test_logits = predict_logits(student, data.val.x), predict_logits(student, data.test.x)
+        b = best_bias(val_logits, data.val.y, k)  # chosen on validation, as a bias the paper tuned by hand
+        shifted = test_logits.clone()
+        shifted[:, k] += b
+        raw.append(accuracy(test_logits[is_k], data.test.y[is_k]))
+        adjusted.append(accuracy(shifted[is_k], data.test.y[is_k]))
+        shifted_val = val_logits.clone()
+        shifted_val[:, k] += b
+        val_adjusted.append(accuracy(shifted_val, data.val.y))
+        biases.append(b)
+    run.record(seed, omit_class_raw_acc=raw, omit_class_adjusted_acc=adjusted, omit_val_acc=val_adjusted,
+               omit_bias=biases)
+    best = int(np.argmax(val_adjusted))
+    run.record(seed, omit_selected_T=temps[best], omit_selected_class_acc=adjusted[best])
+    return teacher
+
+
+def _record_selected(run: Run, seed: int, arm: str, temps, val, test) -> None:
+    """Record the test accuracy at the validation-best temperature, overall and among T > 1."""
+    best = int(np.argmax(val))
+    above = [i for i, t in enumerate(temps) if t > 1]
+    best_above = above[int(np.argmax([val[i] for i in above]))]
+    run.record(seed, **{f"{arm}_selected_T": temps[best], f"{arm}_selected_test_acc": test[best],
+                        f"{arm}_selected_T_above1": temps[best_above], f"{arm}_T_above1_test_acc": test[best_above],
+                        f"{arm}_T1_test_acc": test[temps.index(1.0)]})
+
+
+# ---------------------------------------------------------------- claims
+
+CLAIMS = (
+    Claim("distilled-beats-labels", None, reference=HINTON,
+          statement="A small student distilled on labelled + unlabelled images beats the same student trained on its labels alone",
+          a="test acc, distilled (T chosen on val)", b="test acc, label-only",
+          paper_figure="§3, MNIST", paper_value="small net 146 test errors → 74 when distilled (T = 20)"),
+    Claim("temperature-above-1-helps", None, reference=HINTON,
+          statement="Softening with some T > 1 beats distilling at T = 1",
+          a="test acc, distilled at best-on-val T > 1", b="test acc, distilled at T = 1",
+          paper_figure="§3, MNIST", paper_value="T in 2.5–4 best for 30 hidden units; T ≥ 8 similar for ≥ 300"),
+    Claim("temperature-above-1-helps-small-transfer", None, reference=HINTON,
+          statement="With only the labelled images as transfer set, soft targets at some T > 1 beat T = 1",
+          a="test acc, soft on labelled set, best-on-val T > 1", b="test acc, soft on labelled set, T = 1",
+          paper_figure="§2 (soft targets carry more information per case at high T)", paper_value=None),
+    Claim("soft-targets-regularise", None, reference=HINTON,
+          statement="On a small labelled set alone, soft targets beat hard labels (they carry more information per example)",
+          a="test acc, soft targets on the labelled set", b="test acc, label-only",
+          paper_figure="Table 5 (speech, 3% of the data)", paper_value="44.5% → 57.0% test frame accuracy"),
+    Claim("omitted-class-recognised", None, reference=HINTON,
+          statement="A student that never saw one digit recognises most test images of it from soft targets (after a bias shift)",
+          a="test acc on the omitted digit", statistic="value", region=(">", 0.5),
+          paper_figure="§3, MNIST without 3s", paper_value="98.6% of test 3s after raising the 3-bias by 3.5"),
+)
+
+
+def evaluate_claims(run: Run) -> list[dict]:
+    return [
+        CLAIMS[0].evaluate(run.values("soft_all_selected_test_acc"), run.values("label_only_test_acc")),
+        CLAIMS[1].evaluate(run.values("soft_all_T_above1_test_acc"), run.values("soft_all_T1_test_acc")),
+        CLAIMS[2].evaluate(run.values("soft_labelled_T_above1_test_acc"), run.values("soft_labelled_T1_test_acc")),
+        CLAIMS[3].evaluate(run.values("soft_labelled_selected_test_acc"), run.values("label_only_test_acc")),
+        CLAIMS[4].evaluate(run.values("omit_selected_class_acc")),
+    ]
+
+
+def summary_markdown(run: Run, results: list[dict]) -> str:
+    """What this run measured, in sentences built from its numbers (no number is typed in)."""
+    pct = lambda name: f"{100 * np.mean(run.values(name)):.1f}% ± {100 * np.std(run.values(name), ddof=1):.1f}"  # noqa: E731
+    by_id = {r["id"]: r for r in results}
+    selected = run.values("soft_all_selected_T")
+    omit_t = run.values("omit_selected_T")
+    return "\n".join([
+        f"Over {len(run.seeds)} seeds (profile `{run.profile}`):",
+        "",
+        f"- the teacher reaches {pct('teacher_test_acc')} test accuracy; the student on "
+        f"{run.params.labelled_per_class} labels per class alone {pct('label_only_test_acc')};",
+        f"- distilled on the whole training set it reaches {pct('soft_all_selected_test_acc')} "
+        f"(validation picked T = {', '.join(f'{t:g}' for t in selected)} across seeds): "
+        f"*{by_id['distilled-beats-labels']['verdict']}*;",
+        f"- on that large transfer set, T = 1 gives {pct('soft_all_T1_test_acc')} and the best T > 1 "
+        f"{pct('soft_all_T_above1_test_acc')}: *{by_id['temperature-above-1-helps']['verdict']}*;",
+        f"- with the labelled images as the only transfer set, T = 1 gives {pct('soft_labelled_T1_test_acc')} and "
+        f"the best T > 1 {pct('soft_labelled_T_above1_test_acc')}: "
+        f"*{by_id['temperature-above-1-helps-small-transfer']['verdict']}*;",
+        f"- the student that never saw a {run.params.omit_class} classifies {pct('omit_selected_class_acc')} of the test "
+        f"{run.params.omit_class}s after the bias shift (validation picked T = {', '.join(f'{t:g}' for t in omit_t)}): "
+        f"*{by_id['omitted-class-recognised']['verdict']}*.",
+    ])
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_accuracy_vs_temperature(run: Run):
+    temps = run.params.temperatures
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    pct = lambda name: 100 * np.asarray(run.values(name))  # noqa: E731
+    reference_band(ax, pct("teacher_test_acc"), label="teacher (all labels)", color="k", linestyle=":")
+    reference_band(ax, pct("label_only_test_acc"), label="student, labels only", color="C3")
+    mean_std_band(ax, temps, pct("soft_all_test_acc"), label="student, soft targets + unlabelled", color="C0")
+    mean_std_band(ax, temps, pct("soft_labelled_test_acc"), label="student, soft targets, labelled only", color="C2",
+                  marker="s")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(temps, [f"{t:g}" for t in temps])
+    ax.set_xlabel("distillation temperature T")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Student accuracy vs temperature ({run.params.labelled_per_class} labels per class)")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_soft_targets(teacher: torch.nn.Module, data: digits.Digits, temperatures=(1.0, 4.0, 16.0), n: int = 3):
+    """A few test digits and the teacher's distribution over classes at several temperatures."""
+    picks = [int(torch.nonzero(data.test.y == c)[0]) for c in (3, 5, 8)][:n]
+    logits = predict_logits(teacher, data.test.x[picks])
+    fig, axes = plt.subplots(2, n, figsize=(3.1 * n, 5.2), gridspec_kw={"height_ratios": [1, 1.2]})
+    for col, (i, z) in enumerate(zip(picks, logits)):
+        axes[0, col].imshow(data.test.x[i].reshape(digits.IMAGE_SHAPE), cmap="gray_r")
+        axes[0, col].set_title(f"test image, label {int(data.test.y[i])}")
+        axes[0, col].axis("off")
+        ax = axes[1, col]
+        width = 0.8 / len(temperatures)
+        for k, t in enumerate(temperatures):
+            ax.bar(np.arange(10) + (k - (len(temperatures) - 1) / 2) * width, soft_targets(z, t).numpy(), width,
+                   label=f"T = {t:g}")
+        ax.set_yscale("log")
+        ax.set_ylim(1e-6, 1.5)
+        ax.set_xticks(range(10))
+        ax.set_xlabel("class")
+        if col == 0:
+            ax.set_ylabel("teacher probability (log scale)")
+    axes[1, 0].legend(fontsize=8)
+    fig.suptitle("The teacher's soft targets: raising T exposes how digits resemble each other")
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curves(run: Run):
+    steps = run.values("curve_steps")[0]
+    temps = run.params.temperatures
+    t1 = temps.index(1.0)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    mean_std_band(ax, steps, 100 * np.asarray(run.values("label_only_curve")), label="labels only", color="C3",
+                  marker=None)
+    curves = np.asarray(run.values("soft_all_curves"))  # seeds x temps x points
+    mean_std_band(ax, steps, 100 * curves[:, t1], label="distilled, T = 1", color="C1", marker=None)
+    high = len(temps) - 1
+    mean_std_band(ax, steps, 100 * curves[:, high], label=f"distilled, T = {temps[high]:g}", color="C0", marker=None)
+    ax.set_xlabel("student training step")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Student learning curves (mean ± std over seeds)")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_omitted_class(run: Run):
+    temps = run.params.temperatures
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    k = run.params.omit_class
+    mean_std_band(ax, temps, 100 * np.asarray(run.values("omit_class_adjusted_acc")), label="after bias shift (chosen on val)",
+                  color="C0")
+    mean_std_band(ax, temps, 100 * np.asarray(run.values("omit_class_raw_acc")), label="raw", color="C1", marker="s")
+    ax.axhline(10, color="gray", linestyle=":", label="chance (10%)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(temps, [f"{t:g}" for t in temps])
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("distillation temperature T")
+    ax.set_ylabel(f"test accuracy on digit {k} (%)")
+    ax.set_title(f"A student that never saw a {k}")
+    ax.legend(fontsize=8)
+    return fig

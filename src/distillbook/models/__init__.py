@@ -1,0 +1,1 @@
+"""Model factories: small MLPs here; transformers/diffusers classes built from configs in later chapters."""

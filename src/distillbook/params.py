@@ -1,0 +1,109 @@
+"""Chapter parameters: one pydantic model per chapter, with a preset per profile.
+
+A chapter subclasses :class:`ChapterParams`, adds its own fields (with bounds)
+and fills ``PRESETS``; the notebook builds its parameters with
+``Params.for_profile(profile, **overrides)``. Unknown keys, wrong types and
+out-of-range values raise :class:`ParameterError` before any compute, naming
+the parameter and what it accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from distillbook.profiles import PROFILES, resolve_profile
+
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class ParameterError(ValueError):
+    """A parameter failed validation; the message names it and what is allowed."""
+
+
+class ChapterParams(BaseModel):
+    """Parameters every chapter shares. Chapters add theirs in a subclass."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    profile: Literal["smoke", "cpu", "gpu"] = Field(description="run size: smoke (seconds), cpu (minutes on 2 cores), gpu (one H200)")
+    seeds: list[int] = Field(min_length=1, description="independent seeds; verdicts need at least 3")
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
+    threads: int = Field(1, ge=1, le=256, description="torch intra-op threads (1 keeps shared 2-core machines fast)")
+    tracking: Literal["off", "offline", "online"] = Field("off", description="wandb tracking")
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        if not _DEVICE.match(value):
+            raise ValueError("must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct")
+        if any(s < 0 for s in value):
+            raise ValueError("seeds must be non-negative")
+        return value
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: Any):
+        """The preset of ``profile`` (``auto``: gpu with CUDA, else cpu) with ``overrides`` on top.
+
+        ``None`` values in ``overrides`` mean "keep the preset", so a notebook's
+        parameters cell can default its knobs to ``None``.
+        """
+        profile = resolve_profile(profile)
+        missing = set(PROFILES) - set(cls.PRESETS)
+        if missing:
+            raise TypeError(f"{cls.__name__}.PRESETS lacks profiles {sorted(missing)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = sorted(set(given) - set(cls.model_fields) - {"profile"})
+        if unknown:
+            raise ParameterError(
+                f"unknown parameter(s) {', '.join(map(repr, unknown))} for {cls.__name__}; "
+                f"allowed: {', '.join(sorted(set(cls.model_fields) - {'profile'}))}"
+            )
+        values = {**cls.PRESETS[profile], **given, "profile": profile}
+        try:
+            return cls(**values)
+        except ValidationError as err:
+            raise ParameterError(_describe(cls, err)) from None
+
+    @classmethod
+    def describe(cls) -> dict[str, str]:
+        """``{field: what it accepts}``, used in error messages and the CLI."""
+        return {name: _allowed(f) for name, f in cls.model_fields.items()}
+
+    def overrides_from_preset(self) -> dict[str, Any]:
+        """The fields that differ from this profile's preset (provenance records them)."""
+        preset = type(self).for_profile(self.profile)
+        return {k: v for k, v in self.model_dump().items() if getattr(preset, k) != v}
+
+
+def _allowed(field) -> str:
+    bits = [str(field.annotation).replace("typing.", "")]
+    for m in field.metadata:
+        for attr, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"), ("min_length", "length >=")):
+            if getattr(m, attr, None) is not None:
+                bits.append(f"{sym} {getattr(m, attr)}")
+    if field.description:
+        bits.append(f"({field.description})")
+    return " ".join(bits)
+
+
+def _describe(cls, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        name = ".".join(str(p) for p in e["loc"]) or "<parameters>"
+        top = str(e["loc"][0]) if e["loc"] else ""
+        allowed = _allowed(cls.model_fields[top]) if top in cls.model_fields else ""
+        got = e.get("input")
+        lines.append(f"parameter {name!r}: {e['msg']} (got {got!r}); allowed: {allowed}")
+    return f"invalid parameters for {cls.__name__}:\n  " + "\n  ".join(lines)

@@ -1,0 +1,170 @@
+"""Run chapter notebooks with papermill, and report the freshness of their results.
+
+``run_chapter`` validates the parameters in this process (so a typo fails
+before a kernel starts), executes ``notebooks/<id>.ipynb`` into a temp file,
+and only on success moves it to ``book/chapters/<id>.ipynb`` (cpu/gpu) or to
+scratch (smoke). The notebook itself writes the results (see
+:class:`distillbook.results.Run`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from distillbook import catalog
+from distillbook.paths import EXECUTED_DIR, RUNS_DIR, checkpoints_dir
+from distillbook.profiles import resolve_profile
+from distillbook.provenance import FRESH, MISSING, STALE, check_fresh
+
+STATUS_PROFILES = ("cpu", "gpu")
+
+
+class RunFailed(RuntimeError):
+    """A notebook raised; the partial notebook is kept for inspection."""
+
+
+def params_class(chapter_id: str):
+    """The pydantic parameter model of a written chapter."""
+    chapter = catalog.chapter(chapter_id)
+    module = importlib.import_module(f"distillbook.chapters.{chapter.id.replace('-', '_')}")
+    return module.Params
+
+
+def notebook_parameter_names(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's cell tagged ``parameters``."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            return set(re.findall(r"^([A-Za-z_]\w*)\s*=", source, flags=re.M))
+    raise ValueError(f"{notebook} has no code cell tagged 'parameters'")
+
+
+def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any] | None = None, *,
+                output_dir: Path | None = None, results_root: Path | None = None,
+                kernel_name: str = "python3", log_output: bool = False) -> dict[str, Any]:
+    """Execute one chapter's notebook at ``profile``; return where it went and how long it took."""
+    chapter = catalog.chapter(chapter_id)
+    if not chapter.written:
+        raise ValueError(f"chapter {chapter.id!r} is planned: {chapter.notebook} does not exist")
+    profile = resolve_profile(profile)
+    overrides = dict(overrides or {})
+    params_class(chapter.id).for_profile(profile, **overrides)  # fail fast, before any kernel starts
+
+    names = notebook_parameter_names(chapter.notebook)
+    injected: dict[str, Any] = {"profile": profile}
+    extra = {}
+    for key, value in overrides.items():
+        (injected if key in names else extra)[key] = value
+    if extra:
+        if "overrides" not in names:
+            raise ValueError(f"{chapter.notebook.name} takes no 'overrides' dict for {sorted(extra)}")
+        injected["overrides"] = extra
+
+    if output_dir is None:
+        output_dir = RUNS_DIR / "smoke" if profile == "smoke" else EXECUTED_DIR
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    destination = output_dir / f"{chapter.id}.ipynb"
+    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=f".{chapter.id}.", suffix=".ipynb")
+    os.close(fd)
+    started = time.perf_counter()
+    import papermill
+
+    env = {"DISTILLBOOK_RESULTS_ROOT": str(results_root)} if results_root is not None else {}
+    try:
+        with _environment(**env, PYTHONHASHSEED="0", MPLBACKEND="module://matplotlib_inline.backend_inline"):
+            papermill.execute_notebook(str(chapter.notebook), tmp, parameters=injected, kernel_name=kernel_name,
+                                       cwd=str(chapter.notebook.parent), progress_bar=False, log_output=log_output)
+    except papermill.PapermillExecutionError as err:
+        failed = RUNS_DIR / "failed" / f"{chapter.id}-{profile}.ipynb"
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp, failed)
+        raise RunFailed(f"{chapter.id} ({profile}) failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+                        f"partial notebook: {failed}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    tidy_executed_notebook(Path(tmp))
+    os.replace(tmp, destination)
+    shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
+    return {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
+            "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+@contextmanager
+def _environment(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _collapse_carriage_returns(text: str) -> str:
+    """Keep what a terminal would show: for each line, the text after its last carriage return."""
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
+
+
+def tidy_executed_notebook(path: Path) -> None:
+    """Collapse the injected-parameters cell on the page, and keep only final progress-bar states."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-cell" not in tags:
+            tags.append("hide-cell")
+        merged: list[dict] = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text = out["text"] if isinstance(out["text"], str) else "".join(out["text"])
+                if merged and merged[-1].get("output_type") == "stream" and merged[-1]["name"] == out["name"]:
+                    merged[-1]["text"] += text
+                    continue
+                out["text"] = text
+            merged.append(out)
+        for out in merged:
+            if out.get("output_type") == "stream":
+                out["text"] = _collapse_carriage_returns(out["text"])
+        if "outputs" in cell:
+            cell["outputs"] = merged
+    path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def status(profiles: tuple[str, ...] = STATUS_PROFILES) -> list[dict[str, Any]]:
+    """Per written chapter and profile: ``state`` (fresh / stale / missing), ``reason``, run time and claims."""
+    from distillbook.results import load_results
+
+    rows = []
+    for chapter in catalog.written_chapters():
+        for profile in profiles:
+            results = load_results(chapter.id, profile)
+            row = {"chapter": chapter.id, "profile": profile, "state": MISSING, "reason": "no committed results",
+                   "wall_seconds": None, "claims": {}}
+            if results is not None:
+                state, reason = check_fresh(results["provenance"], chapter.notebook)
+                row.update(state=state, reason=reason, wall_seconds=results["provenance"].get("wall_seconds"),
+                           claims=dict(Counter(c["verdict"] for c in results["claims"])))
+            rows.append(row)
+    return rows
+
+
+def stale_chapters(profile: str) -> list[str]:
+    return [r["chapter"] for r in status((profile,)) if r["state"] in (STALE, MISSING)]
+
+
+__all__ = ["FRESH", "MISSING", "STALE", "RunFailed", "run_chapter", "status", "stale_chapters"]

@@ -1,0 +1,186 @@
+"""A chapter run: its parameters, per-seed metrics, claims and provenance.
+
+A notebook opens a :class:`Run` right after its parameters cell and closes it
+with :meth:`Run.finish` in its last cell, which writes
+``results/<chapter>/<profile>/{metrics,claims,provenance}.json``, each
+atomically (temp file + rename). A run that fails before ``finish`` leaves
+the previous results as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distillbook.claims import VERDICTS
+from distillbook.params import ChapterParams
+from distillbook.paths import NOTEBOOKS_DIR, checkpoints_dir, results_root
+from distillbook.provenance import git_commit, imported_modules, notebook_hashes, package_versions
+from distillbook.runtime import deterministic_algorithms, resolve_device, set_threads
+from distillbook.tracking import Tracker
+
+RESULT_FILES = ("metrics.json", "claims.json", "provenance.json")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def results_dir(chapter: str, profile: str) -> Path:
+    return results_root(profile) / chapter / profile
+
+
+def load_results(chapter: str, profile: str) -> dict[str, Any] | None:
+    """``{"metrics", "claims", "provenance"}`` of a chapter and profile, or ``None`` if absent."""
+    folder = results_dir(chapter, profile)
+    if not all((folder / f).exists() for f in RESULT_FILES):
+        return None
+    return {f.removesuffix(".json"): json.loads((folder / f).read_text()) for f in RESULT_FILES}
+
+
+class Run:
+    """Opened at the top of a chapter notebook, finished at its end."""
+
+    def __init__(self, chapter: str, params: ChapterParams):
+        if not (NOTEBOOKS_DIR / f"{chapter}.ipynb").exists():
+            raise ValueError(f"chapter={chapter!r} has no notebook {NOTEBOOKS_DIR / chapter}.ipynb")
+        self.chapter = chapter
+        self.params = params
+        self.profile = params.profile
+        self.started = time.perf_counter()
+        set_threads(params.threads)
+        deterministic_algorithms()
+        self.device = resolve_device(params.device)
+        self.per_seed: dict[int, dict[str, Any]] = {int(s): {} for s in params.seeds}
+        self.tracker = Tracker(params.tracking, name=f"{chapter}-{params.profile}", group=chapter,
+                               config=params.model_dump())
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.params.seeds)
+
+    def checkpoint(self, name: str, seed: int) -> Path:
+        """Checkpoint file of one ``fit`` in this run (git-ignored ``runs/checkpoints``).
+
+        Keyed by the parameters, so a changed parameter never resumes an old
+        checkpoint; the pipeline removes a chapter's checkpoints after a
+        successful run.
+        """
+        from distillbook.provenance import sha256_bytes
+
+        key = sha256_bytes(json.dumps(self.params.model_dump(), sort_keys=True).encode())[:12]
+        return checkpoints_dir(self.chapter, self.profile) / key / f"{name}-seed{seed}.pt"
+
+    def record(self, seed: int, **metrics: float | list[float]) -> None:
+        """Store measured numbers of one seed (scalars or equal-length curves)."""
+        if seed not in self.per_seed:
+            raise KeyError(f"seed {seed} is not one of this run's seeds {self.seeds}")
+        for k, v in metrics.items():
+            self.per_seed[seed][k] = _plain(v)
+
+    def values(self, name: str) -> list:
+        """Per-seed values of a recorded metric, in seed order."""
+        missing = [s for s, m in self.per_seed.items() if name not in m]
+        if missing:
+            raise KeyError(f"metric {name!r} not recorded for seeds {missing}")
+        return [self.per_seed[s][name] for s in self.seeds]
+
+    def figure(self, name: str, fig) -> None:
+        """Send a chapter figure to the tracker (the notebook shows it inline)."""
+        self.tracker.log_figure(name, fig)
+
+    def aggregate(self) -> dict[str, dict[str, Any]]:
+        names = sorted({k for m in self.per_seed.values() for k in m})
+        out = {}
+        for name in names:
+            try:
+                x = np.asarray(self.values(name), dtype=float)
+            except (KeyError, ValueError):
+                continue
+            out[name] = {"mean": _plain(x.mean(axis=0)), "std": _plain(x.std(axis=0, ddof=1) if len(x) > 1 else np.zeros_like(x[0])),
+                         "n": int(len(x))}
+        return out
+
+    def finish(self, claims: Iterable[dict]) -> dict[str, Any]:
+        """Write metrics, claims and provenance; return the provenance."""
+        claims = list(claims)
+        for c in claims:
+            if c.get("verdict") not in VERDICTS:
+                raise ValueError(f"claim {c.get('id')!r} has no computed verdict")
+        wall = time.perf_counter() - self.started
+        notebook = NOTEBOOKS_DIR / f"{self.chapter}.ipynb"
+        provenance = {
+            "chapter": self.chapter,
+            "profile": self.profile,
+            "parameters": self.params.model_dump(),
+            "overrides": self.params.overrides_from_preset(),
+            "git_commit": git_commit(),
+            "packages": package_versions(),
+            "device": _device_name(self.device),
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "wall_seconds": round(wall, 2),
+            "peak_memory_mb": _peak_memory_mb(self.device),
+            "notebook": notebook_hashes(notebook) if notebook.exists() else None,
+            "modules": imported_modules(),
+        }
+        metrics = {"chapter": self.chapter, "profile": self.profile, "seeds": self.seeds,
+                   "per_seed": {str(s): m for s, m in self.per_seed.items()}, "aggregate": self.aggregate()}
+        folder = results_dir(self.chapter, self.profile)
+        atomic_write_json(folder / "metrics.json", metrics)
+        atomic_write_json(folder / "claims.json", claims)
+        atomic_write_json(folder / "provenance.json", provenance)
+        self.tracker.summary({f"claims/{c['id']}": c["verdict"] for c in claims})
+        self.tracker.finish()
+        return provenance
+
+
+def _plain(v):
+    if isinstance(v, torch.Tensor):
+        v = v.detach().cpu().numpy()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def _peak_memory_mb(device: torch.device) -> dict[str, float]:
+    out = {"host_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        out["cuda_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return out

@@ -1,0 +1,53 @@
+"""Seeds, devices and threads: the run-time knobs every chapter sets the same way.
+
+Threads. Torch defaults to one intra-op thread per core. On the book's 2-core
+machines, two torch processes side by side (a notebook and a test run, say)
+each using 2 threads oversubscribe the cores, and the tiny models of the cpu
+profiles slow down by an order of magnitude while threads spin and wait for
+each other. Small models gain little from a second thread anyway, so the
+default is **1 thread** (``threads`` parameter); the README gives the
+measurements. GPU runs are unaffected by this setting.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+DEFAULT_THREADS = 1
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` means CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` are taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available; use 'auto' or 'cpu'")
+    return resolved
+
+
+def set_threads(threads: int = DEFAULT_THREADS) -> None:
+    """Fix torch's intra-op threads (and BLAS's, for processes that start after)."""
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+
+
+def deterministic_algorithms(enabled: bool = True) -> None:
+    """Ask torch for deterministic kernels (matters on CUDA; a no-op cost on CPU)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+

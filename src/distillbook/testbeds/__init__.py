@@ -1,0 +1,1 @@
+"""Data generators shared across chapters (see the introduction's test-bed table)."""

@@ -1,0 +1,203 @@
+"""The book's one training loop.
+
+``fit`` runs ``steps`` optimiser steps of ``loss_fn(model, batch)`` on batches
+drawn by ``next_batch(generator)``. Everything random in a run flows from
+``seed``: the data generator is a dedicated ``torch.Generator``, and the global
+torch/numpy/python generators (dropout, augmentation) are saved too. That
+makes checkpoints exact: a run killed at any point and started again with the
+same arguments resumes from its last checkpoint and ends with bit-identical
+parameters and history (``tests/test_training.py`` kills one to check).
+
+Progress is a plain-text tqdm bar (no widgets), so it reads well in executed
+notebooks; the pipeline keeps only its final state there.
+
+Used by every chapter (first in ``foundations``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.std import tqdm
+
+from distillbook.runtime import seed_everything
+
+Batch = Any
+LossFn = Callable[[torch.nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]"]
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per evaluation
+    steps: int = 0
+    resumed_from: int | None = None  # step of the checkpoint this run started from
+
+    def column(self, name: str) -> list[float]:
+        return [row[name] for row in self.history if name in row]
+
+
+def fit(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    next_batch: Callable[[torch.Generator], Batch],
+    *,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    seed: int,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
+    eval_every: int | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 200,
+    tracker: Any | None = None,
+    desc: str = "train",
+    progress: bool = True,
+    max_grad_norm: float | None = None,
+) -> FitResult:
+    """Train ``model`` for ``steps`` steps; return the evaluation history.
+
+    ``evaluate(model)`` runs every ``eval_every`` steps and after the last
+    step (in eval mode, without gradients). ``checkpoint`` names a file: the
+    run resumes from it if present, saves to it every ``checkpoint_every``
+    steps and at the end, so calling ``fit`` again on a finished run returns
+    its result without training.
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if eval_every is not None and eval_every < 1:
+        raise ValueError(f"eval_every must be >= 1 or None, got {eval_every}")
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    device = next(model.parameters()).device
+    data_rng = torch.Generator().manual_seed(seed)
+    result = FitResult()
+    start = 0
+    ckpt_path = Path(checkpoint) if checkpoint is not None else None
+    if ckpt_path is not None and ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if state["steps"] != steps:
+            raise ValueError(f"checkpoint {ckpt_path} was made for steps={state['steps']}, not {steps}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        data_rng.set_state(state["data_rng"])
+        _set_global_rng(state["global_rng"])
+        result = FitResult(history=state["history"], steps=state["step"], resumed_from=state["step"])
+        start = state["step"]
+    else:
+        seed_everything(seed)
+
+    bar = tqdm(total=steps, initial=start, desc=desc, file=sys.stdout, ascii=True,
+               mininterval=5.0, ncols=80, disable=not progress or start == steps)
+    running, count = 0.0, 0
+    for step in range(start, steps):
+        model.train()
+        batch = _to_device(next_batch(data_rng), device)
+        out = loss_fn(model, batch)
+        loss, extras = (out if isinstance(out, tuple) else (out, {}))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        running, count = running + loss.item(), count + 1
+        bar.update(1)
+        done = step + 1
+        if (eval_every and done % eval_every == 0) or done == steps:
+            row = {"step": done, "loss": running / count, **{k: float(v) for k, v in extras.items()}}
+            running, count = 0.0, 0
+            if evaluate is not None:
+                row.update(_evaluate(model, evaluate))
+            result.history.append(row)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"}, refresh=False)
+            if tracker is not None:
+                tracker.log({f"{desc}/{k}": v for k, v in row.items() if k != "step"}, step=done)
+        result.steps = done
+        if ckpt_path is not None and (done % checkpoint_every == 0 or done == steps):
+            _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps)
+    bar.close()
+    if steps == 0 and evaluate is not None:
+        result.history.append({"step": 0, **_evaluate(model, evaluate)})
+    model.eval()
+    return result
+
+
+def _evaluate(model, evaluate) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in evaluate(model).items()}
+    model.train(was_training)
+    return metrics
+
+
+def _to_device(batch, device):
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(b, device) for b in batch)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _global_rng() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_global_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps) -> None:
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "data_rng": data_rng.get_state(),
+        "global_rng": _global_rng(),
+        "history": result.history,
+        "step": step,
+        "steps": steps,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def cosine_lr(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to zero: lr(t) = lr0 * (1 + cos(pi * t / T)) / 2."""
+
+    def factor(t: int) -> float:
+        if t < warmup:
+            return (t + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(1, steps - warmup)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def progress(iterable, desc: str, total: int | None = None):
+    """The same plain-text bar as ``fit``'s, for loops over seeds or configurations."""
+    return tqdm(iterable, desc=desc, total=total, file=sys.stdout, ascii=True, mininterval=5.0, ncols=80)
