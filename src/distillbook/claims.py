@@ -173,7 +173,7 @@ def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     return f"{mean:.{digits}g} ± {std:.2g}"
 
 
-VERDICT_MARK = {REPRODUCED: "✅ reproduced", NOT_REPRODUCED: "❌ not reproduced", INCONCLUSIVE: "❔ inconclusive"}
+VERDICT_MARK = {REPRODUCED: "**reproduced**", NOT_REPRODUCED: "**not reproduced**", INCONCLUSIVE: "*inconclusive*"}
 
 
 def markdown_table(results: Sequence[dict], digits: int = 3) -> str:

@@ -131,10 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError) as err:  # bad input: one clear line, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:
-        from distillbook.pipeline import RunFailed
-
-        if isinstance(err, RunFailed):
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        raise
+    except RuntimeError as err:  # a failed notebook or site build: its own message says where to look
+        print(f"error: {err}", file=sys.stderr)
+        return 1

@@ -101,8 +101,11 @@ def _allowed(field) -> str:
 def _describe(cls, err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        name = ".".join(str(p) for p in e["loc"]) or "<parameters>"
-        top = str(e["loc"][0]) if e["loc"] else ""
+        if not e["loc"]:  # a rule across fields: its message names them
+            lines.append(e["msg"].removeprefix("Value error, "))
+            continue
+        name = ".".join(str(p) for p in e["loc"])
+        top = str(e["loc"][0])
         allowed = _allowed(cls.model_fields[top]) if top in cls.model_fields else ""
         got = e.get("input")
         lines.append(f"parameter {name!r}: {e['msg']} (got {got!r}); allowed: {allowed}")

@@ -36,6 +36,8 @@ class RunFailed(RuntimeError):
 def params_class(chapter_id: str):
     """The pydantic parameter model of a written chapter."""
     chapter = catalog.chapter(chapter_id)
+    if not chapter.written:
+        raise ValueError(f"chapter {chapter.id!r} is planned: {chapter.notebook} does not exist")
     module = importlib.import_module(f"distillbook.chapters.{chapter.id.replace('-', '_')}")
     return module.Params
 
@@ -55,8 +57,6 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
                 kernel_name: str = "python3", log_output: bool = False) -> dict[str, Any]:
     """Execute one chapter's notebook at ``profile``; return where it went and how long it took."""
     chapter = catalog.chapter(chapter_id)
-    if not chapter.written:
-        raise ValueError(f"chapter {chapter.id!r} is planned: {chapter.notebook} does not exist")
     profile = resolve_profile(profile)
     overrides = dict(overrides or {})
     params_class(chapter.id).for_profile(profile, **overrides)  # fail fast, before any kernel starts

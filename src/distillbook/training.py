@@ -94,12 +94,13 @@ def fit(
         _set_global_rng(state["global_rng"])
         result = FitResult(history=state["history"], steps=state["step"], resumed_from=state["step"])
         start = state["step"]
+        running, count = state["running_loss"]
     else:
         seed_everything(seed)
+        running, count = 0.0, 0  # loss summed since the last logged row
 
     bar = tqdm(total=steps, initial=start, desc=desc, file=sys.stdout, ascii=True,
                mininterval=5.0, ncols=80, disable=not progress or start == steps)
-    running, count = 0.0, 0
     for step in range(start, steps):
         model.train()
         batch = _to_device(next_batch(data_rng), device)
@@ -128,7 +129,7 @@ def fit(
                 tracker.log({f"{desc}/{k}": v for k, v in row.items() if k != "step"}, step=done)
         result.steps = done
         if ckpt_path is not None and (done % checkpoint_every == 0 or done == steps):
-            _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps)
+            _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps, (running, count))
     bar.close()
     if steps == 0 and evaluate is not None:
         result.history.append({"step": 0, **_evaluate(model, evaluate)})
@@ -170,7 +171,7 @@ def _set_global_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps) -> None:
+def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps, running_loss) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -178,6 +179,7 @@ def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps
         "data_rng": data_rng.get_state(),
         "global_rng": _global_rng(),
         "history": result.history,
+        "running_loss": running_loss,
         "step": step,
         "steps": steps,
     }

@@ -309,29 +309,30 @@ def plot_accuracy_vs_temperature(run: Run):
     return fig
 
 
-def plot_soft_targets(teacher: torch.nn.Module, data: digits.Digits, temperatures=(1.0, 4.0, 16.0), n: int = 3):
+def plot_soft_targets(teacher: torch.nn.Module, data: digits.Digits, temperatures=(1.0, 4.0, 16.0),
+                      labels=(3, 5, 8)):
     """A few test digits and the teacher's distribution over classes at several temperatures."""
-    picks = [int(torch.nonzero(data.test.y == c)[0]) for c in (3, 5, 8)][:n]
+    picks = [int(torch.nonzero(data.test.y == c)[0]) for c in labels]
     logits = predict_logits(teacher, data.test.x[picks])
-    fig, axes = plt.subplots(2, n, figsize=(3.1 * n, 5.2), gridspec_kw={"height_ratios": [1, 1.2]})
+    n = len(picks)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.6), gridspec_kw={"height_ratios": [1, 1.3]})
     for col, (i, z) in enumerate(zip(picks, logits)):
         axes[0, col].imshow(data.test.x[i].reshape(digits.IMAGE_SHAPE), cmap="gray_r")
         axes[0, col].set_title(f"test image, label {int(data.test.y[i])}")
         axes[0, col].axis("off")
         ax = axes[1, col]
-        width = 0.8 / len(temperatures)
-        for k, t in enumerate(temperatures):
-            ax.bar(np.arange(10) + (k - (len(temperatures) - 1) / 2) * width, soft_targets(z, t).numpy(), width,
-                   label=f"T = {t:g}")
+        for t in temperatures:
+            ax.plot(range(10), soft_targets(z, t).numpy(), marker="o", label=f"T = {t:g}")
         ax.set_yscale("log")
-        ax.set_ylim(1e-6, 1.5)
+        ax.set_ylim(1e-8, 2)
         ax.set_xticks(range(10))
         ax.set_xlabel("class")
         if col == 0:
             ax.set_ylabel("teacher probability (log scale)")
-    axes[1, 0].legend(fontsize=8)
+    handles, names = axes[1, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=len(temperatures), bbox_to_anchor=(0.5, -0.01))
     fig.suptitle("The teacher's soft targets: raising T exposes how digits resemble each other")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
 

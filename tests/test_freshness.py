@@ -1,0 +1,96 @@
+"""Freshness: a change to an imported module (or the notebook) marks results stale; an unrelated change does not."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from distillbook import provenance
+from distillbook.paths import NOTEBOOKS_DIR, PACKAGE_DIR
+from distillbook.provenance import FRESH, STALE, check_fresh, notebook_hashes
+
+
+@pytest.fixture(scope="module")
+def chapter_modules():
+    """The distillbook modules the foundations notebook imports, seen from a fresh interpreter."""
+    code = ("import json, distillbook.chapters.foundations, distillbook.plotting, distillbook.claims, "
+            "distillbook.results, distillbook.training; from distillbook.provenance import imported_modules; "
+            "print(json.dumps(imported_modules()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def tree(tmp_path, monkeypatch, chapter_modules):
+    """A copy of the library and notebook, with provenance pointing at it."""
+    shutil.copytree(PACKAGE_DIR, tmp_path / "src" / "distillbook")
+    (tmp_path / "notebooks").mkdir()
+    notebook = tmp_path / "notebooks" / "foundations.ipynb"
+    shutil.copy(NOTEBOOKS_DIR / "foundations.ipynb", notebook)
+    monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
+    record = {"notebook": notebook_hashes(notebook), "modules": chapter_modules, "overrides": {}}
+    return tmp_path, notebook, record
+
+
+def test_the_chapter_imports_what_it_uses_and_not_the_tooling(chapter_modules):
+    assert "src/distillbook/losses/kd.py" in chapter_modules
+    assert "src/distillbook/training.py" in chapter_modules
+    for tooling in ("site.py", "cli.py", "pipeline.py"):
+        assert f"src/distillbook/{tooling}" not in chapter_modules
+
+
+def test_untouched_is_fresh(tree):
+    _, notebook, record = tree
+    assert check_fresh(record, notebook) == (FRESH, "")
+
+
+def test_imported_module_change_is_stale_and_named(tree):
+    root, notebook, record = tree
+    kd = root / "src" / "distillbook" / "losses" / "kd.py"
+    kd.write_text(kd.read_text() + "\n# a change\n")
+    state, reason = check_fresh(record, notebook)
+    assert state == STALE and "src/distillbook/losses/kd.py" in reason
+
+
+def test_unrelated_module_change_stays_fresh(tree):
+    root, notebook, record = tree
+    site = root / "src" / "distillbook" / "site.py"
+    site.write_text(site.read_text() + "\n# a change\n")
+    (root / "src" / "distillbook" / "brand_new.py").write_text("x = 1\n")
+    assert check_fresh(record, notebook) == (FRESH, "")
+
+
+def test_removed_module_is_stale(tree):
+    root, notebook, record = tree
+    (root / "src" / "distillbook" / "metrics.py").unlink()
+    state, reason = check_fresh(record, notebook)
+    assert state == STALE and "removed" in reason and "metrics.py" in reason
+
+
+def _edit_cell(notebook, cell_type, text):
+    nb = json.loads(notebook.read_text())
+    cell = next(c for c in nb["cells"] if c["cell_type"] == cell_type)
+    cell["source"] = (cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])) + text
+    notebook.write_text(json.dumps(nb))
+
+
+def test_notebook_code_change_is_stale(tree):
+    _, notebook, record = tree
+    _edit_cell(notebook, "code", "\nprint('changed')")
+    state, reason = check_fresh(record, notebook)
+    assert state == STALE and "code cells" in reason
+
+
+def test_notebook_text_change_is_stale_with_its_own_reason(tree):
+    _, notebook, record = tree
+    _edit_cell(notebook, "markdown", "\nMore prose.")
+    state, reason = check_fresh(record, notebook)
+    assert state == STALE and "text" in reason
+
+
+def test_off_preset_parameters_are_stale(tree):
+    _, notebook, record = tree
+    state, reason = check_fresh({**record, "overrides": {"seeds": [0]}}, notebook)
+    assert state == STALE and "seeds" in reason

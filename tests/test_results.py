@@ -1,0 +1,66 @@
+"""Atomic writes, the Run's result files, and the digits test bed."""
+
+import json
+
+import pytest
+import torch
+
+from distillbook.claims import Claim
+from distillbook.pipeline import params_class
+from distillbook.results import RESULT_FILES, Run, atomic_write_json, load_results
+from distillbook.testbeds import digits
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "claims.json"
+    atomic_write_json(target, {"ok": 1})
+    with pytest.raises(ValueError):
+        atomic_write_json(target, {"bad": float("nan")})  # allow_nan=False fails mid-serialisation
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["claims.json"], "no temp file is left behind"
+
+
+def test_run_writes_metrics_claims_and_provenance(scratch):
+    params = params_class("foundations").for_profile("smoke", seeds=[0, 1, 2])
+    run = Run("foundations", params)
+    for s in run.seeds:
+        run.record(s, acc=0.5 + 0.1 * s, curve=[s, s + 1])
+    claim = Claim("c", None, "acc above a quarter", a="acc", statistic="value", region=(">", 0.25))
+    run.finish([claim.evaluate(run.values("acc"))])
+    out = load_results("foundations", "smoke")
+    assert set(out) == {f.removesuffix(".json") for f in RESULT_FILES}
+    assert out["metrics"]["aggregate"]["acc"]["mean"] == pytest.approx(0.6)
+    assert out["metrics"]["aggregate"]["curve"]["mean"] == pytest.approx([1.0, 2.0])
+    prov = out["provenance"]
+    for key in ("git_commit", "parameters", "packages", "device", "wall_seconds", "peak_memory_mb", "notebook", "modules"):
+        assert key in prov
+    assert prov["overrides"] == {"seeds": [0, 1, 2]}
+    assert "src/distillbook/results.py" in prov["modules"]
+    assert out["claims"][0]["verdict"] == "reproduced"
+
+
+def test_run_refuses_claims_without_verdict_and_unknown_seeds(scratch):
+    run = Run("foundations", params_class("foundations").for_profile("smoke"))
+    with pytest.raises(KeyError, match="seed 99"):
+        run.record(99, acc=1.0)
+    with pytest.raises(ValueError, match="verdict"):
+        run.finish([{"id": "typed-in", "verdict": "reproduced!"}])
+    assert load_results("foundations", "smoke") is None
+
+
+def test_unknown_chapter_is_refused():
+    with pytest.raises(ValueError, match="chapter='nope'"):
+        Run("nope", params_class("foundations").for_profile("smoke"))
+
+
+def test_digits_splits_are_disjoint_and_seeded():
+    a, b = digits.load(0), digits.load(1)
+    assert len(a.test) == digits.TEST_SIZE and len(a.val) == 200 and len(a.train) == 1797 - 700
+    assert torch.equal(a.test.x, b.test.x), "the test split is the same for every seed"
+    assert not torch.equal(a.val.x, b.val.x)
+    idx = digits.labelled_subset(a.train, 5, seed=3)
+    assert torch.bincount(a.train.y[idx], minlength=10).tolist() == [5] * 10
+    assert torch.equal(idx, digits.labelled_subset(a.train, 5, seed=3))
+    assert (a.train.without_class(3).y != 3).all()
+    with pytest.raises(ValueError, match="per_class=500"):
+        digits.labelled_subset(a.train, 500, seed=0)

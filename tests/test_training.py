@@ -1,0 +1,113 @@
+"""The training loop: determinism, and exact resume after an interruption or a kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from distillbook.training import fit
+from resume_worker import train
+
+HERE = Path(__file__).parent
+
+
+def _final(path):
+    return torch.load(path, weights_only=False)
+
+
+def _same(a, b):
+    assert a["history"] == b["history"]
+    for k in a["state"]:
+        assert torch.equal(a["state"][k], b["state"][k]), k
+
+
+def test_same_seed_same_numbers(tmp_path):
+    train(None, tmp_path / "a.pt")
+    train(None, tmp_path / "b.pt")
+    _same(_final(tmp_path / "a.pt"), _final(tmp_path / "b.pt"))
+
+
+def test_resume_after_an_exception_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    train(None, tmp_path / "straight.pt")
+
+    import resume_worker
+
+    real_fit = resume_worker.fit
+    calls = {"n": 0}
+
+    def interrupted_fit(*args, **kwargs):
+        evaluate = kwargs["evaluate"]
+
+        def boom(m):
+            calls["n"] += 1
+            if calls["n"] == 4:  # the evaluation at step 80 runs before that step is saved
+                raise KeyboardInterrupt
+            return evaluate(m)
+
+        return real_fit(*args, **{**kwargs, "evaluate": boom})
+
+    monkeypatch.setattr(resume_worker, "fit", interrupted_fit)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "ckpt.pt", tmp_path / "never.pt")
+    assert torch.load(tmp_path / "ckpt.pt", weights_only=False)["step"] == 70
+    monkeypatch.setattr(resume_worker, "fit", real_fit)
+    train(tmp_path / "ckpt.pt", tmp_path / "resumed.pt")
+    _same(_final(tmp_path / "straight.pt"), _final(tmp_path / "resumed.pt"))
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    train(None, tmp_path / "straight.pt")
+    ckpt = tmp_path / "ckpt.pt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, str(HERE / "resume_worker.py"), str(ckpt), str(tmp_path / "killed.pt"), "0.02"]
+    proc = subprocess.Popen(cmd, env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 30:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(ckpt, weights_only=False)["step"]
+    assert 30 <= killed_at < 120, "the run should have been killed mid-training"
+    assert not (tmp_path / "killed.pt").exists()
+    subprocess.run(cmd[:-1] + ["0"], env=env, check=True)
+    _same(_final(tmp_path / "straight.pt"), _final(tmp_path / "killed.pt"))
+
+
+def test_finished_checkpoint_returns_without_training(tmp_path):
+    train(tmp_path / "ckpt.pt", tmp_path / "first.pt")
+    before = (tmp_path / "ckpt.pt").stat().st_mtime_ns
+    train(tmp_path / "ckpt.pt", tmp_path / "second.pt")
+    assert (tmp_path / "ckpt.pt").stat().st_mtime_ns == before
+    _same(_final(tmp_path / "first.pt"), _final(tmp_path / "second.pt"))
+
+
+def test_checkpoint_for_other_steps_is_refused(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    kw = dict(optimizer=torch.optim.SGD(model.parameters(), 0.1), seed=0, checkpoint=tmp_path / "c.pt", progress=False)
+    batch = lambda g: torch.randn(4, 2, generator=g)  # noqa: E731
+    fit(model, lambda m, b: m(b).pow(2).mean(), batch, steps=5, **kw)
+    with pytest.raises(ValueError, match="steps=5, not 6"):
+        fit(model, lambda m, b: m(b).pow(2).mean(), batch, steps=6, **kw)
+
+
+def test_bad_arguments_are_named():
+    model = torch.nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), 0.1)
+    with pytest.raises(ValueError, match="steps"):
+        fit(model, lambda m, b: m(b).sum(), lambda g: torch.zeros(1, 2), steps=-1, optimizer=opt, seed=0)
+    with pytest.raises(ValueError, match="eval_every"):
+        fit(model, lambda m, b: m(b).sum(), lambda g: torch.zeros(1, 2), steps=1, optimizer=opt, seed=0, eval_every=0)
+
+
+def test_non_finite_loss_stops_with_the_step():
+    model = torch.nn.Linear(2, 1)
+    with pytest.raises(FloatingPointError, match="step 0"):
+        fit(model, lambda m, b: m(b).sum() * float("nan"), lambda g: torch.zeros(1, 2), steps=3,
+            optimizer=torch.optim.SGD(model.parameters(), 0.1), seed=0, progress=False)
