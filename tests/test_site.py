@@ -92,3 +92,11 @@ def test_every_page_renders_in_chromium(html, server):
         browser.close()
     assert offsite == [], f"pages requested off-site resources: {offsite[:5]}"
     assert failed == [], f"requests failed: {failed[:5]}"
+
+
+def test_committed_generated_pages_are_current():
+    from distillbook.paths import BOOK_DIR, REPO_ROOT
+
+    for path, text in ((REPO_ROOT / "_toc.yml", site.toc_yaml()), (BOOK_DIR / "papers.md", site.papers_page()),
+                       (BOOK_DIR / "scoreboard.md", site.scoreboard_page())):
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is out of date: run `python -m distillbook build`"
