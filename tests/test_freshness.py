@@ -2,35 +2,31 @@
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from distillbook import provenance
-from distillbook.paths import NOTEBOOKS_DIR, PACKAGE_DIR
+from distillbook.paths import COMMITTED_RESULTS_DIR, NOTEBOOKS_DIR, PACKAGE_DIR
 from distillbook.provenance import FRESH, STALE, check_fresh, notebook_hashes
 
 
 @pytest.fixture(scope="module")
 def chapter_modules():
-    """The distillbook modules the foundations notebook imports, seen from a fresh interpreter."""
-    code = ("import json, distillbook.chapters.foundations, distillbook.plotting, distillbook.claims, "
-            "distillbook.results, distillbook.training; from distillbook.provenance import imported_modules; "
-            "print(json.dumps(imported_modules()))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """The distillbook modules the foundations notebook's kernel imported, as its committed cpu run recorded them."""
+    provenance_file = COMMITTED_RESULTS_DIR / "foundations" / "cpu" / "provenance.json"
+    return json.loads(provenance_file.read_text())["modules"]
 
 
 @pytest.fixture
 def tree(tmp_path, monkeypatch, chapter_modules):
     """A copy of the library and notebook, with provenance pointing at it."""
-    shutil.copytree(PACKAGE_DIR, tmp_path / "src" / "distillbook")
+    shutil.copytree(PACKAGE_DIR, tmp_path / "src" / "distillbook", ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "notebooks").mkdir()
     notebook = tmp_path / "notebooks" / "foundations.ipynb"
     shutil.copy(NOTEBOOKS_DIR / "foundations.ipynb", notebook)
     monkeypatch.setattr(provenance, "REPO_ROOT", tmp_path)
-    record = {"notebook": notebook_hashes(notebook), "modules": chapter_modules, "overrides": {}}
+    here = {rel: provenance.sha256_bytes((tmp_path / rel).read_bytes()) for rel in chapter_modules}
+    record = {"notebook": notebook_hashes(notebook), "modules": here, "overrides": {}}
     return tmp_path, notebook, record
 
 

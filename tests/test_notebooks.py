@@ -57,6 +57,10 @@ def test_notebook_runs_at_smoke(chapter, scratch):
     assert prov["notebook"] == notebook_hashes(catalog.chapter(chapter).notebook)
     assert any(m.endswith(f"chapters/{chapter.replace('-', '_')}.py") for m in prov["modules"])
     assert out["wall_seconds"] < 120, "smoke runs take seconds"
+    assert executed["metadata"]["distillbook"] == {"run_id": prov["run_id"], "profile": "smoke"}
+    from distillbook.paths import RUNS_DIR
+
+    assert not any((RUNS_DIR / "staging").glob("*")), "staging is cleaned up"
 
 
 def _cli(*args, timeout=60):
@@ -73,6 +77,10 @@ def test_cli_rejects_bad_input_before_any_compute():
     assert bad.returncode == 2 and "unknown chapter 'no-such-chapter'" in bad.stderr
     bad = _cli("run", "foundations", "--profile", "huge")
     assert bad.returncode == 2 and "unknown profile 'huge'" in bad.stderr
+    bad = _cli("run", "foundations", "--profile", "smoke", "-p", "profile=gpu")
+    assert bad.returncode == 2 and "'profile' is chosen by the profile argument" in bad.stderr
+    bad = _cli("run", "foundations", "--profile", "smoke", "-p", "device=cuda:7")
+    assert bad.returncode == 2 and "device='cuda:7'" in bad.stderr
     bad = _cli("run", "lm-kd-dynamics", "--profile", "smoke")
     assert bad.returncode == 2 and "planned" in bad.stderr
     assert time.perf_counter() - started < 60, "validation must not start kernels"

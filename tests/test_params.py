@@ -13,9 +13,7 @@ Params = params_class("foundations")
 @pytest.mark.parametrize("chapter", [c.id for c in catalog.written_chapters()])
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_preset_validates(chapter, profile):
-    params = params_class(chapter).for_profile(profile)
-    assert params.profile == profile
-    assert params.overrides_from_preset() == {}
+    assert params_class(chapter).for_profile(profile).profile == profile
 
 
 def test_cpu_and_gpu_presets_have_enough_seeds_for_verdicts():
@@ -41,9 +39,16 @@ def test_out_of_range_is_named_with_bounds():
         Params.for_profile("cpu", alpha=1.5)
 
 
+def test_profile_is_not_an_override():
+    with pytest.raises(ParameterError, match="'profile' is chosen by the profile argument"):
+        Params.for_profile("smoke", profile="gpu")
+
+
 def test_chapter_rules_are_checked():
     with pytest.raises(ParameterError, match="temperatures"):
         Params.for_profile("cpu", temperatures=[2.0, 4.0])
+    with pytest.raises(ParameterError, match=r"mnist_temperature \(20\) must be one of temperatures"):
+        Params.for_profile("cpu", temperatures=[1.0, 4.0])
     with pytest.raises(ParameterError, match="eval_every"):
         Params.for_profile("smoke", eval_every=1000)
     with pytest.raises(ParameterError, match="seeds"):

@@ -7,6 +7,7 @@ import torch
 
 from distillbook.claims import Claim
 from distillbook.pipeline import params_class
+from distillbook import results as results_module
 from distillbook.results import RESULT_FILES, Run, atomic_write_json, load_results
 from distillbook.testbeds import digits
 
@@ -37,6 +38,51 @@ def test_run_writes_metrics_claims_and_provenance(scratch):
     assert prov["overrides"] == {"seeds": [0, 1, 2]}
     assert "src/distillbook/results.py" in prov["modules"]
     assert out["claims"][0]["verdict"] == "reproduced"
+
+
+def _finished_run(acc_offset: float) -> dict:
+    run = Run("foundations", params_class("foundations").for_profile("smoke", seeds=[0, 1, 2]))
+    for s in run.seeds:
+        run.record(s, acc=acc_offset + 0.1 * s)
+    claim = Claim("c", None, "acc above a quarter", a="acc", statistic="value", region=(">", 0.25))
+    return run.finish([claim.evaluate(run.values("acc"))])
+
+
+def test_a_failed_write_leaves_the_previous_results_whole(scratch, monkeypatch):
+    first = _finished_run(0.5)
+    before = {f: (results_module.results_dir("foundations", "smoke") / f).read_text() for f in RESULT_FILES}
+    real = results_module.atomic_write_json
+
+    def fail_on_claims(path, obj):
+        if path.name == "claims.json":
+            raise OSError("disk full")
+        real(path, obj)
+
+    monkeypatch.setattr(results_module, "atomic_write_json", fail_on_claims)
+    with pytest.raises(OSError, match="disk full"):
+        _finished_run(0.1)
+    folder = results_module.results_dir("foundations", "smoke")
+    assert {f: (folder / f).read_text() for f in RESULT_FILES} == before
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["smoke"], "no staging folder is left behind"
+    assert load_results("foundations", "smoke")["provenance"]["run_id"] == first["run_id"]
+
+
+def test_a_library_change_during_the_run_is_refused(scratch, monkeypatch):
+    run = Run("foundations", params_class("foundations").for_profile("smoke", seeds=[0, 1, 2]))
+    monkeypatch.setattr(results_module, "imported_modules", lambda: {**run.code, "src/distillbook/losses/kd.py": "edited"})
+    with pytest.raises(RuntimeError, match="changed while the run was going: src/distillbook/losses/kd.py"):
+        run.finish([])
+    assert load_results("foundations", "smoke") is None
+
+
+def test_checkpoint_key_follows_parameters_and_code(scratch):
+    params = params_class("foundations").for_profile("smoke")
+    a, b = Run("foundations", params), Run("foundations", params)
+    assert a.checkpoint("teacher", 0) == b.checkpoint("teacher", 0)
+    c = Run("foundations", params_class("foundations").for_profile("smoke", alpha=0.3))
+    assert c.checkpoint("teacher", 0) != a.checkpoint("teacher", 0)
+    b.code = {**b.code, "src/distillbook/losses/kd.py": "edited"}
+    assert b.checkpoint("teacher", 0) != a.checkpoint("teacher", 0)
 
 
 def test_run_refuses_claims_without_verdict_and_unknown_seeds(scratch):

@@ -17,15 +17,26 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 PAGES_WITH_MATH = ("book/intro.html", "book/chapters/foundations.html")
 
 
+def test_committed_generated_pages_are_current():
+    """Runs before the build below, which therefore never needs to rewrite them."""
+    from distillbook.paths import BOOK_DIR, REPO_ROOT
+
+    for path, text in ((REPO_ROOT / "_toc.yml", site.toc_yaml()), (BOOK_DIR / "papers.md", site.papers_page()),
+                       (BOOK_DIR / "scoreboard.md", site.scoreboard_page())):
+        assert path.read_text(encoding="utf-8") == text, f"{path.name} is out of date: run `python -m distillbook build`"
+
+
+def test_papers_page_lists_every_paper_with_its_chapter_state():
+    page = site.papers_page()
+    assert page.count("\n| ") == 87 + 1  # header + one row per paper
+    assert "planned" in page
+    scoreboard = site.scoreboard_page()
+    assert "foundations" in scoreboard and "omitted-class-recognised" in scoreboard
+
+
 @pytest.fixture(scope="module")
 def html(tmp_path_factory) -> Path:
-    return site.build(strict=True, output=tmp_path_factory.mktemp("site"))
-
-
-def test_generated_pages_are_deterministic():
-    assert site.toc_yaml() == site.toc_yaml()
-    assert site.papers_page() == site.papers_page()
-    assert site.papers_page().count("\n| ") == 87 + 1  # header + one row per paper
+    return site.build(strict=True, output=tmp_path_factory.mktemp("site"), generate=False)
 
 
 @pytest.mark.slow
@@ -93,10 +104,3 @@ def test_every_page_renders_in_chromium(html, server):
     assert offsite == [], f"pages requested off-site resources: {offsite[:5]}"
     assert failed == [], f"requests failed: {failed[:5]}"
 
-
-def test_committed_generated_pages_are_current():
-    from distillbook.paths import BOOK_DIR, REPO_ROOT
-
-    for path, text in ((REPO_ROOT / "_toc.yml", site.toc_yaml()), (BOOK_DIR / "papers.md", site.papers_page()),
-                       (BOOK_DIR / "scoreboard.md", site.scoreboard_page())):
-        assert path.read_text(encoding="utf-8") == text, f"{path.name} is out of date: run `python -m distillbook build`"

@@ -27,7 +27,7 @@ def test_offline_run_writes_locally_without_login(tmp_path, monkeypatch):
 
     tracker = Tracker("offline", name="test", config={"lr": 0.1}, directory=tmp_path)
     for step in range(3):
-        tracker.log({"loss": 1.0 / (step + 1)}, step=step)
+        tracker.log({"loss": 1.0 / (step + 1), "step": step})
     fig, ax = plt.subplots()
     ax.plot([0, 1])
     tracker.log_figure("curve", fig)
@@ -37,6 +37,27 @@ def test_offline_run_writes_locally_without_login(tmp_path, monkeypatch):
     assert len(runs) == 1
     assert list(runs[0].glob("run-*.wandb")), "the offline run file is missing"
     assert list(runs[0].glob("files/media/images/curve_*.png")), "the figure was not logged"
+
+
+def test_fit_logs_every_evaluation_to_the_tracker():
+    import torch
+
+    from distillbook.training import fit
+
+    class Recorder:
+        def __init__(self):
+            self.rows = []
+
+        def log(self, metrics):
+            self.rows.append(metrics)
+
+    recorder = Recorder()
+    model = torch.nn.Linear(2, 1)
+    fit(model, lambda m, b: m(b).pow(2).mean(), lambda g: torch.randn(4, 2, generator=g), steps=6,
+        optimizer=torch.optim.SGD(model.parameters(), 0.1), seed=0, eval_every=2,
+        evaluate=lambda m: {"w": m.weight.abs().sum()}, tracker=recorder, desc="seed0/toy", progress=False)
+    assert [r["seed0/toy/step"] for r in recorder.rows] == [2, 4, 6]
+    assert all({"seed0/toy/loss", "seed0/toy/w"} <= set(r) for r in recorder.rows)
 
 
 def test_bad_mode_is_named():

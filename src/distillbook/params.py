@@ -53,7 +53,7 @@ class ChapterParams(BaseModel):
         return value
 
     @classmethod
-    def for_profile(cls, profile: str, **overrides: Any):
+    def for_profile(cls, profile: str, /, **overrides: Any):
         """The preset of ``profile`` (``auto``: gpu with CUDA, else cpu) with ``overrides`` on top.
 
         ``None`` values in ``overrides`` mean "keep the preset", so a notebook's
@@ -64,6 +64,8 @@ class ChapterParams(BaseModel):
         if missing:
             raise TypeError(f"{cls.__name__}.PRESETS lacks profiles {sorted(missing)}")
         given = {k: v for k, v in overrides.items() if v is not None}
+        if "profile" in given:
+            raise ParameterError("'profile' is chosen by the profile argument (--profile), not by an override")
         unknown = sorted(set(given) - set(cls.model_fields) - {"profile"})
         if unknown:
             raise ParameterError(

@@ -1,10 +1,12 @@
 """Run chapter notebooks with papermill, and report the freshness of their results.
 
 ``run_chapter`` validates the parameters in this process (so a typo fails
-before a kernel starts), executes ``notebooks/<id>.ipynb`` into a temp file,
-and only on success moves it to ``book/chapters/<id>.ipynb`` (cpu/gpu) or to
-scratch (smoke). The notebook itself writes the results (see
-:class:`distillbook.results.Run`).
+before a kernel starts), then executes ``notebooks/<id>.ipynb`` with results
+and notebook both staged under ``runs/staging/<run id>/``. Only when every
+cell succeeded are the results moved to ``results/<id>/<profile>/`` and the
+executed notebook to ``book/chapters/<id>.ipynb`` (smoke: to scratch). The
+notebook records the run id; ``status`` checks that the executed notebook
+and the results come from the same run.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
+import uuid
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from distillbook import catalog
-from distillbook.paths import EXECUTED_DIR, RUNS_DIR, checkpoints_dir
+from distillbook.paths import EXECUTED_DIR, RUNS_DIR, checkpoints_dir, results_root as default_results_root
 from distillbook.profiles import resolve_profile
 from distillbook.provenance import FRESH, MISSING, STALE, check_fresh
 
@@ -59,7 +61,10 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     chapter = catalog.chapter(chapter_id)
     profile = resolve_profile(profile)
     overrides = dict(overrides or {})
-    params_class(chapter.id).for_profile(profile, **overrides)  # fail fast, before any kernel starts
+    params = params_class(chapter.id).for_profile(profile, **overrides)  # fail fast, before any kernel starts
+    from distillbook.runtime import resolve_device
+
+    resolve_device(params.device)
 
     names = notebook_parameter_names(chapter.notebook)
     injected: dict[str, Any] = {"profile": profile}
@@ -74,29 +79,40 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     if output_dir is None:
         output_dir = RUNS_DIR / "smoke" if profile == "smoke" else EXECUTED_DIR
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    destination = output_dir / f"{chapter.id}.ipynb"
-    fd, tmp = tempfile.mkstemp(dir=output_dir, prefix=f".{chapter.id}.", suffix=".ipynb")
-    os.close(fd)
+    final_results = Path(results_root) if results_root is not None else default_results_root(profile)
+    run_id = uuid.uuid4().hex
+    staging = RUNS_DIR / "staging" / run_id
+    staged_notebook = staging / f"{chapter.id}.ipynb"
+    staging.mkdir(parents=True)
     started = time.perf_counter()
     import papermill
 
-    env = {"DISTILLBOOK_RESULTS_ROOT": str(results_root)} if results_root is not None else {}
+    from distillbook.results import replace_folder
+
+    env = {"DISTILLBOOK_RESULTS_ROOT": str(staging / "results"), "DISTILLBOOK_RUN_ID": run_id, "PYTHONHASHSEED": "0",
+           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
     try:
-        with _environment(**env, PYTHONHASHSEED="0", MPLBACKEND="module://matplotlib_inline.backend_inline"):
-            papermill.execute_notebook(str(chapter.notebook), tmp, parameters=injected, kernel_name=kernel_name,
-                                       cwd=str(chapter.notebook.parent), progress_bar=False, log_output=log_output)
+        with _environment(**env):
+            papermill.execute_notebook(str(chapter.notebook), str(staged_notebook), parameters=injected,
+                                       kernel_name=kernel_name, cwd=str(chapter.notebook.parent), progress_bar=False,
+                                       log_output=log_output)
+        staged_results = staging / "results" / chapter.id / profile
+        if not staged_results.exists():
+            raise RunFailed(f"{chapter.id} ({profile}) ran but wrote no results: its last cell must call run.finish()")
+        tidy_executed_notebook(staged_notebook, run_id=run_id, profile=profile)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (final_results / chapter.id).mkdir(parents=True, exist_ok=True)
+        replace_folder(staged_results, final_results / chapter.id / profile)
+        os.replace(staged_notebook, output_dir / f"{chapter.id}.ipynb")
     except papermill.PapermillExecutionError as err:
         failed = RUNS_DIR / "failed" / f"{chapter.id}-{profile}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(tmp, failed)
+        shutil.move(staged_notebook, failed)
         raise RunFailed(f"{chapter.id} ({profile}) failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
                         f"partial notebook: {failed}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    tidy_executed_notebook(Path(tmp))
-    os.replace(tmp, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    destination = output_dir / f"{chapter.id}.ipynb"
     shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
     return {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
             "wall_seconds": round(time.perf_counter() - started, 1)}
@@ -121,9 +137,10 @@ def _collapse_carriage_returns(text: str) -> str:
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
-def tidy_executed_notebook(path: Path) -> None:
-    """Collapse the injected-parameters cell on the page, and keep only final progress-bar states."""
+def tidy_executed_notebook(path: Path, run_id: str, profile: str) -> None:
+    """Record the run, collapse the injected-parameters cell on the page, keep only final progress-bar states."""
     nb = json.loads(path.read_text(encoding="utf-8"))
+    nb["metadata"]["distillbook"] = {"run_id": run_id, "profile": profile}
     for cell in nb["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if "injected-parameters" in tags and "hide-cell" not in tags:
@@ -157,10 +174,23 @@ def status(profiles: tuple[str, ...] = STATUS_PROFILES) -> list[dict[str, Any]]:
                    "wall_seconds": None, "claims": {}}
             if results is not None:
                 state, reason = check_fresh(results["provenance"], chapter.notebook)
+                if state == FRESH:
+                    state, reason = _check_executed(chapter.id, profile, results["provenance"])
                 row.update(state=state, reason=reason, wall_seconds=results["provenance"].get("wall_seconds"),
                            claims=dict(Counter(c["verdict"] for c in results["claims"])))
             rows.append(row)
     return rows
+
+
+def _check_executed(chapter_id: str, profile: str, provenance: dict) -> tuple[str, str]:
+    """The executed notebook must exist and, where it shows this profile, come from the same run as the results."""
+    path = EXECUTED_DIR / f"{chapter_id}.ipynb"
+    if not path.exists():
+        return STALE, f"no executed notebook book/chapters/{chapter_id}.ipynb"
+    shown = json.loads(path.read_text(encoding="utf-8"))["metadata"].get("distillbook", {})
+    if shown.get("profile") == profile and shown.get("run_id") != provenance.get("run_id"):
+        return STALE, f"book/chapters/{chapter_id}.ipynb and results/{chapter_id}/{profile} come from different runs"
+    return FRESH, ""
 
 
 def stale_chapters(profile: str) -> list[str]:

@@ -2,9 +2,11 @@
 
 A notebook opens a :class:`Run` right after its parameters cell and closes it
 with :meth:`Run.finish` in its last cell, which writes
-``results/<chapter>/<profile>/{metrics,claims,provenance}.json``, each
-atomically (temp file + rename). A run that fails before ``finish`` leaves
-the previous results as they were.
+``results/<chapter>/<profile>/{metrics,claims,provenance}.json`` as one unit:
+the three files go into a temp folder that then replaces the old one. A run
+that fails before ``finish`` leaves the previous results as they were (and
+``distillbook run`` stages even that, moving results and executed notebook
+into place together only when the whole notebook succeeded).
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import json
 import os
 import platform
 import resource
+import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ import torch
 from distillbook.claims import VERDICTS
 from distillbook.params import ChapterParams
 from distillbook.paths import NOTEBOOKS_DIR, checkpoints_dir, results_root
-from distillbook.provenance import git_commit, imported_modules, notebook_hashes, package_versions
+from distillbook.provenance import git_commit, imported_modules, notebook_hashes, package_versions, sha256_bytes
 from distillbook.runtime import deterministic_algorithms, resolve_device, set_threads
 from distillbook.tracking import Tracker
 
@@ -50,6 +54,35 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_results(folder: Path, files: dict[str, Any]) -> None:
+    """Write ``files`` as one unit: into a temp sibling folder, then swapped in for ``folder``."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.new-"))
+    try:
+        for name, obj in files.items():
+            atomic_write_json(staging / name, obj)
+        replace_folder(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_folder(new: Path, folder: Path) -> None:
+    """Move ``new`` to ``folder``, replacing it; the old folder is removed only once the new one is in place."""
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(folder, old)
+    try:
+        os.replace(new, folder)
+    except BaseException:
+        if old is not None:
+            os.replace(old, folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def results_dir(chapter: str, profile: str) -> Path:
@@ -77,6 +110,10 @@ class Run:
         set_threads(params.threads)
         deterministic_algorithms()
         self.device = resolve_device(params.device)
+        self.run_id = os.environ.get("DISTILLBOOK_RUN_ID") or uuid.uuid4().hex
+        self.code = imported_modules()  # hashed now, as the code that runs; finish() checks it is unchanged
+        notebook = NOTEBOOKS_DIR / f"{chapter}.ipynb"
+        self.notebook = notebook_hashes(notebook)
         self.per_seed: dict[int, dict[str, Any]] = {int(s): {} for s in params.seeds}
         self.tracker = Tracker(params.tracking, name=f"{chapter}-{params.profile}", group=chapter,
                                config=params.model_dump())
@@ -88,13 +125,13 @@ class Run:
     def checkpoint(self, name: str, seed: int) -> Path:
         """Checkpoint file of one ``fit`` in this run (git-ignored ``runs/checkpoints``).
 
-        Keyed by the parameters, so a changed parameter never resumes an old
-        checkpoint; the pipeline removes a chapter's checkpoints after a
-        successful run.
+        Keyed by the parameters, the notebook's code and the library modules
+        imported at the start of the run, so a change to any of them never
+        resumes an old checkpoint; the pipeline removes a chapter's
+        checkpoints after a successful run.
         """
-        from distillbook.provenance import sha256_bytes
-
-        key = sha256_bytes(json.dumps(self.params.model_dump(), sort_keys=True).encode())[:12]
+        identity = {"params": self.params.model_dump(), "code": self.code, "notebook": self.notebook["code_cells"]}
+        key = sha256_bytes(json.dumps(identity, sort_keys=True).encode())[:16]
         return checkpoints_dir(self.chapter, self.profile) / key / f"{name}-seed{seed}.pt"
 
     def record(self, seed: int, **metrics: float | list[float]) -> None:
@@ -103,6 +140,7 @@ class Run:
             raise KeyError(f"seed {seed} is not one of this run's seeds {self.seeds}")
         for k, v in metrics.items():
             self.per_seed[seed][k] = _plain(v)
+        self.tracker.summary({f"seed{seed}/{k}": v for k, v in self.per_seed[seed].items() if k in metrics})
 
     def values(self, name: str) -> list:
         """Per-seed values of a recorded metric, in seed order."""
@@ -134,8 +172,14 @@ class Run:
             if c.get("verdict") not in VERDICTS:
                 raise ValueError(f"claim {c.get('id')!r} has no computed verdict")
         wall = time.perf_counter() - self.started
-        notebook = NOTEBOOKS_DIR / f"{self.chapter}.ipynb"
+        modules = imported_modules()
+        changed = sorted(m for m, digest in self.code.items() if modules.get(m) != digest)
+        if changed:
+            raise RuntimeError(f"library modules changed while the run was going: {', '.join(changed)}; rerun")
+        if notebook_hashes(NOTEBOOKS_DIR / f"{self.chapter}.ipynb") != self.notebook:
+            raise RuntimeError(f"notebooks/{self.chapter}.ipynb changed while the run was going; rerun")
         provenance = {
+            "run_id": self.run_id,
             "chapter": self.chapter,
             "profile": self.profile,
             "parameters": self.params.model_dump(),
@@ -147,15 +191,13 @@ class Run:
             "platform": platform.platform(),
             "wall_seconds": round(wall, 2),
             "peak_memory_mb": _peak_memory_mb(self.device),
-            "notebook": notebook_hashes(notebook) if notebook.exists() else None,
-            "modules": imported_modules(),
+            "notebook": self.notebook,
+            "modules": modules,
         }
         metrics = {"chapter": self.chapter, "profile": self.profile, "seeds": self.seeds,
                    "per_seed": {str(s): m for s, m in self.per_seed.items()}, "aggregate": self.aggregate()}
-        folder = results_dir(self.chapter, self.profile)
-        atomic_write_json(folder / "metrics.json", metrics)
-        atomic_write_json(folder / "claims.json", claims)
-        atomic_write_json(folder / "provenance.json", provenance)
+        write_results(results_dir(self.chapter, self.profile),
+                      {"metrics.json": metrics, "claims.json": claims, "provenance.json": provenance})
         self.tracker.summary({f"claims/{c['id']}": c["verdict"] for c in claims})
         self.tracker.finish()
         return provenance

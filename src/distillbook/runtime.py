@@ -47,7 +47,12 @@ def set_threads(threads: int = DEFAULT_THREADS) -> None:
 
 
 def deterministic_algorithms(enabled: bool = True) -> None:
-    """Ask torch for deterministic kernels (matters on CUDA; a no-op cost on CPU)."""
+    """Require deterministic kernels, so that a seed gives the same numbers on the same machine.
+
+    Strict: an op with no deterministic implementation raises (on CUDA), and
+    the chapter must choose another op rather than silently lose determinism.
+    """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = False
 

@@ -138,9 +138,10 @@ def ensure_mathjax() -> Path:
     return entry
 
 
-def build(strict: bool = True, output: Path | None = None) -> Path:
+def build(strict: bool = True, output: Path | None = None, generate: bool = True) -> Path:
     """Generate pages, fetch MathJax if needed, and build the HTML site (warnings are errors when ``strict``)."""
-    generate_pages()
+    if generate:
+        generate_pages()
     ensure_mathjax()
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(REPO_ROOT), "--builder", "html", "--all"]

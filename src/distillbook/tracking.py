@@ -40,9 +40,9 @@ class Tracker:
     def active(self) -> bool:
         return self.run is not None
 
-    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log(self, metrics: dict[str, float]) -> None:
         if self.run is not None:
-            self.run.log(dict(metrics), step=step)
+            self.run.log(dict(metrics))
 
     def log_figure(self, name: str, figure) -> None:
         if self.run is not None:

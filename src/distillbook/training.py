@@ -125,8 +125,8 @@ def fit(
                 row.update(_evaluate(model, evaluate))
             result.history.append(row)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"}, refresh=False)
-            if tracker is not None:
-                tracker.log({f"{desc}/{k}": v for k, v in row.items() if k != "step"}, step=done)
+            if tracker is not None:  # the step is a metric: several fits share one tracked run
+                tracker.log({f"{desc}/{k}": v for k, v in row.items()})
         result.steps = done
         if ckpt_path is not None and (done % checkpoint_every == 0 or done == steps):
             _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps, (running, count))
