@@ -60,23 +60,25 @@ class Params(ChapterParams):
     teacher_dropout: float = Field(ge=0.0, lt=1.0)
     omit_class: int = Field(ge=0, le=9, description="the digit removed from the omitted-class student's data")
     eval_every: int = Field(ge=1, description="steps between evaluations on the learning curves")
+    ablation_widths: list[int] = Field(description="wider students for the soft vs arg-max ablation")
+    ablation_steps: list[int] = Field(description="longer trainings for the soft vs arg-max ablation")
 
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], labelled_per_class=5, temperatures=[1.0, 4.0, 20.0], mnist_temperature=20.0,
                       small_net_temperature=4.0, alpha=0.5,
                       teacher_hidden=[64], student_hidden=[16], teacher_steps=40, student_steps=30,
                       batch_size=64, lr=3e-3, weight_decay=1e-4, teacher_dropout=0.1, omit_class=3,
-                      eval_every=10),
-        "cpu": dict(seeds=[0, 1, 2, 3, 4, 5, 6, 7], labelled_per_class=5, temperatures=[1.0, 2.0, 4.0, 8.0, 20.0],
+                      eval_every=10, ablation_widths=[32], ablation_steps=[60]),
+        "cpu": dict(seeds=[0, 1, 2, 3, 4, 5], labelled_per_class=5, temperatures=[1.0, 2.0, 4.0, 8.0, 20.0],
                     mnist_temperature=20.0, small_net_temperature=4.0, alpha=0.5, teacher_hidden=[256, 256], student_hidden=[32], teacher_steps=1500,
                     student_steps=600, batch_size=128, lr=3e-3, weight_decay=1e-4, teacher_dropout=0.2,
-                    omit_class=3, eval_every=50),
+                    omit_class=3, eval_every=50, ablation_widths=[256], ablation_steps=[1500]),
         # Tiny MLPs are launch-bound on a GPU (about 1 ms a step): the budget is counted in steps,
         # about 30k per seed here, for 10 seeds within 10 minutes.
         "gpu": dict(seeds=list(range(10)), labelled_per_class=5, temperatures=[1.0, 2.0, 3.0, 4.0, 8.0, 16.0, 20.0],
                     mnist_temperature=20.0, small_net_temperature=4.0, alpha=0.5, teacher_hidden=[1024, 1024], student_hidden=[32], teacher_steps=3000,
                     student_steps=1000, batch_size=256, lr=3e-3, weight_decay=1e-4, teacher_dropout=0.3,
-                    omit_class=3, eval_every=100),
+                    omit_class=3, eval_every=100, ablation_widths=[256, 1024], ablation_steps=[3000]),
     }
 
     @field_validator("temperatures")
@@ -131,17 +133,20 @@ def train_teacher(run: Run, data: digits.Digits, seed: int) -> torch.nn.Module:
 
 def train_student(run: Run, data: digits.Digits, seed: int, labelled: digits.Split, *, name: str,
                   transfer: digits.Split | None = None, teacher_logits: torch.Tensor | None = None,
-                  temperature: float | None = None) -> tuple[torch.nn.Module, list[dict]]:
+                  temperature: float | None = None, hidden: list[int] | None = None,
+                  steps: int | None = None) -> tuple[torch.nn.Module, list[dict]]:
     """The small student: cross-entropy on ``labelled``, plus a term on the teacher's outputs over ``transfer``.
 
     With a ``temperature``, Hinton's objective:
         alpha * T^2 KL(p_T || q_T) on a transfer batch + (1 - alpha) * CE on a labelled batch.
     With ``temperature=None`` (the pseudo-label control), the teacher's arg-max replaces p_T:
         alpha * CE(argmax v, q_1) on a transfer batch + (1 - alpha) * CE on a labelled batch.
+    ``hidden`` and ``steps`` override the student's widths and training length (ablations).
     """
     p = run.params
+    steps = steps or p.student_steps
     torch.manual_seed(seed + 1000)
-    student = mlp(64, p.student_hidden, digits.N_CLASSES).to(run.device)
+    student = mlp(64, hidden or p.student_hidden, digits.N_CLASSES).to(run.device)
     draw_labelled = _sampler(len(labelled), p.batch_size)
     uses_teacher = transfer is not None
     if uses_teacher != (teacher_logits is not None):
@@ -164,10 +169,10 @@ def train_student(run: Run, data: digits.Digits, seed: int, labelled: digits.Spl
         return distillation_objective(m(x_t), v_t, m(x_l), y_l, temperature, p.alpha)
 
     test_x, test_y = data.test.x.to(run.device), data.test.y.to(run.device)
-    result = fit(student, loss_fn, batch, steps=p.student_steps,
+    result = fit(student, loss_fn, batch, steps=steps,
                  optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr, weight_decay=p.weight_decay),
                  seed=seed, evaluate=lambda m: {"test_acc": accuracy(m(test_x), test_y)},
-                 eval_every=p.eval_every, checkpoint=run.checkpoint(name, seed), tracker=run.tracker,
+                 eval_every=min(p.eval_every, steps), checkpoint=run.checkpoint(name, seed), tracker=run.tracker,
                  desc=f"seed{seed}/{name}", progress=False)
     return student, result.history
 
@@ -230,7 +235,20 @@ def run_seed(run: Run, seed: int) -> torch.nn.Module:
         adjusted.append(accuracy(shifted[is_k], data.test.y[is_k]))
         biases.append(b)
     run.record(seed, omit_class_raw_acc=raw, omit_class_adjusted_acc=adjusted, omit_bias=biases)
+
+    # Ablation: does a wider student, or a longer training, change soft targets vs arg-max labels?
+    for label, hidden, steps in ablation_settings(p):
+        for arm, t in (("argmax", None), ("soft", p.mnist_temperature)):
+            student, _ = train_student(run, data, seed, labelled, name=f"ablation-{label}-{arm}", transfer=data.train,
+                                       teacher_logits=teacher_logits, temperature=t, hidden=hidden, steps=steps)
+            run.record(seed, **{f"ablation_{label}_{arm}_test_acc": _acc(student, data.test)})
     return teacher
+
+
+def ablation_settings(p: Params) -> list[tuple[str, list[int], int]]:
+    """(label, student widths, steps) of the soft vs arg-max ablation, the base setting excluded."""
+    return ([(f"width{w}", [w], p.student_steps) for w in p.ablation_widths]
+            + [(f"steps{n}", p.student_hidden, n) for n in p.ablation_steps])
 
 
 # ---------------------------------------------------------------- claims
@@ -311,7 +329,11 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
         f"- the student that never saw a {p.omit_class} classifies {pct(_at(run, 'omit_class_adjusted_acc', big))} of "
         f"the test {p.omit_class}s at T = {big:g} after the bias shift, {pct(_at(run, 'omit_class_raw_acc', big))} "
         f"without it; at T = 1, {pct(_at(run, 'omit_class_adjusted_acc', 1.0))} "
-        f"(*{verdict['omitted-class-recognised']}*).",
+        f"(*{verdict['omitted-class-recognised']}*);",
+        "- soft targets minus arg-max labels on the full transfer set, in points: "
+        + "; ".join(f"{label}: {100 * np.mean(np.subtract(run.values(f'ablation_{label}_soft_test_acc'), run.values(f'ablation_{label}_argmax_test_acc'))):+.2f}"
+                    for label, _, _ in ablation_settings(p))
+        + f" (base setting: {100 * np.mean(np.subtract(_at(run, 'soft_all_test_acc', big), run.values('pseudo_label_test_acc'))):+.2f}).",
     ])
 
 
@@ -320,7 +342,7 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
 
 def plot_accuracy_vs_temperature(run: Run):
     temps = run.params.temperatures
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(7, 5.2), layout="constrained")
     pct = lambda name: 100 * np.asarray(run.values(name))  # noqa: E731
     reference_band(ax, pct("teacher_test_acc"), label="teacher (all labels)", color="k", linestyle=":")
     reference_band(ax, pct("label_only_test_acc"), label="student, labels only", color="C3")
@@ -334,7 +356,7 @@ def plot_accuracy_vs_temperature(run: Run):
     ax.set_xlabel("distillation temperature T")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"Student accuracy vs temperature ({run.params.labelled_per_class} labels per class)")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
     return fig
 
 
@@ -380,6 +402,30 @@ def plot_learning_curves(run: Run):
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("Student learning curves (mean ± std over seeds)")
     ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_soft_vs_argmax_ablation(run: Run):
+    """Soft targets (T = mnist_temperature) against arg-max labels on the full transfer set, per student setting."""
+    import pandas as pd
+    import seaborn as sns
+
+    p = run.params
+    base = f"{'x'.join(map(str, p.student_hidden))} units, {p.student_steps} steps"
+    settings = [(base, run.values("pseudo_label_test_acc"), _at(run, "soft_all_test_acc", p.mnist_temperature))]
+    for label, hidden, steps in ablation_settings(p):
+        settings.append((f"{'x'.join(map(str, hidden))} units, {steps} steps",
+                         run.values(f"ablation_{label}_argmax_test_acc"), run.values(f"ablation_{label}_soft_test_acc")))
+    rows = [{"student": name, "targets": arm, "test accuracy (%)": 100 * v}
+            for name, hard, soft in settings
+            for arm, values in (("teacher's arg-max labels", hard), (f"soft targets, T = {p.mnist_temperature:g}", soft))
+            for v in values]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    sns.pointplot(data=pd.DataFrame(rows), x="student", y="test accuracy (%)", hue="targets", errorbar="sd",
+                  dodge=0.3, linestyle="none", capsize=0.1, ax=ax)
+    ax.set_xlabel("student setting")
+    ax.set_title("Soft targets vs arg-max labels on the full transfer set (mean ± std)")
+    ax.legend(fontsize=8, loc="lower right")
     return fig
 
 
