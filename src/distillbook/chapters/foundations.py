@@ -253,35 +253,41 @@ def ablation_settings(p: Params) -> list[tuple[str, list[int], int]]:
 
 # ---------------------------------------------------------------- claims
 
-CLAIMS = (
-    Claim("distilled-beats-labels", None, reference=HINTON,
-          statement="A small student distilled on labelled + unlabelled images beats the same student trained on its "
-                    "labels alone (test accuracy)",
-          a="distilled, T = 20", b="label-only",
-          paper_figure="§3, MNIST", paper_value="small net 146 test errors → 74 when distilled (T = 20)"),
-    Claim("soft-beats-pseudo-labels", None, reference=HINTON,
-          statement="On the same transfer set, the teacher's soft targets beat its hard (arg-max) labels (test accuracy)",
-          a="distilled, T = 20", b="teacher's arg-max labels",
-          paper_figure="§2–3", paper_value="soft targets carry much more information per case than hard targets"),
-    Claim("temperature-above-1-helps", None, reference=HINTON,
-          statement="For a small student, softening with T = 4 beats T = 1 (transfer set: all training images; "
-                    "test accuracy)",
-          a="distilled, T = 4", b="distilled, T = 1",
-          paper_figure="§3, MNIST", paper_value="T in 2.5–4 best for 30 hidden units; T ≥ 8 alike for ≥ 300"),
-    Claim("temperature-above-1-helps-small-transfer", None, reference=HINTON,
-          statement="With only the 50 labelled images as transfer set, soft targets at T = 4 beat T = 1 (test accuracy)",
-          a="soft on labelled set, T = 4", b="soft on labelled set, T = 1",
-          paper_figure="§2", paper_value="high T exposes the small probabilities: more information per case"),
-    Claim("soft-targets-regularise", None, reference=HINTON,
-          statement="On a small labelled set alone, soft targets (T = 4) beat hard labels (test accuracy)",
-          a="soft on labelled set, T = 4", b="label-only",
-          paper_figure="Table 5 (speech, 3% of the data)", paper_value="44.5% → 57.0% test frame accuracy"),
-    Claim("omitted-class-recognised", None, reference=HINTON,
-          statement="A student that never saw one digit recognises most test images of it from soft targets (T = 20), "
-                    "after a bias shift (accuracy on that digit)",
-          a="omitted-digit accuracy, T = 20", statistic="value", region=(">", 0.5),
-          paper_figure="§3, MNIST without 3s", paper_value="98.6% of test 3s after raising the 3-bias by 3.5"),
-)
+def claims(p: Params) -> tuple[Claim, ...]:
+    """The chapter's claims, at the temperatures fixed in advance by ``p``."""
+    big, small = f"T = {p.mnist_temperature:g}", f"T = {p.small_net_temperature:g}"
+    n_labelled = p.labelled_per_class * digits.N_CLASSES
+    return (
+        Claim("distilled-beats-labels", None, reference=HINTON,
+              statement="A small student distilled on labelled + unlabelled images beats the same student trained on "
+                        "its labels alone (test accuracy)",
+              a=f"distilled, {big}", b="label-only",
+              paper_figure="§3, MNIST", paper_value="small net 146 test errors → 74 when distilled (T = 20)"),
+        Claim("soft-beats-pseudo-labels", None, reference=HINTON,
+              statement="On the same transfer set, the teacher's soft targets beat its hard (arg-max) labels "
+                        "(test accuracy)",
+              a=f"distilled, {big}", b="teacher's arg-max labels",
+              paper_figure="§2–3", paper_value="soft targets carry much more information per case than hard targets"),
+        Claim("temperature-above-1-helps", None, reference=HINTON,
+              statement=f"For a small student, softening with {small} beats T = 1 (transfer set: all training images; "
+                        "test accuracy)",
+              a=f"distilled, {small}", b="distilled, T = 1",
+              paper_figure="§3, MNIST", paper_value="T in 2.5–4 best for 30 hidden units; T ≥ 8 alike for ≥ 300"),
+        Claim("temperature-above-1-helps-small-transfer", None, reference=HINTON,
+              statement=f"With only the {n_labelled} labelled images as transfer set, soft targets at {small} beat "
+                        "T = 1 (test accuracy)",
+              a=f"soft on labelled set, {small}", b="soft on labelled set, T = 1",
+              paper_figure="§2", paper_value="high T exposes the small probabilities: more information per case"),
+        Claim("soft-targets-regularise", None, reference=HINTON,
+              statement=f"On a small labelled set alone, soft targets ({small}) beat hard labels (test accuracy)",
+              a=f"soft on labelled set, {small}", b="label-only",
+              paper_figure="Table 5 (speech, 3% of the data)", paper_value="44.5% → 57.0% test frame accuracy"),
+        Claim("omitted-class-recognised", None, reference=HINTON,
+              statement=f"A student that never saw one digit recognises most test images of it from soft targets "
+                        f"({big}), after a bias shift (accuracy on that digit)",
+              a=f"omitted-digit accuracy, {big}", statistic="value", region=(">", 0.5),
+              paper_figure="§3, MNIST without 3s", paper_value="98.6% of test 3s after raising the 3-bias by 3.5"),
+    )
 
 
 def _at(run: Run, name: str, temperature: float) -> list[float]:
@@ -293,13 +299,14 @@ def _at(run: Run, name: str, temperature: float) -> list[float]:
 def evaluate_claims(run: Run) -> list[dict]:
     p = run.params
     big, small = p.mnist_temperature, p.small_net_temperature
+    c = claims(p)
     return [
-        CLAIMS[0].evaluate(_at(run, "soft_all_test_acc", big), run.values("label_only_test_acc")),
-        CLAIMS[1].evaluate(_at(run, "soft_all_test_acc", big), run.values("pseudo_label_test_acc")),
-        CLAIMS[2].evaluate(_at(run, "soft_all_test_acc", small), _at(run, "soft_all_test_acc", 1.0)),
-        CLAIMS[3].evaluate(_at(run, "soft_labelled_test_acc", small), _at(run, "soft_labelled_test_acc", 1.0)),
-        CLAIMS[4].evaluate(_at(run, "soft_labelled_test_acc", small), run.values("label_only_test_acc")),
-        CLAIMS[5].evaluate(_at(run, "omit_class_adjusted_acc", big)),
+        c[0].evaluate(_at(run, "soft_all_test_acc", big), run.values("label_only_test_acc")),
+        c[1].evaluate(_at(run, "soft_all_test_acc", big), run.values("pseudo_label_test_acc")),
+        c[2].evaluate(_at(run, "soft_all_test_acc", small), _at(run, "soft_all_test_acc", 1.0)),
+        c[3].evaluate(_at(run, "soft_labelled_test_acc", small), _at(run, "soft_labelled_test_acc", 1.0)),
+        c[4].evaluate(_at(run, "soft_labelled_test_acc", small), run.values("label_only_test_acc")),
+        c[5].evaluate(_at(run, "omit_class_adjusted_acc", big)),
     ]
 
 
