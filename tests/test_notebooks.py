@@ -81,7 +81,7 @@ def test_cli_rejects_bad_input_before_any_compute():
     assert bad.returncode == 2 and "'profile' is chosen by the profile argument" in bad.stderr
     bad = _cli("run", "foundations", "--profile", "smoke", "-p", "device=cuda:7")
     assert bad.returncode == 2 and "device='cuda:7'" in bad.stderr
-    bad = _cli("run", "lm-kd-dynamics", "--profile", "smoke")
+    bad = _cli("run", "feature-kd", "--profile", "smoke")
     assert bad.returncode == 2 and "planned" in bad.stderr
     assert time.perf_counter() - started < 60, "validation must not start kernels"
 

@@ -14,7 +14,7 @@ from distillbook import site
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
-PAGES_WITH_MATH = ("book/intro.html", "book/chapters/foundations.html")
+PAGES_WITH_MATH = ("book/intro.html", "book/chapters/foundations.html", "book/chapters/lm-kd-dynamics.html")
 
 
 def test_committed_generated_pages_are_current():

@@ -1,6 +1,6 @@
 """The book's figure style and the plots every chapter uses.
 
-Used by: ``foundations``.
+Used by: ``foundations``, ``lm-kd-dynamics``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,638 @@
+"""How language-model distillation behaves: divergences, teacher hacking, the capacity gap, cross-tokenizer.
+
+Everything runs on the ``grammar`` test bed's sparse HMM language, whose exact
+next-token distribution makes the *golden* metric, KL(oracle || student),
+exact at every position of a fixed set of held-out oracle strings. The
+*proxy* metric is KL(teacher || student) on the teacher's own samples.
+
+1. Divergence zoo: one student per divergence of ``losses/kd.py``, same data.
+2. Teacher hacking (paper 43): oracle -> imperfect teacher -> student, with
+   offline (fixed), online (fresh teacher samples) and on-policy data.
+3. Capacity gap (paper 76): one student, teachers of growing width.
+4. Cross-tokenizer (paper 70): a BPE teacher, a character student; next-token
+   training, ULD and approximate likelihood matching (ALM).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+
+from distillbook.claims import Claim, rise_then_fall
+from distillbook.losses.kd import DIVERGENCES, forward_kl
+from distillbook.models.lm import sample, tiny_gpt2
+from distillbook.params import ChapterParams
+from distillbook.plotting import mean_std_band
+from distillbook.regimes import regime_batches
+from distillbook.results import Run
+from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, golden_kl, to_strings, train_bpe, with_bos
+from distillbook.training import fit
+
+CHAPTER = "lm-kd-dynamics"
+LOG2 = float(np.log(2))
+
+
+class Params(ChapterParams):
+    # the oracle language (fixed across seeds: it is the test bed)
+    language_seed: int = Field(ge=0)
+    n_states: int = Field(ge=2, le=512)
+    vocab_size: int = Field(ge=2, le=26)
+    length: int = Field(ge=4, le=256, description="symbols per string")
+    branching: int = Field(ge=1, description="successor states per hidden state")
+    emissions: int = Field(ge=1, description="symbols each hidden state can emit")
+    golden_strings: int = Field(ge=16, description="held-out oracle strings for the golden metric")
+    batch_size: int = Field(ge=1, le=4096)
+    lr: float = Field(gt=0, le=1)
+    # teacher and student of experiments 1-2
+    teacher_dim: int = Field(ge=4)
+    teacher_layers: int = Field(ge=1)
+    teacher_train_strings: int = Field(ge=8, description="oracle strings the (imperfect) teacher learns from")
+    teacher_steps: int = Field(ge=1)
+    student_dim: int = Field(ge=4)
+    student_layers: int = Field(ge=1)
+    # 1. divergence zoo
+    zoo_divergences: list[str] = Field(min_length=1)
+    zoo_offline_strings: int = Field(ge=8)
+    zoo_steps: int = Field(ge=1)
+    # 2. teacher hacking
+    offline_sizes: list[int] = Field(min_length=1, description="sizes of the fixed offline sets of teacher samples "
+                                                           "(the smallest is the claims' offline regime)")
+    hacking_steps: int = Field(ge=1)
+    eval_every: int = Field(ge=1)
+    # 3. capacity gap
+    capacity_teacher_dims: list[int] = Field(min_length=3)
+    capacity_teacher_layers: int = Field(ge=1)
+    capacity_teacher_steps: int = Field(ge=1)
+    capacity_student_dim: int = Field(ge=4)
+    capacity_steps: int = Field(ge=1)
+    # 4. cross-tokenizer
+    bpe_vocab: int = Field(ge=8, description="BPE vocabulary of the cross-tokenizer teacher")
+    xtok_train_strings: int = Field(ge=8)
+    xtok_teacher_dim: int = Field(ge=4)
+    xtok_teacher_steps: int = Field(ge=1)
+    xtok_student_dim: int = Field(ge=4)
+    xtok_steps: int = Field(ge=1)
+    alm_temperature: float = Field(gt=0, description="tau of ALM's binarised chunk probabilities")
+    uld_weight: float = Field(ge=0, description="weight of ULD's sorted-probability term next to cross-entropy")
+
+    PRESETS: ClassVar[dict] = {
+        "smoke": dict(seeds=[0, 1], language_seed=0, n_states=8, vocab_size=6, length=8, branching=2, emissions=2,
+                      golden_strings=32, batch_size=16, lr=3e-3, teacher_dim=16, teacher_layers=1,
+                      teacher_train_strings=32, teacher_steps=10, student_dim=8, student_layers=1,
+                      zoo_divergences=["forward_kl", "reverse_kl", "jsd"], zoo_offline_strings=32, zoo_steps=5,
+                      offline_sizes=[4, 16], hacking_steps=12, eval_every=4, capacity_teacher_dims=[8, 16, 32],
+                      capacity_teacher_layers=1, capacity_teacher_steps=5, capacity_student_dim=8, capacity_steps=5,
+                      bpe_vocab=16, xtok_train_strings=32, xtok_teacher_dim=16, xtok_teacher_steps=6,
+                      xtok_student_dim=8, xtok_steps=6, alm_temperature=4.0, uld_weight=1.0),
+        "cpu": dict(seeds=[0, 1, 2, 3], language_seed=0, n_states=16, vocab_size=12, length=16, branching=3,
+                    emissions=3, golden_strings=256, batch_size=32, lr=3e-3, teacher_dim=32, teacher_layers=1,
+                    teacher_train_strings=256, teacher_steps=300, student_dim=16, student_layers=1,
+                    zoo_divergences=list(DIVERGENCES), zoo_offline_strings=512, zoo_steps=120,
+                    offline_sizes=[16, 64], hacking_steps=450, eval_every=25, capacity_teacher_dims=[8, 16, 32, 64],
+                    capacity_teacher_layers=1, capacity_teacher_steps=250, capacity_student_dim=16,
+                    capacity_steps=150, bpe_vocab=48, xtok_train_strings=256, xtok_teacher_dim=32,
+                    xtok_teacher_steps=400, xtok_student_dim=16, xtok_steps=300, alm_temperature=4.0,
+                    uld_weight=1.0),
+        # Larger language, models and budgets; sized for one H200 but not yet measured there.
+        "gpu": dict(seeds=[0, 1, 2, 3, 4], language_seed=0, n_states=48, vocab_size=20, length=32, branching=3,
+                    emissions=3, golden_strings=1024, batch_size=64, lr=2e-3, teacher_dim=128, teacher_layers=2,
+                    teacher_train_strings=1024, teacher_steps=1500, student_dim=32, student_layers=1,
+                    zoo_divergences=list(DIVERGENCES), zoo_offline_strings=2048, zoo_steps=600,
+                    offline_sizes=[32, 128, 512], hacking_steps=2000, eval_every=100,
+                    capacity_teacher_dims=[16, 32, 64, 128, 256], capacity_teacher_layers=2,
+                    capacity_teacher_steps=1500, capacity_student_dim=32, capacity_steps=800, bpe_vocab=128,
+                    xtok_train_strings=1024, xtok_teacher_dim=128, xtok_teacher_steps=1500, xtok_student_dim=32,
+                    xtok_steps=1000, alm_temperature=4.0, uld_weight=1.0),
+    }
+
+    @field_validator("zoo_divergences")
+    @classmethod
+    def _known_divergences(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(DIVERGENCES))
+        if unknown:
+            raise ValueError(f"unknown divergences {unknown}; allowed: {', '.join(DIVERGENCES)}")
+        return value
+
+    @field_validator("capacity_teacher_dims")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if sorted(set(value)) != value:
+            raise ValueError("capacity_teacher_dims must be strictly increasing")
+        if any(d % 2 for d in value):
+            raise ValueError("capacity_teacher_dims must be even (2 attention heads)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.branching > self.n_states or self.emissions > self.vocab_size:
+            raise ValueError("branching must be <= n_states and emissions <= vocab_size")
+        if sorted(set(self.offline_sizes)) != self.offline_sizes or self.offline_sizes[0] < 2:
+            raise ValueError("offline_sizes must be strictly increasing and >= 2")
+        if self.eval_every > self.hacking_steps:
+            raise ValueError(f"eval_every ({self.eval_every}) must be <= hacking_steps ({self.hacking_steps})")
+        return self
+
+
+# ---------------------------------------------------------------- the test bed and shared steps
+
+
+class Bed:
+    """The oracle language and its held-out golden strings with their exact next-token distributions."""
+
+    def __init__(self, p: Params):
+        self.lang = HMMLanguage.random(p.language_seed, n_states=p.n_states, vocab_size=p.vocab_size,
+                                       length=p.length, branching=p.branching, emissions=p.emissions)
+        self.V = p.vocab_size
+        self.bos = p.vocab_size  # models read BOS then predict every symbol
+        self.length = p.length
+        self.golden_x = self.lang.sample(p.golden_strings, torch.Generator().manual_seed(p.language_seed + 10**6))
+        self.golden_probs = self.lang.next_token_probs(self.golden_x)
+        self.entropy_rate = float(-self.lang.log_likelihood(self.golden_x).mean() / p.length)
+
+
+def _gen(seed: int, stream: int) -> torch.Generator:
+    """An independent generator per (seed, purpose)."""
+    return torch.Generator().manual_seed(seed * 1000 + stream)
+
+
+def new_lm(run: Run, bed: Bed, dim: int, layers: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return tiny_gpt2(bed.V + 1, dim, layers, n_head=2, max_length=bed.length + 1).to(run.device)
+
+
+def symbol_logits(model: torch.nn.Module, bed: Bed, x: torch.Tensor) -> torch.Tensor:
+    """Logits over the V symbols at every position of ``x`` (the model reads BOS + x[:-1])."""
+    device = next(model.parameters()).device
+    return model(input_ids=with_bos(x, bed.bos)[:, :-1].to(device)).logits[..., : bed.V]
+
+
+@torch.no_grad()
+def golden(bed: Bed, model: torch.nn.Module) -> float:
+    """Exact KL(oracle || model) per symbol (nats), averaged over the golden strings."""
+    return float(golden_kl(bed.golden_probs, symbol_logits(model, bed, bed.golden_x).cpu()).mean())
+
+
+@torch.no_grad()
+def proxy(bed: Bed, model: torch.nn.Module, teacher: torch.nn.Module, x: torch.Tensor) -> float:
+    """KL(teacher || model) per symbol (nats) on strings ``x``."""
+    return float(forward_kl(symbol_logits(model, bed, x), symbol_logits(teacher, bed, x)))
+
+
+@torch.no_grad()
+def valid_share(bed: Bed, model: torch.nn.Module, n: int, generator: torch.Generator) -> float:
+    """Sample quality: the share of the model's samples that the oracle can produce at all."""
+    x = sample(model, n, bed.length, bed.bos, generator, n_symbols=bed.V)
+    return float(bed.lang.valid(x).double().mean())
+
+
+def train_next_token(run: Run, bed: Bed, model, next_batch, steps: int, seed: int, name: str, **kw):
+    """Next-token cross-entropy on strings from ``next_batch``."""
+    p = run.params
+
+    def loss(m, x):
+        return F.cross_entropy(symbol_logits(m, bed, x).reshape(-1, bed.V), x.to(run.device).reshape(-1))
+
+    return fit(model, loss, next_batch, steps=steps, optimizer=torch.optim.AdamW(model.parameters(), lr=p.lr),
+               seed=seed, checkpoint=run.checkpoint(name, seed), tracker=run.tracker, desc=f"seed{seed}/{name}",
+               progress=False, **kw)
+
+
+def distill(run: Run, bed: Bed, student, teacher, next_batch, divergence: str, steps: int, seed: int, name: str,
+            **kw):
+    """Token-level distillation: D(teacher, student) at every position of the strings from ``next_batch``."""
+    p = run.params
+    fn = DIVERGENCES[divergence]
+
+    def loss(m, x):
+        with torch.no_grad():
+            target = symbol_logits(teacher, bed, x)
+        return fn(symbol_logits(m, bed, x), target)
+
+    return fit(student, loss, next_batch, steps=steps, optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr),
+               seed=seed, checkpoint=run.checkpoint(name, seed), tracker=run.tracker, desc=f"seed{seed}/{name}",
+               progress=False, **kw)
+
+
+def oracle_batches(bed: Bed, batch_size: int):
+    """Fresh oracle strings at every step."""
+    return lambda gen: bed.lang.sample(batch_size, gen)
+
+
+# ---------------------------------------------------------------- experiments
+
+
+def imperfect_teacher(run: Run, bed: Bed, seed: int) -> torch.nn.Module:
+    """The teacher of experiments 1-2: trained on a limited oracle sample, so it is imperfect."""
+    p = run.params
+    strings = bed.lang.sample(p.teacher_train_strings, _gen(seed, 1))
+    teacher = new_lm(run, bed, p.teacher_dim, p.teacher_layers, seed)
+    batches = regime_batches("offline", batch_size=p.batch_size, length=bed.length, bos_id=bed.bos, n_symbols=bed.V,
+                             offline_set=strings)
+    train_next_token(run, bed, teacher, batches, p.teacher_steps, seed, "teacher")
+    run.record(seed, teacher_golden=golden(bed, teacher))
+    return teacher
+
+
+def divergence_zoo(run: Run, bed: Bed, teacher, seed: int) -> None:
+    """One student per divergence, on the same fixed set of teacher samples."""
+    p = run.params
+    zoo_set = sample(teacher, p.zoo_offline_strings, bed.length, bed.bos, _gen(seed, 2), n_symbols=bed.V)
+    held_out = sample(teacher, p.golden_strings, bed.length, bed.bos, _gen(seed, 3), n_symbols=bed.V)
+    gold, prox, valid = [], [], []
+    for div in p.zoo_divergences:
+        student = new_lm(run, bed, p.student_dim, p.student_layers, seed + 100)
+        batches = regime_batches("offline", batch_size=p.batch_size, length=bed.length, bos_id=bed.bos,
+                                 n_symbols=bed.V, offline_set=zoo_set)
+        distill(run, bed, student, teacher, batches, div, p.zoo_steps, seed, f"zoo-{div}")
+        gold.append(golden(bed, student))
+        prox.append(proxy(bed, student, teacher, held_out))
+        valid.append(valid_share(bed, student, p.golden_strings, _gen(seed, 4)))
+    run.record(seed, zoo_golden=gold, zoo_proxy=prox, zoo_valid_share=valid,
+               teacher_valid_share=valid_share(bed, teacher, p.golden_strings, _gen(seed, 4)))
+
+
+def hacking_arms(p: Params) -> list[tuple[str, str, int | None]]:
+    """(name, regime, offline set size) of every teacher-hacking run."""
+    return ([(f"offline{n}", "offline", n) for n in p.offline_sizes]
+            + [("online", "online", None), ("on_policy", "on_policy", None)])
+
+
+def teacher_hacking(run: Run, bed: Bed, teacher, seed: int) -> None:
+    """Forward-KL distillation under each data regime; golden and proxy tracked over training.
+
+    The proxy is each offline arm's own training set (its training objective, as in the paper) and, for
+    the online and on-policy arms, the largest offline set (held-out teacher samples); the smaller offline
+    sets are prefixes of the largest.
+    """
+    p = run.params
+    pool = sample(teacher, p.offline_sizes[-1], bed.length, bed.bos, _gen(seed, 5), n_symbols=bed.V)
+    for name, regime, size in hacking_arms(p):
+        offline = pool[:size] if size else None
+        student = new_lm(run, bed, p.student_dim, p.student_layers, seed + 200)
+        batches = regime_batches(regime, batch_size=p.batch_size, length=bed.length, bos_id=bed.bos,
+                                 n_symbols=bed.V, offline_set=offline, teacher=teacher, student=student)
+        proxy_set = pool if size is None else offline
+        result = distill(run, bed, student, teacher, batches, "forward_kl", p.hacking_steps, seed,
+                         f"hacking-{name}", eval_every=p.eval_every,
+                         evaluate=lambda m, d=proxy_set: {"golden": golden(bed, m), "proxy": proxy(bed, m, teacher, d)})
+        run.record(seed, **{f"hacking_{name}_golden": result.column("golden"),
+                            f"hacking_{name}_proxy": result.column("proxy")})
+    run.record(seed, hacking_steps=[r["step"] for r in result.history])
+
+
+def capacity_gap(run: Run, bed: Bed, seed: int) -> None:
+    """Teachers of growing width trained on fresh oracle data; the same student distilled from each."""
+    p = run.params
+    teachers, students = [], []
+    for dim in p.capacity_teacher_dims:
+        teacher = new_lm(run, bed, dim, p.capacity_teacher_layers, seed + 300)
+        train_next_token(run, bed, teacher, oracle_batches(bed, p.batch_size), p.capacity_teacher_steps, seed,
+                         f"capacity-teacher-d{dim}")
+        student = new_lm(run, bed, p.capacity_student_dim, p.student_layers, seed + 400)
+        distill(run, bed, student, teacher, oracle_batches(bed, p.batch_size), "forward_kl", p.capacity_steps, seed,
+                f"capacity-student-d{dim}")
+        teachers.append(golden(bed, teacher))
+        students.append(golden(bed, student))
+    run.record(seed, capacity_teacher_golden=teachers, capacity_student_golden=students)
+
+
+# ---------------------------------------------------------------- 4. cross-tokenizer distillation
+
+
+def encode_bpe(tokenizer, x: torch.Tensor, bos_id: int, width: int | None = None):
+    """BPE ids (n, T) padded with BOS, their mask, and for every character the index of its BPE token (n, L).
+
+    The BPE tokens are the *chunks* of approximate likelihood matching: every
+    token boundary is a character boundary, so each token's span lines up
+    with a run of the character student's tokens.
+    """
+    encodings = tokenizer.encode_batch(to_strings(x))
+    width = width or max(len(e.ids) for e in encodings)
+    ids = torch.full((len(x), width), bos_id, dtype=torch.long)
+    mask = torch.zeros(len(x), width, dtype=torch.bool)
+    chunk = torch.empty(x.shape, dtype=torch.long)
+    for i, e in enumerate(encodings):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = True
+        for k, (a, b) in enumerate(e.offsets):
+            chunk[i, a:b] = k
+    return ids, mask, chunk
+
+
+def uld_term(student_probs: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Universal logit distillation (Boizard et al., 2024) at index-aligned positions.
+
+    W1 between the sorted probability vectors: sum_k |sort(p_T)_k - sort(q_S)_k|, the shorter vocabulary
+    padded with zeros; positions i < len(teacher tokens) pair teacher token i with student token i.
+    """
+    width = max(student_probs.shape[-1], teacher_probs.shape[-1])
+    n_pos = teacher_probs.shape[1]
+    s = F.pad(student_probs[:, :n_pos].sort(dim=-1, descending=True).values, (0, width - student_probs.shape[-1]))
+    t = F.pad(teacher_probs.sort(dim=-1, descending=True).values, (0, width - teacher_probs.shape[-1]))
+    per_position = (s - t).abs().sum(-1)
+    return (per_position * mask).sum() / mask.sum()
+
+
+def alm_loss(student_char_logp: torch.Tensor, chunk: torch.Tensor, teacher_chunk_logp: torch.Tensor,
+             mask: torch.Tensor, tau: float) -> torch.Tensor:
+    """Approximate likelihood matching (Minixhofer et al., 2025) over aligned chunks.
+
+    log q_c = sum of the student's log-probs of the characters in chunk c; log p_c = the teacher's
+    log-prob of the BPE token c. Each chunk is a binary event with probabilities t = exp(log p_c / tau)
+    and s = exp(log q_c / tau), matched by the binary KL
+        KL(t || s) = t log(t / s) + (1 - t) log((1 - t) / (1 - s)),
+    which is the binary cross-entropy less the teacher's binary entropy (zero when s = t).
+    """
+    student_chunk_logp = torch.zeros_like(teacher_chunk_logp).scatter_add(1, chunk, student_char_logp)
+    log_s = (student_chunk_logp / tau).clamp(max=-1e-7)
+    log_t = (teacher_chunk_logp / tau).clamp(max=-1e-7)
+    t = log_t.exp()
+    log1m_s, log1m_t = torch.log(-torch.expm1(log_s)), torch.log(-torch.expm1(log_t))
+    kl = t * (log_t - log_s) + (1 - t) * (log1m_t - log1m_s)
+    return (kl * mask).sum() / mask.sum()
+
+
+def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
+    """A BPE teacher trained on plenty of oracle text; character students that see only a small transfer set.
+
+    The students learn by next-token prediction on the transfer set (NTP), by
+    NTP plus ULD's sorted-probability matching, or by ALM alone.
+    """
+    p = run.params
+    dev = run.device
+    bpe = train_bpe(to_strings(bed.lang.sample(4096, _gen(seed, 7))), p.bpe_vocab, ALPHABET[: bed.V])
+    bpe_bos = bpe.token_to_id("<bos>")
+    x = bed.lang.sample(p.xtok_train_strings, _gen(seed, 6))
+    ids, mask, chunk = encode_bpe(bpe, x, bpe_bos)
+
+    torch.manual_seed(seed + 500)
+    teacher = tiny_gpt2(bpe.get_vocab_size(), p.xtok_teacher_dim, p.teacher_layers, max_length=bed.length + 1).to(dev)
+
+    def teacher_loss(m, b):
+        b_ids, b_mask = b
+        logits = m(input_ids=with_bos(b_ids, bpe_bos)[:, :-1]).logits
+        return F.cross_entropy(logits[b_mask], b_ids[b_mask])
+
+    def fresh_text(gen):
+        b_ids, b_mask, _ = encode_bpe(bpe, bed.lang.sample(p.batch_size, gen), bpe_bos, width=bed.length)
+        return b_ids, b_mask
+
+    fit(teacher, teacher_loss, fresh_text, steps=p.xtok_teacher_steps,
+        optimizer=torch.optim.AdamW(teacher.parameters(), lr=p.lr), seed=seed,
+        checkpoint=run.checkpoint("xtok-teacher", seed), tracker=run.tracker, desc=f"seed{seed}/xtok-teacher",
+        progress=False)
+    with torch.no_grad():
+        teacher_logp = torch.log_softmax(teacher(input_ids=with_bos(ids, bpe_bos)[:, :-1].to(dev)).logits, -1).cpu()
+    teacher_token_logp = teacher_logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+    teacher_probs = teacher_logp.exp()
+    g_ids, g_mask, _ = encode_bpe(bpe, bed.golden_x, bpe_bos, width=bed.length)
+    with torch.no_grad():
+        g_logp = torch.log_softmax(teacher(input_ids=with_bos(g_ids, bpe_bos)[:, :-1].to(dev)).logits, -1).cpu()
+    # bits per character of the teacher on the golden strings: its total log-loss over the characters they span
+    teacher_bpc = float(-(g_logp.gather(-1, g_ids.unsqueeze(-1)).squeeze(-1) * g_mask).sum()
+                        / bed.golden_x.numel() / LOG2)
+    draw = lambda gen: torch.randint(0, len(x), (p.batch_size,), generator=gen)  # noqa: E731
+
+    def bits_per_char(m) -> float:
+        logits = symbol_logits(m, bed, bed.golden_x).cpu()
+        return float(F.cross_entropy(logits.reshape(-1, bed.V), bed.golden_x.reshape(-1)) / LOG2)
+
+    curves, finals = {}, {}
+    for method in ("ntp", "uld", "alm"):
+        def loss(m, b, method=method):
+            i = b
+            logits = symbol_logits(m, bed, x[i])
+            logp = torch.log_softmax(logits, -1)
+            char_logp = logp.gather(-1, x[i].to(dev).unsqueeze(-1)).squeeze(-1)
+            if method == "ntp":
+                return -char_logp.mean()
+            if method == "uld":
+                b_mask = mask[i].to(dev)
+                return -char_logp.mean() + p.uld_weight * uld_term(logp.exp(), teacher_probs[i].to(dev), b_mask)
+            return alm_loss(char_logp, chunk[i].to(dev), teacher_token_logp[i].to(dev), mask[i].to(dev),
+                            p.alm_temperature)
+
+        student = new_lm(run, bed, p.xtok_student_dim, p.student_layers, seed + 600)
+        result = fit(student, loss, draw, steps=p.xtok_steps, optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr),
+                     seed=seed, evaluate=lambda m: {"bpc": bits_per_char(m)},
+                     eval_every=max(1, p.xtok_steps // 6), checkpoint=run.checkpoint(f"xtok-{method}", seed),
+                     tracker=run.tracker, desc=f"seed{seed}/xtok-{method}", progress=False)
+        curves[method] = result.column("bpc")
+        finals[method] = curves[method][-1]
+    run.record(seed, xtok_steps=[r["step"] for r in result.history], oracle_bits_per_char=bed.entropy_rate / LOG2,
+               xtok_teacher_bpc=teacher_bpc,
+               **{f"xtok_{m}_bpc_curve": c for m, c in curves.items()},
+               **{f"xtok_{m}_bpc": v for m, v in finals.items()})
+
+
+def run_seed(run: Run, bed: Bed, seed: int) -> None:
+    """All four experiments for one seed."""
+    teacher = imperfect_teacher(run, bed, seed)
+    divergence_zoo(run, bed, teacher, seed)
+    teacher_hacking(run, bed, teacher, seed)
+    capacity_gap(run, bed, seed)
+    cross_tokenizer(run, bed, seed)
+
+
+# ---------------------------------------------------------------- claims
+
+TIAPKIN = 43  # On Teacher Hacking in Language Model Distillation
+CAPACITY = 76  # Towards the Law of Capacity Gap in Distilling Language Models
+ALM = 70  # Cross-Tokenizer Distillation via Approximate Likelihood Matching
+
+
+def _final(curves) -> np.ndarray:
+    return np.asarray(curves, dtype=float)[:, -1]
+
+
+def proxy_fall_after_golden_minimum(golden_curves, proxy_curves) -> np.ndarray:
+    """Per seed: proxy at the golden curve's minimum minus proxy at the end (> 0: the proxy kept falling).
+
+    The minimum's index is cross-fitted as in :func:`distillbook.claims.rise_then_fall`: for each seed it is
+    the interior arg-min of the other seeds' mean golden curve.
+    """
+    g, pr = np.asarray(golden_curves, dtype=float), np.asarray(proxy_curves, dtype=float)
+    out = np.empty(len(g))
+    for s in range(len(g)):
+        k = 1 + int(np.argmin(np.delete(g, s, axis=0).mean(axis=0)[1:-1]))
+        out[s] = pr[s, k] - pr[s, -1]
+    return out
+
+
+def claims() -> tuple[Claim, ...]:
+    return (
+        Claim("offline-golden-turns-up", TIAPKIN,
+              statement="With a fixed offline set, the golden KL(oracle || student) falls, then rises again",
+              a="golden U-depth, offline", statistic="value", region=(">", 0.0),
+              paper_figure="Fig. 1 / §5", paper_value="offline golden metric U-shaped over training"),
+        Claim("offline-proxy-keeps-falling", TIAPKIN,
+              statement="...while the proxy KL(teacher || student) keeps falling after the golden minimum",
+              a="proxy drop after the golden minimum, offline", statistic="value", region=(">", 0.0),
+              paper_figure="Fig. 1 / §5", paper_value="proxy keeps improving while the golden metric degrades"),
+        Claim("online-beats-offline", TIAPKIN,
+              statement="Fresh teacher samples at every step end with a lower golden KL than the fixed offline set",
+              a="final golden KL, offline", b="final golden KL, online",
+              paper_figure="§5", paper_value="online generation prevents teacher hacking"),
+        Claim("on-policy-beats-offline", TIAPKIN,
+              statement="The student's own samples end with a lower golden KL than the fixed offline set",
+              a="final golden KL, offline", b="final golden KL, on-policy",
+              paper_figure="§5", paper_value="on-policy data prevents teacher hacking"),
+        Claim("diverse-offline-helps", TIAPKIN,
+              statement="A larger (more diverse) offline set ends with a lower golden KL than the small one",
+              a="final golden KL, small offline set", b="final golden KL, largest offline set",
+              paper_figure="§5", paper_value="more diverse offline data mitigates teacher hacking"),
+        Claim("capacity-gap-u-shape", CAPACITY,
+              statement="The same student distilled from wider and wider teachers: its golden KL falls, then rises",
+              a="student golden U-depth over teacher width", statistic="value", region=(">", 0.0),
+              paper_figure="Fig. 1", paper_value="U-shaped student loss; best teacher ≈ 2.5× the student"),
+        Claim("alm-beats-uld", ALM,
+              statement="A character student distilled from a BPE teacher by ALM reaches fewer bits per character "
+                        "than by ULD",
+              a="bits/char, ULD", b="bits/char, ALM",
+              paper_figure="Table 1", paper_value="ALM beats prior cross-tokenizer methods (ULD, MinED, DSKD)"),
+        Claim("alm-beats-next-token", ALM,
+              statement="...and fewer than next-token training on the same strings",
+              a="bits/char, next-token", b="bits/char, ALM",
+              paper_figure="Table 1", paper_value="distillation transfers the teacher beyond the data"),
+    )
+
+
+def evaluate_claims(run: Run) -> list[dict]:
+    c = claims()
+    small, large = (f"hacking_offline{n}" for n in (run.params.offline_sizes[0], run.params.offline_sizes[-1]))
+    off_g, off_p = run.values(f"{small}_golden"), run.values(f"{small}_proxy")
+    results = [
+        c[0].evaluate(rise_then_fall(-np.asarray(off_g))),
+        c[1].evaluate(proxy_fall_after_golden_minimum(off_g, off_p)),
+        c[2].evaluate(_final(off_g), _final(run.values("hacking_online_golden"))),
+        c[3].evaluate(_final(off_g), _final(run.values("hacking_on_policy_golden"))),
+    ]
+    if small != large:
+        results.append(c[4].evaluate(_final(off_g), _final(run.values(f"{large}_golden"))))
+    return results + [
+        c[5].evaluate(rise_then_fall(-np.asarray(run.values("capacity_student_golden")))),
+        c[6].evaluate(run.values("xtok_uld_bpc"), run.values("xtok_alm_bpc")),
+        c[7].evaluate(run.values("xtok_ntp_bpc"), run.values("xtok_alm_bpc")),
+    ]
+
+
+def summary_markdown(run: Run, bed: Bed, results: list[dict]) -> str:
+    """What this run measured, in sentences built from its numbers and verdicts."""
+    p = run.params
+    v = {r["id"]: r["verdict"] for r in results}
+
+    def ms(values, digits=3) -> str:
+        x = np.asarray(values, dtype=float)
+        return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}"
+
+    teacher_g = np.asarray(run.values("capacity_teacher_golden"))
+    student_g = np.asarray(run.values("capacity_student_golden"))
+    best = p.capacity_teacher_dims[int(np.argmin(student_g.mean(axis=0)))]
+    zoo = np.asarray(run.values("zoo_golden")).mean(axis=0)
+    valid = np.asarray(run.values("zoo_valid_share")).mean(axis=0)
+    return "\n".join([
+        f"Over {len(run.seeds)} seeds (profile `{run.profile}`); KL in nats per symbol:",
+        "",
+        f"- the oracle's entropy rate is {bed.entropy_rate:.3f} nats/symbol; the imperfect teacher's golden KL is "
+        f"{ms(run.values('teacher_golden'))};",
+        f"- divergence zoo: the lowest golden KL comes from `{p.zoo_divergences[int(np.argmin(zoo))]}` "
+        f"({zoo.min():.3f}), the most valid samples from `{p.zoo_divergences[int(np.argmax(valid))]}` "
+        f"({100 * valid.max():.0f}% valid, teacher {100 * np.mean(run.values('teacher_valid_share')):.0f}%);",
+        "- teacher hacking, final golden KL: "
+        + ", ".join(f"{name.replace('_', '-').replace('offline', 'offline ')} {ms(_final(run.values(f'hacking_{name}_golden')))}"
+                    for name, _, _ in hacking_arms(p))
+        + f"; offline U-shape *{v['offline-golden-turns-up']}*, proxy still falling "
+        f"*{v['offline-proxy-keeps-falling']}*;",
+        f"- capacity gap: teachers' golden KL from width {p.capacity_teacher_dims[0]} to {p.capacity_teacher_dims[-1]}: "
+        + ", ".join(f"{g:.3f}" for g in teacher_g.mean(axis=0))
+        + f"; the width-{p.capacity_student_dim} student's: " + ", ".join(f"{g:.3f}" for g in student_g.mean(axis=0))
+        + f" (best teacher width {best}, {best / p.capacity_student_dim:g}× the student's; "
+        f"U-shape *{v['capacity-gap-u-shape']}*);",
+        f"- cross-tokenizer, bits per character (oracle {np.mean(run.values('oracle_bits_per_char')):.3f}, BPE teacher "
+        f"{ms(run.values('xtok_teacher_bpc'))}): next-token {ms(run.values('xtok_ntp_bpc'))}, ULD "
+        f"{ms(run.values('xtok_uld_bpc'))}, ALM {ms(run.values('xtok_alm_bpc'))}.",
+    ])
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_divergence_zoo(run: Run):
+    import pandas as pd
+    import seaborn as sns
+
+    names = run.params.zoo_divergences
+    rows = []
+    for metric, label in (("zoo_golden", "golden KL(oracle‖student), nats"), ("zoo_proxy", "proxy KL(teacher‖student), nats"),
+                          ("zoo_valid_share", "valid samples (share)")):
+        for per_seed in run.values(metric):
+            rows += [{"divergence": n, "value": v, "metric": label} for n, v in zip(names, per_seed)]
+    df = pd.DataFrame(rows)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4), layout="constrained")
+    for ax, (label, part) in zip(axes, df.groupby("metric", sort=False)):
+        sns.pointplot(data=part, x="divergence", y="value", errorbar="sd", linestyle="none", capsize=0.2, ax=ax)
+        ax.set_ylabel(label)
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", rotation=45)
+    axes[2].axhline(np.mean(run.values("teacher_valid_share")), color="k", linestyle=":", label="teacher")
+    axes[2].legend(fontsize=8)
+    fig.suptitle("One student per divergence, same offline teacher samples (mean ± std over seeds)")
+    return fig
+
+
+def plot_teacher_hacking(run: Run):
+    steps = run.values("hacking_steps")[0]
+    arms = hacking_arms(run.params)
+    fig, axes = plt.subplots(2, len(arms), figsize=(3.3 * len(arms), 6.5), sharex=True, sharey="row",
+                             layout="constrained", squeeze=False)
+    for col, (name, regime, size) in enumerate(arms):
+        mean_std_band(axes[0, col], steps, run.values(f"hacking_{name}_golden"), label="golden", color="C3",
+                      marker=None)
+        mean_std_band(axes[1, col], steps, run.values(f"hacking_{name}_proxy"), label="proxy", color="C0",
+                      marker=None)
+        axes[0, col].set_title({"offline": f"offline, {size} strings", "online": "online (fresh teacher samples)",
+                                "on_policy": "on-policy (own samples)"}[regime], fontsize=10)
+        axes[1, col].set_xlabel("distillation step")
+        axes[1, col].set_yscale("log")
+    axes[0, 0].set_ylabel("golden KL(oracle‖student)\n(nats/symbol)")
+    axes[1, 0].set_ylabel("proxy KL(teacher‖student)\n(nats/symbol, log scale)")
+    golden = np.concatenate([np.asarray(run.values(f"hacking_{n}_golden"))[:, 2:] for n, _, _ in arms])
+    axes[0, 0].set_ylim(golden.min() * 0.9, golden.max() * 1.1)
+    fig.suptitle("Teacher hacking: golden and proxy metrics over distillation (mean ± std over seeds)")
+    return fig
+
+
+def plot_capacity_gap(run: Run):
+    p = run.params
+    ratio = [d / p.capacity_student_dim for d in p.capacity_teacher_dims]
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    mean_std_band(ax, ratio, run.values("capacity_teacher_golden"), label="teacher", color="C7", linestyle="--")
+    mean_std_band(ax, ratio, run.values("capacity_student_golden"), label=f"student (width {p.capacity_student_dim})",
+                  color="C3")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ratio, [f"{r:g}" for r in ratio])
+    ax.set_xlabel("teacher width / student width")
+    ax.set_ylabel("golden KL(oracle‖model), nats/symbol")
+    ax.set_title("Capacity gap: the same student, teachers of growing width")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_cross_tokenizer(run: Run):
+    steps = run.values("xtok_steps")[0]
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for method, label, color in (("ntp", "next-token on the transfer set", "C7"), ("uld", "ULD (+ next-token)", "C1"),
+                                 ("alm", "ALM (distillation only)", "C0")):
+        mean_std_band(ax, steps, run.values(f"xtok_{method}_bpc_curve"), label=label, color=color, marker=None)
+    ax.axhline(np.mean(run.values("xtok_teacher_bpc")), color="k", linestyle="--", label="BPE teacher")
+    ax.axhline(np.mean(run.values("oracle_bits_per_char")), color="k", linestyle=":", label="oracle (entropy rate)")
+    ax.set_xlabel("student training step")
+    ax.set_ylabel("held-out bits per character")
+    ax.set_title("Cross-tokenizer distillation into a character-level student")
+    ax.legend(fontsize=8)
+    return fig
