@@ -92,11 +92,11 @@ class Params(ChapterParams):
         "cpu": dict(seeds=[0, 1, 2, 3], language_seed=0, n_states=16, vocab_size=12, length=16, branching=3,
                     emissions=3, golden_strings=256, batch_size=32, lr=3e-3, teacher_dim=32, teacher_layers=1,
                     teacher_train_strings=256, teacher_steps=300, student_dim=16, student_layers=1,
-                    zoo_divergences=list(DIVERGENCES), zoo_offline_strings=512, zoo_steps=120,
-                    offline_sizes=[16, 64], hacking_steps=450, eval_every=25, capacity_teacher_dims=[8, 16, 32, 64],
-                    capacity_teacher_layers=1, capacity_teacher_steps=250, capacity_student_dim=16,
-                    capacity_steps=150, bpe_vocab=48, xtok_train_strings=256, xtok_teacher_dim=32,
-                    xtok_teacher_steps=400, xtok_student_dim=16, xtok_steps=300, alm_temperature=4.0,
+                    zoo_divergences=list(DIVERGENCES), zoo_offline_strings=512, zoo_steps=100,
+                    offline_sizes=[16, 64], hacking_steps=300, eval_every=20, capacity_teacher_dims=[8, 16, 32, 64],
+                    capacity_teacher_layers=1, capacity_teacher_steps=200, capacity_student_dim=16,
+                    capacity_steps=400, bpe_vocab=48, xtok_train_strings=256, xtok_teacher_dim=32,
+                    xtok_teacher_steps=300, xtok_student_dim=16, xtok_steps=250, alm_temperature=4.0,
                     uld_weight=1.0),
         # Larger language, models and budgets; sized for one H200 but not yet measured there.
         "gpu": dict(seeds=[0, 1, 2, 3, 4], language_seed=0, n_states=48, vocab_size=20, length=32, branching=3,
@@ -178,9 +178,19 @@ def golden(bed: Bed, model: torch.nn.Module) -> float:
 
 
 @torch.no_grad()
-def proxy(bed: Bed, model: torch.nn.Module, teacher: torch.nn.Module, x: torch.Tensor) -> float:
-    """KL(teacher || model) per symbol (nats) on strings ``x``."""
-    return float(forward_kl(symbol_logits(model, bed, x), symbol_logits(teacher, bed, x)))
+def proxy(bed: Bed, model: torch.nn.Module, targets, x: torch.Tensor) -> float:
+    """KL(teacher || model) per symbol (nats) on strings ``x``; ``targets(x)`` gives the teacher's logits."""
+    return float(forward_kl(symbol_logits(model, bed, x), targets(x)))
+
+
+def teacher_targets(bed: Bed, teacher: torch.nn.Module):
+    """The teacher's logits over the V symbols at every position of a batch of strings."""
+    return lambda x: symbol_logits(teacher, bed, x)
+
+
+def oracle_targets(bed: Bed):
+    """The oracle as a teacher: log p*(v | x_<t), exact (impossible symbols get log 1e-30)."""
+    return lambda x: bed.lang.next_token_probs(x.cpu()).clamp_min(1e-30).log().to(x.device, torch.float32)
 
 
 @torch.no_grad()
@@ -202,15 +212,23 @@ def train_next_token(run: Run, bed: Bed, model, next_batch, steps: int, seed: in
                progress=False, **kw)
 
 
-def distill(run: Run, bed: Bed, student, teacher, next_batch, divergence: str, steps: int, seed: int, name: str,
+def distill(run: Run, bed: Bed, student, targets, next_batch, divergence: str, steps: int, seed: int, name: str,
             **kw):
-    """Token-level distillation: D(teacher, student) at every position of the strings from ``next_batch``."""
+    """Token-level distillation: D(teacher, student) at every position of the strings from ``next_batch``.
+
+    ``targets(x)`` gives the teacher's logits (see :func:`teacher_targets`, :func:`oracle_targets`); a batch
+    may instead be a pair ``(x, teacher logits)`` computed ahead.
+    """
     p = run.params
     fn = DIVERGENCES[divergence]
 
-    def loss(m, x):
-        with torch.no_grad():
-            target = symbol_logits(teacher, bed, x)
+    def loss(m, batch):
+        if isinstance(batch, (tuple, list)):
+            x, target = batch
+        else:
+            x = batch
+            with torch.no_grad():
+                target = targets(x)
         return fn(symbol_logits(m, bed, x), target)
 
     return fit(student, loss, next_batch, steps=steps, optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr),
@@ -248,54 +266,70 @@ def divergence_zoo(run: Run, bed: Bed, teacher, seed: int) -> None:
         student = new_lm(run, bed, p.student_dim, p.student_layers, seed + 100)
         batches = regime_batches("offline", batch_size=p.batch_size, length=bed.length, bos_id=bed.bos,
                                  n_symbols=bed.V, offline_set=zoo_set)
-        distill(run, bed, student, teacher, batches, div, p.zoo_steps, seed, f"zoo-{div}")
+        distill(run, bed, student, teacher_targets(bed, teacher), batches, div, p.zoo_steps, seed, f"zoo-{div}")
         gold.append(golden(bed, student))
-        prox.append(proxy(bed, student, teacher, held_out))
+        prox.append(proxy(bed, student, teacher_targets(bed, teacher), held_out))
         valid.append(valid_share(bed, student, p.golden_strings, _gen(seed, 4)))
     run.record(seed, zoo_golden=gold, zoo_proxy=prox, zoo_valid_share=valid,
                teacher_valid_share=valid_share(bed, teacher, p.golden_strings, _gen(seed, 4)))
 
 
-def hacking_arms(p: Params) -> list[tuple[str, str, int | None]]:
-    """(name, regime, offline set size) of every teacher-hacking run."""
-    return ([(f"offline{n}", "offline", n) for n in p.offline_sizes]
-            + [("online", "online", None), ("on_policy", "on_policy", None)])
+def hacking_arms(p: Params) -> list[tuple[str, str, int | None, str]]:
+    """(name, regime, offline set size, teacher) of every teacher-hacking run.
+
+    ``oracle{n}`` is the control: the same offline regime with the oracle itself as the teacher, so
+    that a turn-up there is plain overfitting of a finite set, not hacking of a teacher's errors.
+    """
+    small = p.offline_sizes[0]
+    return ([(f"offline{n}", "offline", n, "teacher") for n in p.offline_sizes]
+            + [(f"oracle{small}", "offline", small, "oracle"), ("online", "online", None, "teacher"),
+               ("on_policy", "on_policy", None, "teacher")])
 
 
 def teacher_hacking(run: Run, bed: Bed, teacher, seed: int) -> None:
     """Forward-KL distillation under each data regime; golden and proxy tracked over training.
 
-    The proxy is each offline arm's own training set (its training objective, as in the paper) and, for
-    the online and on-policy arms, the largest offline set (held-out teacher samples); the smaller offline
-    sets are prefixes of the largest.
+    The proxy, KL(teacher || student), is measured for every arm on the same held-out teacher samples;
+    the offline sets are prefixes of one pool of teacher samples (of oracle samples for the control).
     """
     p = run.params
-    pool = sample(teacher, p.offline_sizes[-1], bed.length, bed.bos, _gen(seed, 5), n_symbols=bed.V)
-    for name, regime, size in hacking_arms(p):
-        offline = pool[:size] if size else None
+    pools = {"teacher": sample(teacher, p.offline_sizes[-1], bed.length, bed.bos, _gen(seed, 5), n_symbols=bed.V),
+             "oracle": bed.lang.sample(p.offline_sizes[0], _gen(seed, 8))}
+    held_out = sample(teacher, p.golden_strings, bed.length, bed.bos, _gen(seed, 9), n_symbols=bed.V)
+    targets = {"teacher": teacher_targets(bed, teacher), "oracle": oracle_targets(bed)}
+    for name, regime, size, source in hacking_arms(p):
         student = new_lm(run, bed, p.student_dim, p.student_layers, seed + 200)
         batches = regime_batches(regime, batch_size=p.batch_size, length=bed.length, bos_id=bed.bos,
-                                 n_symbols=bed.V, offline_set=offline, teacher=teacher, student=student)
-        proxy_set = pool if size is None else offline
-        result = distill(run, bed, student, teacher, batches, "forward_kl", p.hacking_steps, seed,
+                                 n_symbols=bed.V, offline_set=pools[source][:size] if size else None,
+                                 teacher=teacher, student=student)
+        result = distill(run, bed, student, targets[source], batches, "forward_kl", p.hacking_steps, seed,
                          f"hacking-{name}", eval_every=p.eval_every,
-                         evaluate=lambda m, d=proxy_set: {"golden": golden(bed, m), "proxy": proxy(bed, m, teacher, d)})
+                         evaluate=lambda m: {"golden": golden(bed, m),
+                                             "proxy": proxy(bed, m, targets["teacher"], held_out)})
         run.record(seed, **{f"hacking_{name}_golden": result.column("golden"),
                             f"hacking_{name}_proxy": result.column("proxy")})
     run.record(seed, hacking_steps=[r["step"] for r in result.history])
 
 
 def capacity_gap(run: Run, bed: Bed, seed: int) -> None:
-    """Teachers of growing width trained on fresh oracle data; the same student distilled from each."""
+    """Teachers of growing width trained on fresh oracle data; the same student distilled from each.
+
+    Every student sees the same pool of oracle strings, with each teacher's logits computed ahead in
+    large batches (the distillation budget is identical; only the teacher differs).
+    """
     p = run.params
+    pool = bed.lang.sample(p.capacity_steps * p.batch_size, _gen(seed, 10))
     teachers, students = [], []
     for dim in p.capacity_teacher_dims:
         teacher = new_lm(run, bed, dim, p.capacity_teacher_layers, seed + 300)
         train_next_token(run, bed, teacher, oracle_batches(bed, p.batch_size), p.capacity_teacher_steps, seed,
                          f"capacity-teacher-d{dim}")
+        with torch.no_grad():
+            logits = torch.cat([symbol_logits(teacher, bed, chunk).cpu() for chunk in pool.split(2048)])
         student = new_lm(run, bed, p.capacity_student_dim, p.student_layers, seed + 400)
-        distill(run, bed, student, teacher, oracle_batches(bed, p.batch_size), "forward_kl", p.capacity_steps, seed,
-                f"capacity-student-d{dim}")
+        draw = lambda gen, lg=logits: (lambda i: (pool[i], lg[i]))(  # noqa: E731
+            torch.randint(0, len(pool), (p.batch_size,), generator=gen))
+        distill(run, bed, student, None, draw, "forward_kl", p.capacity_steps, seed, f"capacity-student-d{dim}")
         teachers.append(golden(bed, teacher))
         students.append(golden(bed, student))
     run.record(seed, capacity_teacher_golden=teachers, capacity_student_golden=students)
@@ -397,6 +431,9 @@ def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
     teacher_bpc = float(-(g_logp.gather(-1, g_ids.unsqueeze(-1)).squeeze(-1) * g_mask).sum()
                         / bed.golden_x.numel() / LOG2)
     draw = lambda gen: torch.randint(0, len(x), (p.batch_size,), generator=gen)  # noqa: E731
+    # everything a student batch indexes lives on the run's device (fit moves the drawn indices there)
+    x_d, chunk_d, mask_d = x.to(dev), chunk.to(dev), mask.to(dev)
+    token_logp_d, probs_d = teacher_token_logp.to(dev), teacher_probs.to(dev)
 
     def bits_per_char(m) -> float:
         logits = symbol_logits(m, bed, bed.golden_x).cpu()
@@ -404,18 +441,14 @@ def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
 
     curves, finals = {}, {}
     for method in ("ntp", "uld", "alm"):
-        def loss(m, b, method=method):
-            i = b
-            logits = symbol_logits(m, bed, x[i])
-            logp = torch.log_softmax(logits, -1)
-            char_logp = logp.gather(-1, x[i].to(dev).unsqueeze(-1)).squeeze(-1)
+        def loss(m, i, method=method):
+            logp = torch.log_softmax(symbol_logits(m, bed, x_d[i]), -1)
+            char_logp = logp.gather(-1, x_d[i].unsqueeze(-1)).squeeze(-1)
             if method == "ntp":
                 return -char_logp.mean()
             if method == "uld":
-                b_mask = mask[i].to(dev)
-                return -char_logp.mean() + p.uld_weight * uld_term(logp.exp(), teacher_probs[i].to(dev), b_mask)
-            return alm_loss(char_logp, chunk[i].to(dev), teacher_token_logp[i].to(dev), mask[i].to(dev),
-                            p.alm_temperature)
+                return -char_logp.mean() + p.uld_weight * uld_term(logp.exp(), probs_d[i], mask_d[i])
+            return alm_loss(char_logp, chunk_d[i], token_logp_d[i], mask_d[i], p.alm_temperature)
 
         student = new_lm(run, bed, p.xtok_student_dim, p.student_layers, seed + 600)
         result = fit(student, loss, draw, steps=p.xtok_steps, optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr),
@@ -467,21 +500,32 @@ def proxy_fall_after_golden_minimum(golden_curves, proxy_curves) -> np.ndarray:
 def claims() -> tuple[Claim, ...]:
     return (
         Claim("offline-golden-turns-up", TIAPKIN,
-              statement="With a fixed offline set, the golden KL(oracle || student) falls, then rises again",
-              a="golden U-depth, offline", statistic="value", region=(">", 0.0),
+              statement="With a small fixed offline set, the golden KL(oracle || student) falls, then rises again",
+              a="golden U-depth, small offline set", statistic="value", region=(">", 0.0),
               paper_figure="Fig. 1 / §5", paper_value="offline golden metric U-shaped over training"),
         Claim("offline-proxy-keeps-falling", TIAPKIN,
-              statement="...while the proxy KL(teacher || student) keeps falling after the golden minimum",
-              a="proxy drop after the golden minimum, offline", statistic="value", region=(">", 0.0),
+              statement="...while the proxy KL(teacher || student) on held-out teacher samples keeps falling after "
+                        "the golden minimum",
+              a="proxy drop after the golden minimum", statistic="value", region=(">", 0.0),
               paper_figure="Fig. 1 / §5", paper_value="proxy keeps improving while the golden metric degrades"),
+        Claim("turn-up-is-teacher-hacking", TIAPKIN,
+              statement="The turn-up is larger with the imperfect teacher than with the oracle itself as teacher on "
+                        "the same number of strings (so it is more than overfitting a finite set)",
+              a="U-depth, imperfect teacher", b="U-depth, oracle as teacher",
+              paper_figure="§4 (the oracle → teacher → student setup)",
+              paper_value="hacking = exploiting the teacher's imperfections"),
+        Claim("online-prevents-turn-up", TIAPKIN,
+              statement="Fresh teacher samples at every step turn up less than the small offline set",
+              a="U-depth, small offline set", b="U-depth, online",
+              paper_figure="§5", paper_value="online generation mitigates teacher hacking"),
         Claim("online-beats-offline", TIAPKIN,
-              statement="Fresh teacher samples at every step end with a lower golden KL than the fixed offline set",
-              a="final golden KL, offline", b="final golden KL, online",
-              paper_figure="§5", paper_value="online generation prevents teacher hacking"),
+              statement="Fresh teacher samples at every step end with a lower golden KL than the small offline set",
+              a="final golden KL, small offline set", b="final golden KL, online",
+              paper_figure="§5", paper_value="online generation mitigates teacher hacking"),
         Claim("on-policy-beats-offline", TIAPKIN,
-              statement="The student's own samples end with a lower golden KL than the fixed offline set",
-              a="final golden KL, offline", b="final golden KL, on-policy",
-              paper_figure="§5", paper_value="on-policy data prevents teacher hacking"),
+              statement="The student's own samples end with a lower golden KL than the small offline set",
+              a="final golden KL, small offline set", b="final golden KL, on-policy",
+              paper_figure="§5", paper_value="on-policy data mitigates teacher hacking"),
         Claim("diverse-offline-helps", TIAPKIN,
               statement="A larger (more diverse) offline set ends with a lower golden KL than the small one",
               a="final golden KL, small offline set", b="final golden KL, largest offline set",
@@ -502,23 +546,37 @@ def claims() -> tuple[Claim, ...]:
     )
 
 
+def _u_depth(run: Run, name: str) -> np.ndarray:
+    return rise_then_fall(-np.asarray(run.values(f"hacking_{name}_golden")))
+
+
 def evaluate_claims(run: Run) -> list[dict]:
-    c = claims()
-    small, large = (f"hacking_offline{n}" for n in (run.params.offline_sizes[0], run.params.offline_sizes[-1]))
-    off_g, off_p = run.values(f"{small}_golden"), run.values(f"{small}_proxy")
+    c = {claim.id: claim for claim in claims()}
+    n_small, n_large = run.params.offline_sizes[0], run.params.offline_sizes[-1]
+    small = f"offline{n_small}"
+    off_g, off_p = run.values(f"hacking_{small}_golden"), run.values(f"hacking_{small}_proxy")
     results = [
-        c[0].evaluate(rise_then_fall(-np.asarray(off_g))),
-        c[1].evaluate(proxy_fall_after_golden_minimum(off_g, off_p)),
-        c[2].evaluate(_final(off_g), _final(run.values("hacking_online_golden"))),
-        c[3].evaluate(_final(off_g), _final(run.values("hacking_on_policy_golden"))),
+        c["offline-golden-turns-up"].evaluate(_u_depth(run, small)),
+        c["offline-proxy-keeps-falling"].evaluate(proxy_fall_after_golden_minimum(off_g, off_p)),
+        c["turn-up-is-teacher-hacking"].evaluate(_u_depth(run, small), _u_depth(run, f"oracle{n_small}")),
+        c["online-prevents-turn-up"].evaluate(_u_depth(run, small), _u_depth(run, "online")),
+        c["online-beats-offline"].evaluate(_final(off_g), _final(run.values("hacking_online_golden"))),
+        c["on-policy-beats-offline"].evaluate(_final(off_g), _final(run.values("hacking_on_policy_golden"))),
     ]
-    if small != large:
-        results.append(c[4].evaluate(_final(off_g), _final(run.values(f"{large}_golden"))))
+    if n_small != n_large:
+        results.append(c["diverse-offline-helps"].evaluate(_final(off_g), _final(run.values(f"hacking_offline{n_large}_golden"))))
     return results + [
-        c[5].evaluate(rise_then_fall(-np.asarray(run.values("capacity_student_golden")))),
-        c[6].evaluate(run.values("xtok_uld_bpc"), run.values("xtok_alm_bpc")),
-        c[7].evaluate(run.values("xtok_ntp_bpc"), run.values("xtok_alm_bpc")),
+        c["capacity-gap-u-shape"].evaluate(rise_then_fall(-np.asarray(run.values("capacity_student_golden")))),
+        c["alm-beats-uld"].evaluate(run.values("xtok_uld_bpc"), run.values("xtok_alm_bpc")),
+        c["alm-beats-next-token"].evaluate(run.values("xtok_ntp_bpc"), run.values("xtok_alm_bpc")),
     ]
+
+
+def _arm_label(arm) -> str:
+    name, regime, size, source = arm
+    if regime == "offline":
+        return f"offline, {size} strings" + (", oracle as teacher" if source == "oracle" else "")
+    return {"online": "online (fresh teacher samples)", "on_policy": "on-policy (own samples)"}[regime]
 
 
 def summary_markdown(run: Run, bed: Bed, results: list[dict]) -> str:
@@ -544,8 +602,8 @@ def summary_markdown(run: Run, bed: Bed, results: list[dict]) -> str:
         f"({zoo.min():.3f}), the most valid samples from `{p.zoo_divergences[int(np.argmax(valid))]}` "
         f"({100 * valid.max():.0f}% valid, teacher {100 * np.mean(run.values('teacher_valid_share')):.0f}%);",
         "- teacher hacking, final golden KL: "
-        + ", ".join(f"{name.replace('_', '-').replace('offline', 'offline ')} {ms(_final(run.values(f'hacking_{name}_golden')))}"
-                    for name, _, _ in hacking_arms(p))
+        + ", ".join(f"{_arm_label(arm)} {ms(_final(run.values(f'hacking_{arm[0]}_golden')))}"
+                    for arm in hacking_arms(p))
         + f"; offline U-shape *{v['offline-golden-turns-up']}*, proxy still falling "
         f"*{v['offline-proxy-keeps-falling']}*;",
         f"- capacity gap: teachers' golden KL from width {p.capacity_teacher_dims[0]} to {p.capacity_teacher_dims[-1]}: "
@@ -588,20 +646,20 @@ def plot_divergence_zoo(run: Run):
 def plot_teacher_hacking(run: Run):
     steps = run.values("hacking_steps")[0]
     arms = hacking_arms(run.params)
-    fig, axes = plt.subplots(2, len(arms), figsize=(3.3 * len(arms), 6.5), sharex=True, sharey="row",
+    fig, axes = plt.subplots(2, len(arms), figsize=(2.9 * len(arms), 6.5), sharex=True, sharey="row",
                              layout="constrained", squeeze=False)
-    for col, (name, regime, size) in enumerate(arms):
+    for col, arm in enumerate(arms):
+        name = arm[0]
         mean_std_band(axes[0, col], steps, run.values(f"hacking_{name}_golden"), label="golden", color="C3",
                       marker=None)
         mean_std_band(axes[1, col], steps, run.values(f"hacking_{name}_proxy"), label="proxy", color="C0",
                       marker=None)
-        axes[0, col].set_title({"offline": f"offline, {size} strings", "online": "online (fresh teacher samples)",
-                                "on_policy": "on-policy (own samples)"}[regime], fontsize=10)
+        axes[0, col].set_title(_arm_label(arm).replace(", oracle", ",\noracle"), fontsize=10)
         axes[1, col].set_xlabel("distillation step")
         axes[1, col].set_yscale("log")
     axes[0, 0].set_ylabel("golden KL(oracle‖student)\n(nats/symbol)")
     axes[1, 0].set_ylabel("proxy KL(teacher‖student)\n(nats/symbol, log scale)")
-    golden = np.concatenate([np.asarray(run.values(f"hacking_{n}_golden"))[:, 2:] for n, _, _ in arms])
+    golden = np.concatenate([np.asarray(run.values(f"hacking_{arm[0]}_golden"))[:, 2:] for arm in arms])
     axes[0, 0].set_ylim(golden.min() * 0.9, golden.max() * 1.1)
     fig.suptitle("Teacher hacking: golden and proxy metrics over distillation (mean ± std over seeds)")
     return fig

@@ -179,4 +179,4 @@ def train_bpe(strings: list[str], vocab_size: int, alphabet: str):
 
 def with_bos(x: torch.Tensor, bos_id: int) -> torch.Tensor:
     """Prepend BOS: the model reads ``with_bos(x)[:, :-1]`` and predicts ``x`` at every position."""
-    return torch.cat([torch.full((len(x), 1), bos_id, dtype=x.dtype), x], dim=1)
+    return torch.cat([torch.full((len(x), 1), bos_id, dtype=x.dtype, device=x.device), x], dim=1)
