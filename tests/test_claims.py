@@ -33,7 +33,7 @@ def test_inconclusive_when_interval_straddles():
 
 
 def test_pairing_matters():
-    # Large seed-to-seed spread but a constant paired gain: paired bootstrap sees it.
+    # Large seed-to-seed spread but a constant paired gain: the paired interval sees it.
     b = np.array([0.5, 0.6, 0.7, 0.8, 0.9])
     assert BEATS.evaluate(b + 0.01, b)["verdict"] == REPRODUCED
 

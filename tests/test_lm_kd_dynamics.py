@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from distillbook.chapters.lm_kd_dynamics import alm_loss, encode_bpe, proxy_fall_after_golden_minimum, uld_term
+from distillbook.chapters.lm_kd_dynamics import proxy_fall_after_golden_minimum
+from distillbook.losses.cross_tokenizer import alm_loss, uld_term
 from distillbook.models.lm import tiny_gpt2
 from distillbook.regimes import regime_batches
-from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, to_strings, train_bpe
+from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, encode_bpe, to_strings, train_bpe
 
 
 def _binary_kl(t, s):

@@ -9,17 +9,11 @@ from typing import Any
 
 
 def _parse_value(text: str) -> Any:
-    """JSON first (numbers, lists, booleans), then YAML scalars, else the string itself."""
+    """A JSON value (numbers, lists, true/false, quoted strings), else the text itself as a string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
-        import yaml
-
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            return text
-        return value if value is not None else text
+        return text
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -110,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--stale", action="store_true", help="chapters whose results at this profile are stale or missing")
     run.add_argument("--profile", default="auto", help="smoke | cpu | gpu | auto (gpu with CUDA, else cpu)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a parameter (JSON or YAML value), e.g. -p seeds=[0,1,2]")
+                     help="override a parameter (a JSON value, else a string), e.g. -p seeds=[0,1,2]")
     run.add_argument("-v", "--verbose", action="store_true", help="stream the notebook's output")
     run.set_defaults(func=cmd_run)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distillbook.profiles import PROFILES, resolve_profile
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+RUN_SETTINGS = frozenset({"device", "threads", "tracking"})
 
 
 class ParameterError(ValueError):
@@ -78,15 +79,14 @@ class ChapterParams(BaseModel):
         except ValidationError as err:
             raise ParameterError(_describe(cls, err)) from None
 
-    @classmethod
-    def describe(cls) -> dict[str, str]:
-        """``{field: what it accepts}``, used in error messages and the CLI."""
-        return {name: _allowed(f) for name, f in cls.model_fields.items()}
-
     def overrides_from_preset(self) -> dict[str, Any]:
-        """The fields that differ from this profile's preset (provenance records them)."""
+        """The experiment's fields that differ from this profile's preset (provenance records them).
+
+        Run settings (``RUN_SETTINGS``: device, threads, tracking) change where and how a run
+        executes, not what it measures, so they are not overrides.
+        """
         preset = type(self).for_profile(self.profile)
-        return {k: v for k, v in self.model_dump().items() if getattr(preset, k) != v}
+        return {k: v for k, v in self.model_dump().items() if k not in RUN_SETTINGS and getattr(preset, k) != v}
 
 
 def _allowed(field) -> str:

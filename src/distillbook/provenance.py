@@ -19,7 +19,7 @@ from pathlib import Path
 from distillbook.paths import PACKAGE_DIR, REPO_ROOT
 
 FRESH, STALE, MISSING = "fresh", "stale", "missing"
-TRACKED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pydantic", "transformers", "diffusers",
+TRACKED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pydantic", "transformers", "tokenizers", "diffusers",
                     "matplotlib", "seaborn", "papermill", "wandb")
 
 

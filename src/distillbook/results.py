@@ -130,9 +130,19 @@ class Run:
         resumes an old checkpoint; the pipeline removes a chapter's
         checkpoints after a successful run.
         """
-        identity = {"params": self.params.model_dump(), "code": self.code, "notebook": self.notebook["code_cells"]}
+        params = {k: v for k, v in self.params.model_dump().items() if k != "tracking"}
+        identity = {"params": params, "code": self.code, "notebook": self.notebook["code_cells"]}
         key = sha256_bytes(json.dumps(identity, sort_keys=True).encode())[:16]
         return checkpoints_dir(self.chapter, self.profile) / key / f"{name}-seed{seed}.pt"
+
+    def fit(self, name: str, seed: int, model: torch.nn.Module, loss_fn, next_batch, *, steps: int,
+            optimizer: torch.optim.Optimizer, **kwargs):
+        """:func:`distillbook.training.fit` with this run's checkpoint, tracker and naming (``seed<k>/<name>``)."""
+        from distillbook.training import fit
+
+        return fit(model, loss_fn, next_batch, steps=steps, optimizer=optimizer, seed=seed,
+                   checkpoint=self.checkpoint(name, seed), tracker=self.tracker, desc=f"seed{seed}/{name}",
+                   progress=False, **kwargs)
 
     def record(self, seed: int, **metrics: float | list[float]) -> None:
         """Store measured numbers of one seed (scalars or equal-length curves)."""

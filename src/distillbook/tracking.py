@@ -36,10 +36,6 @@ class Tracker:
         self.run = wandb.init(project=project, name=name, group=group, config=config or {}, mode=mode,
                               dir=directory, settings=settings, reinit="create_new")
 
-    @property
-    def active(self) -> bool:
-        return self.run is not None
-
     def log(self, metrics: dict[str, float]) -> None:
         if self.run is not None:
             self.run.log(dict(metrics))

@@ -16,7 +16,6 @@ Used by every chapter (first in ``foundations``).
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import sys
@@ -39,7 +38,6 @@ LossFn = Callable[[torch.nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, 
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)  # one row per evaluation
     steps: int = 0
-    resumed_from: int | None = None  # step of the checkpoint this run started from
 
     def column(self, name: str) -> list[float]:
         return [row[name] for row in self.history if name in row]
@@ -61,7 +59,6 @@ def fit(
     tracker: Any | None = None,
     desc: str = "train",
     progress: bool = True,
-    max_grad_norm: float | None = None,
 ) -> FitResult:
     """Train ``model`` for ``steps`` steps; return the evaluation history.
 
@@ -92,7 +89,7 @@ def fit(
             scheduler.load_state_dict(state["scheduler"])
         data_rng.set_state(state["data_rng"])
         _set_global_rng(state["global_rng"])
-        result = FitResult(history=state["history"], steps=state["step"], resumed_from=state["step"])
+        result = FitResult(history=state["history"], steps=state["step"])
         start = state["step"]
         running, count = state["running_loss"]
     else:
@@ -110,8 +107,6 @@ def fit(
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -187,17 +182,6 @@ def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
-
-
-def cosine_lr(optimizer: torch.optim.Optimizer, steps: int, warmup: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to zero: lr(t) = lr0 * (1 + cos(pi * t / T)) / 2."""
-
-    def factor(t: int) -> float:
-        if t < warmup:
-            return (t + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (t - warmup) / max(1, steps - warmup)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def progress(iterable, desc: str, total: int | None = None):

@@ -21,7 +21,7 @@ chosen, on the validation split, as the paper tuned it.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -37,11 +37,11 @@ from distillbook.params import ChapterParams
 from distillbook.plotting import mean_std_band, reference_band
 from distillbook.results import Run
 from distillbook.testbeds import digits
-from distillbook.training import fit
 
 CHAPTER = "foundations"
 HINTON = "Hinton et al. (2015)"
 OMIT_BIAS_GRID = np.round(np.arange(0.0, 12.01, 0.25), 2)
+PositiveInt = Annotated[int, Field(ge=1)]
 
 
 class Params(ChapterParams):
@@ -50,8 +50,8 @@ class Params(ChapterParams):
     mnist_temperature: float = Field(gt=1.0, description="the paper's MNIST temperature (20), used by the §3 claims")
     small_net_temperature: float = Field(gt=1.0, description="top of the paper's best range for small students (2.5–4)")
     alpha: float = Field(ge=0.0, le=1.0, description="weight of the soft-target term (1 - alpha on labels)")
-    teacher_hidden: list[int] = Field(min_length=1, description="teacher MLP hidden widths")
-    student_hidden: list[int] = Field(min_length=1, description="student MLP hidden widths")
+    teacher_hidden: list[PositiveInt] = Field(min_length=1, description="teacher MLP hidden widths")
+    student_hidden: list[PositiveInt] = Field(min_length=1, description="student MLP hidden widths")
     teacher_steps: int = Field(ge=1, le=100_000)
     student_steps: int = Field(ge=1, le=100_000)
     batch_size: int = Field(ge=1, le=4096)
@@ -60,8 +60,8 @@ class Params(ChapterParams):
     teacher_dropout: float = Field(ge=0.0, lt=1.0)
     omit_class: int = Field(ge=0, le=9, description="the digit removed from the omitted-class student's data")
     eval_every: int = Field(ge=1, description="steps between evaluations on the learning curves")
-    ablation_widths: list[int] = Field(description="wider students for the soft vs arg-max ablation")
-    ablation_steps: list[int] = Field(description="longer trainings for the soft vs arg-max ablation")
+    ablation_widths: list[PositiveInt] = Field(description="wider students for the soft vs arg-max ablation")
+    ablation_steps: list[PositiveInt] = Field(description="longer trainings for the soft vs arg-max ablation")
 
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], labelled_per_class=5, temperatures=[1.0, 4.0, 20.0], mnist_temperature=20.0,
@@ -124,10 +124,8 @@ def train_teacher(run: Run, data: digits.Digits, seed: int) -> torch.nn.Module:
         i = draw(gen)
         return x[i], y[i]
 
-    fit(teacher, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.teacher_steps,
-        optimizer=torch.optim.AdamW(teacher.parameters(), lr=p.lr, weight_decay=p.weight_decay),
-        seed=seed, checkpoint=run.checkpoint("teacher", seed), tracker=run.tracker, desc=f"seed{seed}/teacher",
-        progress=False)
+    run.fit("teacher", seed, teacher, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.teacher_steps,
+            optimizer=torch.optim.AdamW(teacher.parameters(), lr=p.lr, weight_decay=p.weight_decay))
     return teacher
 
 
@@ -144,9 +142,9 @@ def train_student(run: Run, data: digits.Digits, seed: int, labelled: digits.Spl
     ``hidden`` and ``steps`` override the student's widths and training length (ablations).
     """
     p = run.params
-    steps = steps or p.student_steps
+    steps = p.student_steps if steps is None else steps
     torch.manual_seed(seed + 1000)
-    student = mlp(64, hidden or p.student_hidden, digits.N_CLASSES).to(run.device)
+    student = mlp(64, p.student_hidden if hidden is None else hidden, digits.N_CLASSES).to(run.device)
     draw_labelled = _sampler(len(labelled), p.batch_size)
     uses_teacher = transfer is not None
     if uses_teacher != (teacher_logits is not None):
@@ -169,11 +167,9 @@ def train_student(run: Run, data: digits.Digits, seed: int, labelled: digits.Spl
         return distillation_objective(m(x_t), v_t, m(x_l), y_l, temperature, p.alpha)
 
     test_x, test_y = data.test.x.to(run.device), data.test.y.to(run.device)
-    result = fit(student, loss_fn, batch, steps=steps,
-                 optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr, weight_decay=p.weight_decay),
-                 seed=seed, evaluate=lambda m: {"test_acc": accuracy(m(test_x), test_y)},
-                 eval_every=min(p.eval_every, steps), checkpoint=run.checkpoint(name, seed), tracker=run.tracker,
-                 desc=f"seed{seed}/{name}", progress=False)
+    result = run.fit(name, seed, student, loss_fn, batch, steps=steps,
+                     optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr, weight_decay=p.weight_decay),
+                     evaluate=lambda m: {"test_acc": accuracy(m(test_x), test_y)}, eval_every=min(p.eval_every, steps))
     return student, result.history
 
 
@@ -299,14 +295,18 @@ def _at(run: Run, name: str, temperature: float) -> list[float]:
 def evaluate_claims(run: Run) -> list[dict]:
     p = run.params
     big, small = p.mnist_temperature, p.small_net_temperature
-    c = claims(p)
+    c = {claim.id: claim for claim in claims(p)}
     return [
-        c[0].evaluate(_at(run, "soft_all_test_acc", big), run.values("label_only_test_acc")),
-        c[1].evaluate(_at(run, "soft_all_test_acc", big), run.values("pseudo_label_test_acc")),
-        c[2].evaluate(_at(run, "soft_all_test_acc", small), _at(run, "soft_all_test_acc", 1.0)),
-        c[3].evaluate(_at(run, "soft_labelled_test_acc", small), _at(run, "soft_labelled_test_acc", 1.0)),
-        c[4].evaluate(_at(run, "soft_labelled_test_acc", small), run.values("label_only_test_acc")),
-        c[5].evaluate(_at(run, "omit_class_adjusted_acc", big)),
+        c["distilled-beats-labels"].evaluate(_at(run, "soft_all_test_acc", big), run.values("label_only_test_acc")),
+        c["soft-beats-pseudo-labels"].evaluate(_at(run, "soft_all_test_acc", big),
+                                               run.values("pseudo_label_test_acc")),
+        c["temperature-above-1-helps"].evaluate(_at(run, "soft_all_test_acc", small),
+                                                _at(run, "soft_all_test_acc", 1.0)),
+        c["temperature-above-1-helps-small-transfer"].evaluate(_at(run, "soft_labelled_test_acc", small),
+                                                               _at(run, "soft_labelled_test_acc", 1.0)),
+        c["soft-targets-regularise"].evaluate(_at(run, "soft_labelled_test_acc", small),
+                                              run.values("label_only_test_acc")),
+        c["omitted-class-recognised"].evaluate(_at(run, "omit_class_adjusted_acc", big)),
     ]
 
 

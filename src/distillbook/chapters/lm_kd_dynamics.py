@@ -24,14 +24,14 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
 from distillbook.claims import Claim, rise_then_fall
+from distillbook.losses.cross_tokenizer import alm_loss, uld_term
 from distillbook.losses.kd import DIVERGENCES, forward_kl
 from distillbook.models.lm import sample, tiny_gpt2
 from distillbook.params import ChapterParams
 from distillbook.plotting import mean_std_band
 from distillbook.regimes import regime_batches
 from distillbook.results import Run
-from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, golden_kl, to_strings, train_bpe, with_bos
-from distillbook.training import fit
+from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, encode_bpe, golden_kl, to_strings, train_bpe, with_bos
 
 CHAPTER = "lm-kd-dynamics"
 LOG2 = float(np.log(2))
@@ -77,8 +77,9 @@ class Params(ChapterParams):
     xtok_teacher_steps: int = Field(ge=1)
     xtok_student_dim: int = Field(ge=4)
     xtok_steps: int = Field(ge=1)
-    alm_temperature: float = Field(gt=0, description="tau of ALM's binarised chunk probabilities")
-    uld_weight: float = Field(ge=0, description="weight of ULD's sorted-probability term next to cross-entropy")
+    xtok_val_strings: int = Field(ge=8, description="oracle strings that pick ALM's tau and ULD's weight")
+    alm_temperatures: list[float] = Field(min_length=1, description="candidate taus of ALM's binarised chunk probabilities")
+    uld_weights: list[float] = Field(min_length=1, description="candidate weights of ULD's term next to cross-entropy")
 
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], language_seed=0, n_states=8, vocab_size=6, length=8, branching=2, emissions=2,
@@ -88,7 +89,7 @@ class Params(ChapterParams):
                       offline_sizes=[4, 16], hacking_steps=12, eval_every=4, capacity_teacher_dims=[8, 16, 32],
                       capacity_teacher_layers=1, capacity_teacher_steps=5, capacity_student_dim=8, capacity_steps=5,
                       bpe_vocab=16, xtok_train_strings=32, xtok_teacher_dim=16, xtok_teacher_steps=6,
-                      xtok_student_dim=8, xtok_steps=6, alm_temperature=4.0, uld_weight=1.0),
+                      xtok_student_dim=8, xtok_steps=6, xtok_val_strings=128, alm_temperatures=[1.0, 4.0], uld_weights=[0.1, 1.0]),
         "cpu": dict(seeds=[0, 1, 2, 3], language_seed=0, n_states=16, vocab_size=12, length=16, branching=3,
                     emissions=3, golden_strings=256, batch_size=32, lr=3e-3, teacher_dim=32, teacher_layers=1,
                     teacher_train_strings=256, teacher_steps=300, student_dim=16, student_layers=1,
@@ -96,8 +97,7 @@ class Params(ChapterParams):
                     offline_sizes=[16, 64], hacking_steps=300, eval_every=20, capacity_teacher_dims=[8, 16, 32, 64],
                     capacity_teacher_layers=1, capacity_teacher_steps=200, capacity_student_dim=16,
                     capacity_steps=350, bpe_vocab=48, xtok_train_strings=256, xtok_teacher_dim=32,
-                    xtok_teacher_steps=300, xtok_student_dim=16, xtok_steps=200, alm_temperature=4.0,
-                    uld_weight=1.0),
+                    xtok_teacher_steps=300, xtok_student_dim=16, xtok_steps=200, xtok_val_strings=128, alm_temperatures=[1.0, 4.0], uld_weights=[0.1, 1.0]),
         # Larger language and models, longer training. Tiny transformers are launch-bound on a GPU (several ms a
         # step, like the CPU), so the budget is counted in steps: about 3.5x the cpu profile's, which we estimate
         # at 8-9 minutes on one H200. Not yet measured there.
@@ -109,7 +109,7 @@ class Params(ChapterParams):
                     capacity_teacher_dims=[16, 32, 64, 128, 256], capacity_teacher_layers=2,
                     capacity_teacher_steps=400, capacity_student_dim=32, capacity_steps=800, bpe_vocab=96,
                     xtok_train_strings=512, xtok_teacher_dim=128, xtok_teacher_steps=600, xtok_student_dim=32,
-                    xtok_steps=500, alm_temperature=4.0, uld_weight=1.0),
+                    xtok_steps=500, xtok_val_strings=128, alm_temperatures=[1.0, 4.0], uld_weights=[0.1, 1.0]),
     }
 
     @field_validator("zoo_divergences")
@@ -125,8 +125,22 @@ class Params(ChapterParams):
     def _increasing(cls, value: list[int]) -> list[int]:
         if sorted(set(value)) != value:
             raise ValueError("capacity_teacher_dims must be strictly increasing")
-        if any(d % 2 for d in value):
-            raise ValueError("capacity_teacher_dims must be even (2 attention heads)")
+        return value
+
+    @field_validator("teacher_dim", "student_dim", "capacity_teacher_dims", "capacity_student_dim", "xtok_teacher_dim",
+                     "xtok_student_dim")
+    @classmethod
+    def _even_widths(cls, value):
+        widths = value if isinstance(value, list) else [value]
+        if any(d < 4 or d % 2 for d in widths):
+            raise ValueError("model widths must be even and >= 4 (the models have 2 attention heads)")
+        return value
+
+    @field_validator("alm_temperatures", "uld_weights")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("candidates must be > 0")
         return value
 
     @model_validator(mode="after")
@@ -152,14 +166,17 @@ class Bed:
         self.V = p.vocab_size
         self.bos = p.vocab_size  # models read BOS then predict every symbol
         self.length = p.length
-        self.golden_x = self.lang.sample(p.golden_strings, torch.Generator().manual_seed(p.language_seed + 10**6))
+        self.golden_x = self.lang.sample(p.golden_strings, _gen(p.language_seed, GOLDEN_STREAM))
         self.golden_probs = self.lang.next_token_probs(self.golden_x)
         self.entropy_rate = float(-self.lang.log_likelihood(self.golden_x).mean() / p.length)
 
 
+GOLDEN_STREAM = 999  # the golden strings' stream, keyed by the language seed rather than the run's seed
+
+
 def _gen(seed: int, stream: int) -> torch.Generator:
-    """An independent generator per (seed, purpose)."""
-    return torch.Generator().manual_seed(seed * 1000 + stream)
+    """An independent generator per (seed, purpose): SeedSequence mixing, so no two pairs collide."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
 
 def new_lm(run: Run, bed: Bed, dim: int, layers: int, seed: int) -> torch.nn.Module:
@@ -209,9 +226,8 @@ def train_next_token(run: Run, bed: Bed, model, next_batch, steps: int, seed: in
     def loss(m, x):
         return F.cross_entropy(symbol_logits(m, bed, x).reshape(-1, bed.V), x.to(run.device).reshape(-1))
 
-    return fit(model, loss, next_batch, steps=steps, optimizer=torch.optim.AdamW(model.parameters(), lr=p.lr),
-               seed=seed, checkpoint=run.checkpoint(name, seed), tracker=run.tracker, desc=f"seed{seed}/{name}",
-               progress=False, **kw)
+    return run.fit(name, seed, model, loss, next_batch, steps=steps,
+                   optimizer=torch.optim.AdamW(model.parameters(), lr=p.lr), **kw)
 
 
 def distill(run: Run, bed: Bed, student, targets, next_batch, divergence: str, steps: int, seed: int, name: str,
@@ -233,9 +249,8 @@ def distill(run: Run, bed: Bed, student, targets, next_batch, divergence: str, s
                 target = targets(x)
         return fn(symbol_logits(m, bed, x), target)
 
-    return fit(student, loss, next_batch, steps=steps, optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr),
-               seed=seed, checkpoint=run.checkpoint(name, seed), tracker=run.tracker, desc=f"seed{seed}/{name}",
-               progress=False, **kw)
+    return run.fit(name, seed, student, loss, next_batch, steps=steps,
+                   optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr), **kw)
 
 
 def oracle_batches(bed: Bed, batch_size: int):
@@ -299,6 +314,7 @@ def teacher_hacking(run: Run, bed: Bed, teacher, seed: int) -> None:
              "oracle": bed.lang.sample(p.offline_sizes[0], _gen(seed, 8))}
     held_out = sample(teacher, p.golden_strings, bed.length, bed.bos, _gen(seed, 9), n_symbols=bed.V)
     targets = {"teacher": teacher_targets(bed, teacher), "oracle": oracle_targets(bed)}
+    steps = None
     for name, regime, size, source in hacking_arms(p):
         student = new_lm(run, bed, p.student_dim, p.student_layers, seed + 200)
         batches = regime_batches(regime, batch_size=p.batch_size, length=bed.length, bos_id=bed.bos,
@@ -310,14 +326,16 @@ def teacher_hacking(run: Run, bed: Bed, teacher, seed: int) -> None:
                                              "proxy": proxy(bed, m, targets["teacher"], held_out)})
         run.record(seed, **{f"hacking_{name}_golden": result.column("golden"),
                             f"hacking_{name}_proxy": result.column("proxy")})
-    run.record(seed, hacking_steps=[r["step"] for r in result.history])
+        steps = [r["step"] for r in result.history]
+    run.record(seed, hacking_steps=steps)
 
 
 def capacity_gap(run: Run, bed: Bed, seed: int) -> None:
     """Teachers of growing width trained on fresh oracle data; the same student distilled from each.
 
-    Every student sees the same pool of oracle strings, with each teacher's logits computed ahead in
-    large batches (the distillation budget is identical; only the teacher differs).
+    Every student draws its batches (with replacement) from the same pool of oracle strings, with each
+    teacher's logits computed ahead in large batches: the distillation budget is identical, only the
+    teacher differs.
     """
     p = run.params
     pool = bed.lang.sample(p.capacity_steps * p.batch_size, _gen(seed, 10))
@@ -329,8 +347,10 @@ def capacity_gap(run: Run, bed: Bed, seed: int) -> None:
         with torch.no_grad():
             logits = torch.cat([symbol_logits(teacher, bed, chunk).cpu() for chunk in pool.split(2048)])
         student = new_lm(run, bed, p.capacity_student_dim, p.student_layers, seed + 400)
-        draw = lambda gen, lg=logits: (lambda i: (pool[i], lg[i]))(  # noqa: E731
-            torch.randint(0, len(pool), (p.batch_size,), generator=gen))
+        def draw(gen, logits=logits):
+            i = torch.randint(0, len(pool), (p.batch_size,), generator=gen)
+            return pool[i], logits[i]
+
         distill(run, bed, student, None, draw, "forward_kl", p.capacity_steps, seed, f"capacity-student-d{dim}")
         teachers.append(golden(bed, teacher))
         students.append(golden(bed, student))
@@ -340,79 +360,26 @@ def capacity_gap(run: Run, bed: Bed, seed: int) -> None:
 # ---------------------------------------------------------------- 4. cross-tokenizer distillation
 
 
-def encode_bpe(tokenizer, x: torch.Tensor, bos_id: int, width: int | None = None):
-    """BPE ids (n, T) padded with BOS, their mask, and for every character the index of its BPE token (n, L).
-
-    The BPE tokens are the *chunks* of approximate likelihood matching: every
-    token boundary is a character boundary, so each token's span lines up
-    with a run of the character student's tokens.
-    """
-    encodings = tokenizer.encode_batch(to_strings(x))
-    width = width or max(len(e.ids) for e in encodings)
-    ids = torch.full((len(x), width), bos_id, dtype=torch.long)
-    mask = torch.zeros(len(x), width, dtype=torch.bool)
-    chunk = torch.empty(x.shape, dtype=torch.long)
-    for i, e in enumerate(encodings):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        mask[i, : len(e.ids)] = True
-        for k, (a, b) in enumerate(e.offsets):
-            chunk[i, a:b] = k
-    return ids, mask, chunk
-
-
-def uld_term(student_probs: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Universal logit distillation (Boizard et al., 2024) at index-aligned positions.
-
-    W1 between the sorted probability vectors: sum_k |sort(p_T)_k - sort(q_S)_k|, the shorter vocabulary
-    padded with zeros; positions i < len(teacher tokens) pair teacher token i with student token i.
-    """
-    width = max(student_probs.shape[-1], teacher_probs.shape[-1])
-    n_pos = teacher_probs.shape[1]
-    s = F.pad(student_probs[:, :n_pos].sort(dim=-1, descending=True).values, (0, width - student_probs.shape[-1]))
-    t = F.pad(teacher_probs.sort(dim=-1, descending=True).values, (0, width - teacher_probs.shape[-1]))
-    per_position = (s - t).abs().sum(-1)
-    return (per_position * mask).sum() / mask.sum()
-
-
-def alm_loss(student_char_logp: torch.Tensor, chunk: torch.Tensor, teacher_chunk_logp: torch.Tensor,
-             mask: torch.Tensor, tau: float) -> torch.Tensor:
-    """Approximate likelihood matching (Minixhofer et al., 2025) over aligned chunks.
-
-    log q_c = sum of the student's log-probs of the characters in chunk c; log p_c = the teacher's
-    log-prob of the BPE token c. Each chunk is a binary event with probabilities t = exp(log p_c / tau)
-    and s = exp(log q_c / tau), matched by the binary KL
-        KL(t || s) = t log(t / s) + (1 - t) log((1 - t) / (1 - s)),
-    which is the binary cross-entropy less the teacher's binary entropy (zero when s = t).
-    """
-    # sum the characters of each chunk with a one-hot matmul (deterministic on every device, unlike scatter_add)
-    one_hot = F.one_hot(chunk, teacher_chunk_logp.shape[1]).to(student_char_logp.dtype)  # (n, L, T)
-    student_chunk_logp = torch.einsum("nl,nlt->nt", student_char_logp, one_hot)
-    log_s = (student_chunk_logp / tau).clamp(max=-1e-7)
-    log_t = (teacher_chunk_logp / tau).clamp(max=-1e-7)
-    t = log_t.exp()
-    log1m_s, log1m_t = torch.log(-torch.expm1(log_s)), torch.log(-torch.expm1(log_t))
-    kl = t * (log_t - log_s) + (1 - t) * (log1m_t - log1m_s)
-    return (kl * mask).sum() / mask.sum()
-
-
 def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
     """A BPE teacher trained on plenty of oracle text; character students that see only a small transfer set.
 
-    The students learn by next-token prediction on the transfer set (NTP), by
-    NTP plus ULD's sorted-probability matching, or by ALM alone.
+    The students learn by next-token prediction on the transfer set (NTP), by NTP plus ULD's
+    sorted-probability term, or by ALM alone. ALM's tau and ULD's weight are each picked from their
+    candidates on separate validation strings; the golden strings only measure the picked students.
     """
     p = run.params
     dev = run.device
     bpe = train_bpe(to_strings(bed.lang.sample(4096, _gen(seed, 7))), p.bpe_vocab, ALPHABET[: bed.V])
     bpe_bos = bpe.token_to_id("<bos>")
     x = bed.lang.sample(p.xtok_train_strings, _gen(seed, 6))
+    val_x = bed.lang.sample(p.xtok_val_strings, _gen(seed, 11))
     ids, mask, chunk = encode_bpe(bpe, x, bpe_bos)
 
     torch.manual_seed(seed + 500)
     teacher = tiny_gpt2(bpe.get_vocab_size(), p.xtok_teacher_dim, p.teacher_layers, max_length=bed.length + 1).to(dev)
 
-    def teacher_loss(m, b):
-        b_ids, b_mask = b
+    def teacher_loss(m, batch):
+        b_ids, b_mask = batch
         logits = m(input_ids=with_bos(b_ids, bpe_bos)[:, :-1]).logits
         return F.cross_entropy(logits[b_mask], b_ids[b_mask])
 
@@ -420,51 +387,57 @@ def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
         b_ids, b_mask, _ = encode_bpe(bpe, bed.lang.sample(p.batch_size, gen), bpe_bos, width=bed.length)
         return b_ids, b_mask
 
-    fit(teacher, teacher_loss, fresh_text, steps=p.xtok_teacher_steps,
-        optimizer=torch.optim.AdamW(teacher.parameters(), lr=p.lr), seed=seed,
-        checkpoint=run.checkpoint("xtok-teacher", seed), tracker=run.tracker, desc=f"seed{seed}/xtok-teacher",
-        progress=False)
-    with torch.no_grad():
-        teacher_logp = torch.log_softmax(teacher(input_ids=with_bos(ids, bpe_bos)[:, :-1].to(dev)).logits, -1).cpu()
-    teacher_token_logp = teacher_logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
-    teacher_probs = teacher_logp.exp()
+    run.fit("xtok-teacher", seed, teacher, teacher_loss, fresh_text, steps=p.xtok_teacher_steps,
+            optimizer=torch.optim.AdamW(teacher.parameters(), lr=p.lr))
+
+    @torch.no_grad()
+    def teacher_log_probs(b_ids):
+        return torch.log_softmax(teacher(input_ids=with_bos(b_ids, bpe_bos)[:, :-1].to(dev)).logits, -1).cpu()
+
+    teacher_logp = teacher_log_probs(ids)
+    token_logp = teacher_logp.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
     g_ids, g_mask, _ = encode_bpe(bpe, bed.golden_x, bpe_bos, width=bed.length)
-    with torch.no_grad():
-        g_logp = torch.log_softmax(teacher(input_ids=with_bos(g_ids, bpe_bos)[:, :-1].to(dev)).logits, -1).cpu()
-    # bits per character of the teacher on the golden strings: its total log-loss over the characters they span
-    teacher_bpc = float(-(g_logp.gather(-1, g_ids.unsqueeze(-1)).squeeze(-1) * g_mask).sum()
-                        / bed.golden_x.numel() / LOG2)
-    draw = lambda gen: torch.randint(0, len(x), (p.batch_size,), generator=gen)  # noqa: E731
+    g_token_logp = teacher_log_probs(g_ids).gather(-1, g_ids.unsqueeze(-1)).squeeze(-1)
+    # the teacher's bits per character: its total log-loss over the characters the golden strings span
+    teacher_bpc = float(-(g_token_logp * g_mask).sum() / bed.golden_x.numel() / LOG2)
+
     # everything a student batch indexes lives on the run's device (fit moves the drawn indices there)
     x_d, chunk_d, mask_d = x.to(dev), chunk.to(dev), mask.to(dev)
-    token_logp_d, probs_d = teacher_token_logp.to(dev), teacher_probs.to(dev)
+    token_logp_d, probs_d = token_logp.to(dev), teacher_logp.exp().to(dev)
+    draw = lambda gen: torch.randint(0, len(x), (p.batch_size,), generator=gen)  # noqa: E731
 
-    def bits_per_char(m) -> float:
-        logits = symbol_logits(m, bed, bed.golden_x).cpu()
-        return float(F.cross_entropy(logits.reshape(-1, bed.V), bed.golden_x.reshape(-1)) / LOG2)
+    def bits_per_char(m, strings) -> float:
+        logits = symbol_logits(m, bed, strings).cpu()
+        return float(F.cross_entropy(logits.reshape(-1, bed.V), strings.reshape(-1)) / LOG2)
 
-    curves, finals = {}, {}
-    for method in ("ntp", "uld", "alm"):
-        def loss(m, i, method=method):
+    def train_student(method: str, knob: float | None):
+        def loss(m, i):
             logp = torch.log_softmax(symbol_logits(m, bed, x_d[i]), -1)
             char_logp = logp.gather(-1, x_d[i].unsqueeze(-1)).squeeze(-1)
             if method == "ntp":
                 return -char_logp.mean()
             if method == "uld":
-                return -char_logp.mean() + p.uld_weight * uld_term(logp.exp(), probs_d[i], mask_d[i])
-            return alm_loss(char_logp, chunk_d[i], token_logp_d[i], mask_d[i], p.alm_temperature)
+                return -char_logp.mean() + knob * uld_term(logp.exp(), probs_d[i], mask_d[i])
+            return alm_loss(char_logp, chunk_d[i], token_logp_d[i], mask_d[i], knob)
 
         student = new_lm(run, bed, p.xtok_student_dim, p.student_layers, seed + 600)
-        result = fit(student, loss, draw, steps=p.xtok_steps, optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr),
-                     seed=seed, evaluate=lambda m: {"bpc": bits_per_char(m)},
-                     eval_every=max(1, p.xtok_steps // 6), checkpoint=run.checkpoint(f"xtok-{method}", seed),
-                     tracker=run.tracker, desc=f"seed{seed}/xtok-{method}", progress=False)
-        curves[method] = result.column("bpc")
-        finals[method] = curves[method][-1]
-    run.record(seed, xtok_steps=[r["step"] for r in result.history], oracle_bits_per_char=bed.entropy_rate / LOG2,
-               xtok_teacher_bpc=teacher_bpc,
-               **{f"xtok_{m}_bpc_curve": c for m, c in curves.items()},
-               **{f"xtok_{m}_bpc": v for m, v in finals.items()})
+        result = run.fit(f"xtok-{method}-{knob}", seed, student, loss, draw, steps=p.xtok_steps,
+                         optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr),
+                         evaluate=lambda m: {"bpc": bits_per_char(m, bed.golden_x)},
+                         eval_every=max(1, p.xtok_steps // 6))
+        return student, result
+
+    finals, picked = {}, {}
+    for method, candidates in (("ntp", [None]), ("uld", p.uld_weights), ("alm", p.alm_temperatures)):
+        trained = [(knob, *train_student(method, knob)) for knob in candidates]
+        knob, _, result = min(trained, key=lambda t: bits_per_char(t[1], val_x))  # picked on validation strings
+        picked[method] = knob
+        finals[method] = result.column("bpc")
+        steps = [r["step"] for r in result.history]
+    run.record(seed, xtok_steps=steps, oracle_bits_per_char=bed.entropy_rate / LOG2, xtok_teacher_bpc=teacher_bpc,
+               xtok_alm_tau=picked["alm"], xtok_uld_weight=picked["uld"],
+               **{f"xtok_{m}_bpc_curve": c for m, c in finals.items()},
+               **{f"xtok_{m}_bpc": c[-1] for m, c in finals.items()})
 
 
 def run_seed(run: Run, bed: Bed, seed: int) -> None:
@@ -507,10 +480,10 @@ def claims() -> tuple[Claim, ...]:
               statement="With a small fixed offline set, the golden KL(oracle || student) falls, then rises again",
               a="golden U-depth, small offline set", statistic="value", region=(">", 0.0),
               paper_figure="Fig. 1 / §5", paper_value="offline golden metric U-shaped over training"),
-        Claim("offline-proxy-keeps-falling", TIAPKIN,
-              statement="...while the proxy KL(teacher || student) on held-out teacher samples keeps falling after "
-                        "the golden minimum",
-              a="proxy drop after the golden minimum", statistic="value", region=(">", 0.0),
+        Claim("proxy-falls-while-golden-rises", TIAPKIN,
+              statement="...and, in the same seed, the proxy KL(teacher || student) on held-out teacher samples keeps "
+                        "falling while the golden KL rises",
+              a="min(golden U-depth, proxy drop after the golden minimum)", statistic="value", region=(">", 0.0),
               paper_figure="Fig. 1 / §5", paper_value="proxy keeps improving while the golden metric degrades"),
         Claim("turn-up-is-teacher-hacking", TIAPKIN,
               statement="The turn-up is larger with the imperfect teacher than with the oracle itself as teacher on "
@@ -518,8 +491,8 @@ def claims() -> tuple[Claim, ...]:
               a="U-depth, imperfect teacher", b="U-depth, oracle as teacher",
               paper_figure="§4 (the oracle → teacher → student setup)",
               paper_value="hacking = exploiting the teacher's imperfections"),
-        Claim("online-prevents-turn-up", TIAPKIN,
-              statement="Fresh teacher samples at every step turn up less than the small offline set",
+        Claim("online-turns-up-less", TIAPKIN,
+              statement="Fresh teacher samples at every step turn up less than the small offline set (U-depth)",
               a="U-depth, small offline set", b="U-depth, online",
               paper_figure="§5", paper_value="online generation mitigates teacher hacking"),
         Claim("online-beats-offline", TIAPKIN,
@@ -561,9 +534,10 @@ def evaluate_claims(run: Run) -> list[dict]:
     off_g, off_p = run.values(f"hacking_{small}_golden"), run.values(f"hacking_{small}_proxy")
     results = [
         c["offline-golden-turns-up"].evaluate(_u_depth(run, small)),
-        c["offline-proxy-keeps-falling"].evaluate(proxy_fall_after_golden_minimum(off_g, off_p)),
+        c["proxy-falls-while-golden-rises"].evaluate(
+            np.minimum(_u_depth(run, small), proxy_fall_after_golden_minimum(off_g, off_p))),
         c["turn-up-is-teacher-hacking"].evaluate(_u_depth(run, small), _u_depth(run, f"oracle{n_small}")),
-        c["online-prevents-turn-up"].evaluate(_u_depth(run, small), _u_depth(run, "online")),
+        c["online-turns-up-less"].evaluate(_u_depth(run, small), _u_depth(run, "online")),
         c["online-beats-offline"].evaluate(_final(off_g), _final(run.values("hacking_online_golden"))),
         c["on-policy-beats-offline"].evaluate(_final(off_g), _final(run.values("hacking_on_policy_golden"))),
     ]
@@ -608,8 +582,8 @@ def summary_markdown(run: Run, bed: Bed, results: list[dict]) -> str:
         "- teacher hacking, final golden KL: "
         + ", ".join(f"{_arm_label(arm)} {ms(_final(run.values(f'hacking_{arm[0]}_golden')))}"
                     for arm in hacking_arms(p))
-        + f"; offline U-shape *{v['offline-golden-turns-up']}*, proxy still falling "
-        f"*{v['offline-proxy-keeps-falling']}*;",
+        + f"; offline U-shape *{v['offline-golden-turns-up']}*, with the proxy still falling "
+        f"*{v['proxy-falls-while-golden-rises']}*;",
         f"- capacity gap: teachers' golden KL from width {p.capacity_teacher_dims[0]} to {p.capacity_teacher_dims[-1]}: "
         + ", ".join(f"{g:.3f}" for g in teacher_g.mean(axis=0))
         + f"; the width-{p.capacity_student_dim} student's: " + ", ".join(f"{g:.3f}" for g in student_g.mean(axis=0))
@@ -617,7 +591,9 @@ def summary_markdown(run: Run, bed: Bed, results: list[dict]) -> str:
         f"U-shape *{v['capacity-gap-u-shape']}*);",
         f"- cross-tokenizer, bits per character (oracle {np.mean(run.values('oracle_bits_per_char')):.3f}, BPE teacher "
         f"{ms(run.values('xtok_teacher_bpc'))}): next-token {ms(run.values('xtok_ntp_bpc'))}, ULD "
-        f"{ms(run.values('xtok_uld_bpc'))}, ALM {ms(run.values('xtok_alm_bpc'))}.",
+        f"{ms(run.values('xtok_uld_bpc'))}, ALM {ms(run.values('xtok_alm_bpc'))} (validation picked ALM's tau = "
+        + ", ".join(f"{t:g}" for t in run.values("xtok_alm_tau")) + " and ULD's weight = "
+        + ", ".join(f"{w:g}" for w in run.values("xtok_uld_weight")) + " across seeds).",
     ])
 
 

@@ -10,8 +10,13 @@ Used by: ``lm-kd-dynamics``.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+
+# transformers imports tqdm.auto, which warns (into executed notebooks) that ipywidgets are missing.
+warnings.filterwarnings("ignore", message="IProgress not found")
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 
 def tiny_gpt2(vocab_size: int, d_model: int, n_layer: int, n_head: int = 2, max_length: int = 64,
@@ -25,14 +30,9 @@ def tiny_gpt2(vocab_size: int, d_model: int, n_layer: int, n_head: int = 2, max_
     return GPT2LMHeadModel(config)
 
 
-def logits_of(model: torch.nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Next-token logits at every position: (n, L, vocab)."""
-    return model(input_ids=inputs).logits
-
-
 @torch.no_grad()
 def sample(model: torch.nn.Module, n: int, length: int, bos_id: int, generator: torch.Generator,
-           n_symbols: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+           n_symbols: int | None = None) -> torch.Tensor:
     """``n`` strings of ``length`` tokens drawn from ``model`` after a BOS token.
 
     ``n_symbols`` restricts sampling to the first ``n_symbols`` ids (e.g. to
@@ -47,7 +47,7 @@ def sample(model: torch.nn.Module, n: int, length: int, bos_id: int, generator: 
     for t in range(length):
         result = model(input_ids=tokens, cache=cache, use_cache=True)
         cache = result.cache
-        logits = result.logits[:, -1, :n_symbols].double().cpu() / temperature
+        logits = result.logits[:, -1, :n_symbols].double().cpu()
         nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
         out[:, t] = nxt.squeeze(1)
         tokens = nxt.to(device)

@@ -30,10 +30,6 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, activation: str = "
     return nn.Sequential(*layers)
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     device = next(model.parameters()).device

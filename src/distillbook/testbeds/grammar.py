@@ -19,6 +19,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 ALPHABET = string.ascii_lowercase
@@ -54,15 +55,14 @@ class HMMLanguage:
             raise ValueError(f"vocab_size must be <= {len(ALPHABET)}")
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
-        gen = torch.Generator().manual_seed(seed)
-        dirichlet = lambda k: torch._standard_gamma(torch.full((k,), concentration, dtype=torch.float64), generator=gen)  # noqa: E731
+        rng = np.random.default_rng(seed)
 
         def sparse_rows(rows: int, cols: int, support: int) -> torch.Tensor:
             out = torch.zeros(rows, cols, dtype=torch.float64)
             for r in range(rows):
-                idx = torch.randperm(cols, generator=gen)[:support]
-                w = dirichlet(support) + 1e-3  # keep every allowed entry reachable
-                out[r, idx] = w / w.sum()
+                idx = rng.permutation(cols)[:support]
+                w = rng.dirichlet(np.full(support, concentration)) + 1e-3  # keep every allowed entry reachable
+                out[r, idx] = torch.from_numpy(w / w.sum())
             return out
 
         initial = sparse_rows(1, n_states, branching)[0]
@@ -115,11 +115,6 @@ class HMMLanguage:
     def valid(self, x: torch.Tensor) -> torch.Tensor:
         """Whether each string has positive probability under the oracle (a grammar's notion of correct)."""
         return torch.isfinite(self.log_likelihood(x))
-
-    def entropy_rate(self, n: int = 4096, seed: int = 0) -> float:
-        """Monte Carlo estimate of the per-symbol entropy, nats (the best cross-entropy any model can reach)."""
-        x = self.sample(n, torch.Generator().manual_seed(seed))
-        return float(-self.log_likelihood(x).mean() / self.length)
 
 
 def golden_kl(oracle_probs: torch.Tensor, model_logits: torch.Tensor) -> torch.Tensor:
@@ -175,6 +170,27 @@ def train_bpe(strings: list[str], vocab_size: int, alphabet: str):
                                   show_progress=False)
     tokenizer.train_from_iterator(strings, trainer=trainer)
     return tokenizer
+
+
+def encode_bpe(tokenizer, x: torch.Tensor, bos_id: int, width: int | None = None):
+    """BPE ids (n, T) padded with BOS, their mask, and for every symbol the index of its BPE token (n, L).
+
+    The BPE tokens are the *chunks* of cross-tokenizer distillation: every token boundary is a symbol
+    boundary, so each token's span lines up with a run of a character model's tokens.
+    """
+    encodings = tokenizer.encode_batch(to_strings(x))
+    width = width or max(len(e.ids) for e in encodings)
+    ids = torch.full((len(x), width), bos_id, dtype=torch.long)
+    mask = torch.zeros(len(x), width, dtype=torch.bool)
+    chunk = torch.full(x.shape, -1, dtype=torch.long)
+    for i, e in enumerate(encodings):
+        ids[i, : len(e.ids)] = torch.tensor(e.ids)
+        mask[i, : len(e.ids)] = True
+        for k, (a, b) in enumerate(e.offsets):
+            chunk[i, a:b] = k
+    if (chunk < 0).any():
+        raise ValueError("the BPE tokenizer dropped symbols: every symbol must belong to a token")
+    return ids, mask, chunk
 
 
 def with_bos(x: torch.Tensor, bos_id: int) -> torch.Tensor:
