@@ -89,15 +89,18 @@ class Params(ChapterParams):
                       offline_sizes=[4, 16], hacking_steps=12, eval_every=4, capacity_teacher_dims=[8, 16, 32],
                       capacity_teacher_layers=1, capacity_teacher_steps=5, capacity_student_dim=8, capacity_steps=5,
                       bpe_vocab=16, xtok_train_strings=32, xtok_teacher_dim=16, xtok_teacher_steps=6,
-                      xtok_student_dim=8, xtok_steps=6, xtok_val_strings=128, alm_temperatures=[1.0, 4.0], uld_weights=[0.1, 1.0]),
+                      xtok_student_dim=8, xtok_steps=6, xtok_val_strings=16, alm_temperatures=[1.0, 4.0],
+                      uld_weights=[0.1, 1.0]),
+        # Sized to stay well under 3 minutes on 2 cores (run times vary by 10-15% between runs).
         "cpu": dict(seeds=[0, 1, 2, 3], language_seed=0, n_states=16, vocab_size=12, length=16, branching=3,
                     emissions=3, golden_strings=256, batch_size=32, lr=3e-3, teacher_dim=32, teacher_layers=1,
                     teacher_train_strings=256, teacher_steps=300, student_dim=16, student_layers=1,
-                    zoo_divergences=list(DIVERGENCES), zoo_offline_strings=512, zoo_steps=100,
-                    offline_sizes=[16, 64], hacking_steps=300, eval_every=20, capacity_teacher_dims=[8, 16, 32, 64],
-                    capacity_teacher_layers=1, capacity_teacher_steps=200, capacity_student_dim=16,
-                    capacity_steps=350, bpe_vocab=48, xtok_train_strings=256, xtok_teacher_dim=32,
-                    xtok_teacher_steps=300, xtok_student_dim=16, xtok_steps=200, xtok_val_strings=128, alm_temperatures=[1.0, 4.0], uld_weights=[0.1, 1.0]),
+                    zoo_divergences=list(DIVERGENCES), zoo_offline_strings=512, zoo_steps=80,
+                    offline_sizes=[16, 64], hacking_steps=260, eval_every=20, capacity_teacher_dims=[8, 16, 32, 64],
+                    capacity_teacher_layers=1, capacity_teacher_steps=150, capacity_student_dim=16,
+                    capacity_steps=300, bpe_vocab=48, xtok_train_strings=256, xtok_teacher_dim=32,
+                    xtok_teacher_steps=300, xtok_student_dim=16, xtok_steps=150, xtok_val_strings=128,
+                    alm_temperatures=[1.0, 4.0], uld_weights=[0.1, 1.0]),
         # Larger language and models, longer training. Tiny transformers are launch-bound on a GPU (several ms a
         # step, like the CPU), so the budget is counted in steps: about 3.5x the cpu profile's, which we estimate
         # at 8-9 minutes on one H200. Not yet measured there.
@@ -109,7 +112,8 @@ class Params(ChapterParams):
                     capacity_teacher_dims=[16, 32, 64, 128, 256], capacity_teacher_layers=2,
                     capacity_teacher_steps=400, capacity_student_dim=32, capacity_steps=800, bpe_vocab=96,
                     xtok_train_strings=512, xtok_teacher_dim=128, xtok_teacher_steps=600, xtok_student_dim=32,
-                    xtok_steps=500, xtok_val_strings=128, alm_temperatures=[1.0, 4.0], uld_weights=[0.1, 1.0]),
+                    xtok_steps=500, xtok_val_strings=512, alm_temperatures=[1.0, 4.0],
+                    uld_weights=[0.1, 1.0]),
     }
 
     @field_validator("zoo_divergences")
@@ -406,6 +410,7 @@ def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
     token_logp_d, probs_d = token_logp.to(dev), teacher_logp.exp().to(dev)
     draw = lambda gen: torch.randint(0, len(x), (p.batch_size,), generator=gen)  # noqa: E731
 
+    @torch.no_grad()
     def bits_per_char(m, strings) -> float:
         logits = symbol_logits(m, bed, strings).cpu()
         return float(F.cross_entropy(logits.reshape(-1, bed.V), strings.reshape(-1)) / LOG2)
