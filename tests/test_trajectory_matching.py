@@ -1,0 +1,106 @@
+"""Trajectory matching: the meta-gradient through the torch.func unroll, checked two other ways."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from distillbook.losses.trajectory_matching import (expert_trajectory, matching_loss, snapshot, trajectory_matching_step,
+                                                     unroll)
+
+
+def _setup(steps=3):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
+    x_real = torch.randn(60, 6, dtype=torch.float64)
+    y_real = (x_real[:, 0] > 0).long() + (x_real[:, 1] > 0).long()
+    trajectory = expert_trajectory(model, x_real, y_real, epochs=4, lr=0.2, batch_size=20,
+                                   generator=torch.Generator().manual_seed(1))
+    x_syn = torch.randn(6, 6, dtype=torch.float64, requires_grad=True)
+    y_syn = torch.arange(3).repeat(2)
+    syn_lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    loss = lambda xs, lr: trajectory_matching_step(model, trajectory, 1, 2, xs, y_syn, lr, steps)  # noqa: E731
+    return model, trajectory, x_syn, y_syn, syn_lr, loss
+
+
+def test_meta_gradient_matches_central_finite_differences():
+    _, _, x_syn, _, syn_lr, loss = _setup()
+    gx, glr = torch.autograd.grad(loss(x_syn, syn_lr), (x_syn, syn_lr))
+    eps = 1e-6
+    for i, j in [(0, 0), (2, 3), (5, 5)]:
+        bump = torch.zeros_like(x_syn)
+        bump[i, j] = eps
+        with torch.no_grad():
+            fd = (loss(x_syn + bump, syn_lr) - loss(x_syn - bump, syn_lr)) / (2 * eps)
+        assert gx[i, j].item() == pytest.approx(fd.item(), rel=1e-5, abs=1e-9)
+    with torch.no_grad():
+        fd_lr = (loss(x_syn, syn_lr + eps) - loss(x_syn, syn_lr - eps)) / (2 * eps)
+    assert glr.item() == pytest.approx(fd_lr.item(), rel=1e-5)
+
+
+def test_meta_gradient_matches_a_hand_written_autograd_unroll():
+    model, trajectory, x_syn, y_syn, syn_lr, loss = _setup()
+    gx, glr = torch.autograd.grad(loss(x_syn, syn_lr), (x_syn, syn_lr))
+
+    # The same three SGD steps with module parameters and create_graph=True, no torch.func.
+    names = [n for n, _ in model.named_parameters()]
+    params = [trajectory[1][n].clone().requires_grad_(True) for n in names]
+
+    def forward(ps, x):
+        h = torch.tanh(x @ ps[0].T + ps[1])
+        return h @ ps[2].T + ps[3]
+
+    for _ in range(3):
+        grads = torch.autograd.grad(F.cross_entropy(forward(params, x_syn), y_syn), params, create_graph=True)
+        params = [p - syn_lr * g for p, g in zip(params, grads)]
+    end = dict(zip(names, params))
+    by_hand = matching_loss(end, trajectory[1], trajectory[3])
+    gx2, glr2 = torch.autograd.grad(by_hand, (x_syn, syn_lr))
+    torch.testing.assert_close(gx, gx2, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(glr, glr2, rtol=1e-10, atol=1e-12)
+
+
+def test_no_steps_means_no_gradient_and_the_loss_is_one():
+    _, _, x_syn, _, syn_lr, _ = _setup()
+    _, _, _, _, _, loss0 = _setup(steps=0)
+    value = loss0(x_syn, syn_lr)
+    assert value.item() == pytest.approx(1.0)  # theta_hat_0 = theta*_t: the whole expert segment is still ahead
+    assert not value.requires_grad, "with no steps the loss cannot depend on the synthetic data"
+
+
+def test_matching_loss_is_zero_at_the_target():
+    model, trajectory, *_ = _setup()
+    assert matching_loss(trajectory[3], trajectory[1], trajectory[3]).item() == 0.0
+    with pytest.raises(ValueError, match="did not move"):
+        matching_loss(trajectory[1], trajectory[1], trajectory[1])
+    with pytest.raises(ValueError, match="start_epoch"):
+        trajectory_matching_step(model, trajectory, 3, 2, torch.zeros(1, 6), torch.zeros(1, dtype=torch.long),
+                                 torch.tensor(0.1), 1)
+
+
+def test_expert_trajectories_are_seeded_and_the_penalty_pulls_input_gradients_to_one():
+    def train(penalty, seed=0):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+        x = torch.randn(90, 6, generator=torch.Generator().manual_seed(2))
+        y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+        traj = expert_trajectory(model, x, y, epochs=6, lr=0.3, batch_size=30,
+                                 generator=torch.Generator().manual_seed(seed), gradient_penalty=penalty)
+        xr = x.clone().requires_grad_(True)
+        (gx,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
+        return traj, gx.norm(dim=1).mean().item()
+
+    plain, plain_norm = train(0.0)
+    again, _ = train(0.0)
+    assert len(plain) == 7
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(plain, again) for k in a)
+    smooth, smooth_norm = train(1.0)
+    assert not torch.equal(plain[-1]["0.weight"], smooth[-1]["0.weight"])
+    assert abs(smooth_norm - 1) < abs(plain_norm - 1)  # the penalty pulls input-gradient norms towards 1
+
+
+def test_snapshot_is_detached():
+    model = torch.nn.Linear(2, 2)
+    snap = snapshot(model)
+    assert all(not t.requires_grad for t in snap.values())
+    with pytest.raises(ValueError, match="steps"):
+        unroll(model, snap, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.tensor(0.1), -1)
