@@ -1,6 +1,6 @@
 """Metrics shared across chapters.
 
-Used by: ``foundations``.
+Used by: ``foundations``, ``dataset-distillation``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The book's figure style and the plots every chapter uses.
 
-Used by: ``foundations``, ``lm-kd-dynamics``.
+Used by: ``foundations``, ``lm-kd-dynamics``, ``dataset-distillation``.
 """
 
 from __future__ import annotations

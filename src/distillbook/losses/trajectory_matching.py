@@ -14,7 +14,7 @@ is differentiated through them with respect to the synthetic inputs and the lear
 AST (Shen et al., 2024) trains smoother experts; here, its gradient penalty on the inputs,
 lambda * (||grad_x f(x)||_2 - 1)^2, is an option of :func:`expert_trajectory`.
 
-Used by: nothing yet (written for ``dataset-distillation``).
+Used by: ``dataset-distillation``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Small multilayer perceptrons.
 
-Used by: ``foundations`` (digit teacher and student).
+Used by: ``foundations`` (digit teacher and student), ``dataset-distillation`` (experts, students, BatchNorm teachers).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from torch import nn
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, activation: str = "relu", dropout: float = 0.0) -> nn.Sequential:
-    """``in_dim -> hidden[0] -> ... -> out_dim`` with ``activation`` (and dropout) between layers."""
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, activation: str = "relu", dropout: float = 0.0,
+        batch_norm: bool = False) -> nn.Sequential:
+    """``in_dim -> hidden[0] -> ... -> out_dim`` with ``activation`` (and BatchNorm, dropout) between layers."""
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r}; allowed: {', '.join(ACTIVATIONS)}")
     if not 0.0 <= dropout < 1.0:
@@ -22,7 +23,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, *, activation: str = "
     layers: list[nn.Module] = []
     width = in_dim
     for h in hidden:
-        layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(width, h), *([nn.BatchNorm1d(h)] if batch_norm else []), ACTIVATIONS[activation]()]
         if dropout:
             layers.append(nn.Dropout(dropout))
         width = h

@@ -1,0 +1,475 @@
+"""Dataset distillation on digits: a few images per class that train a fresh network.
+
+- Subsets of real images: random, and herding (greedy: the running mean of the picked images tracks the
+  class mean).
+- Trajectory matching (MTT) and AST's smoother experts (paper 67): synthetic images and a learnable
+  learning rate such that a few SGD steps on them land where an expert trained on real data went.
+- INFER (paper 78) against an SRe2L-like per-class synthesis: INFER adds one compensator per anchor
+  slot, shared by every class, to real anchors, and stores one soft label per image (static);
+  SRe2L synthesises each class from noise and needs the teacher's labels for every augmented batch
+  of every step (dynamic). Label storage is counted in bytes.
+
+Every distilled set is judged the same way: ``eval_nets`` fresh MLPs trained on it by full-batch SGD
+with momentum 0.9 and random ±``eval_shift``-pixel shifts, mean test accuracy on held-out real digits.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+
+from distillbook.claims import Claim
+from distillbook.losses.bn_statistics import BNStatistics
+from distillbook.losses.trajectory_matching import expert_trajectory, trajectory_matching_step
+from distillbook.metrics import accuracy
+from distillbook.models.mlp import mlp, predict_logits
+from distillbook.params import ChapterParams
+from distillbook.plotting import mean_std_band
+from distillbook.results import Run
+from distillbook.testbeds import digits
+
+CHAPTER = "dataset-distillation"
+AST, INFER = 67, 78
+PositiveInt = Annotated[int, Field(ge=1)]
+METHODS = ("random", "herding", "mtt", "ast", "sre2l", "infer")
+
+
+class Params(ChapterParams):
+    ipcs: list[PositiveInt] = Field(min_length=1, description="images per class; the claims use the smallest and largest")
+    hidden: list[PositiveInt] = Field(min_length=1, description="hidden widths of experts, students and evaluation nets")
+    # experts and trajectory matching
+    n_experts: int = Field(ge=1)
+    expert_epochs: int = Field(ge=2)
+    expert_lr: float = Field(gt=0)
+    expert_batch: int = Field(ge=1)
+    ast_penalty: float = Field(gt=0, description="AST's input-gradient penalty weight")
+    match_iterations: int = Field(ge=1)
+    syn_steps: int = Field(ge=1, description="student SGD steps unrolled per matching iteration (N)")
+    expert_span: int = Field(ge=1, description="expert epochs ahead the student aims (M)")
+    max_start_epoch: int = Field(ge=0)
+    image_lr: float = Field(gt=0)
+    syn_lr_init: float = Field(gt=0)
+    # evaluation
+    eval_nets: int = Field(ge=1)
+    eval_steps: int = Field(ge=1)
+    eval_lr: float = Field(gt=0, description="SGD learning rate of evaluation nets (MTT/AST use their learned one)")
+    eval_shift: int = Field(ge=0, le=3, description="random shift augmentation, in pixels")
+    # INFER and the SRe2L-like baseline
+    teacher_hiddens: list[list[PositiveInt]] = Field(min_length=1, description="BatchNorm MLP teachers to cycle over")
+    teacher_steps: int = Field(ge=1)
+    synthesis_steps: int = Field(ge=1)
+    synthesis_lr: float = Field(gt=0)
+    bn_weight: float = Field(ge=0)
+    label_temperature: float = Field(gt=0)
+
+    PRESETS: ClassVar[dict] = {
+        "smoke": dict(seeds=[0, 1], ipcs=[1, 2], hidden=[32], n_experts=2, expert_epochs=3, expert_lr=0.05,
+                      expert_batch=128, ast_penalty=0.1, match_iterations=3, syn_steps=2, expert_span=1,
+                      max_start_epoch=1, image_lr=0.01, syn_lr_init=0.05, eval_nets=1, eval_steps=10, eval_lr=0.05,
+                      eval_shift=1, teacher_hiddens=[[32]], teacher_steps=20, synthesis_steps=3, synthesis_lr=0.05,
+                      bn_weight=0.01, label_temperature=4.0),
+        "cpu": dict(seeds=[0, 1, 2, 3], ipcs=[1, 10], hidden=[128], n_experts=5, expert_epochs=10, expert_lr=0.05,
+                    expert_batch=64, ast_penalty=0.1, match_iterations=300, syn_steps=10, expert_span=2,
+                    max_start_epoch=4, image_lr=0.01, syn_lr_init=0.05, eval_nets=3, eval_steps=500, eval_lr=0.05,
+                    eval_shift=1, teacher_hiddens=[[128], [256, 128]], teacher_steps=600, synthesis_steps=200,
+                    synthesis_lr=0.05, bn_weight=0.01, label_temperature=4.0),
+        "gpu": dict(seeds=[0, 1, 2, 3, 4], ipcs=[1, 10, 50], hidden=[256], n_experts=10, expert_epochs=15,
+                    expert_lr=0.05, expert_batch=64, ast_penalty=0.1, match_iterations=1000, syn_steps=20,
+                    expert_span=2, max_start_epoch=8, image_lr=0.01, syn_lr_init=0.05, eval_nets=5, eval_steps=600,
+                    eval_lr=0.05, eval_shift=1, teacher_hiddens=[[256], [512, 256], [128, 128, 128]],
+                    teacher_steps=1500, synthesis_steps=600, synthesis_lr=0.05, bn_weight=0.01,
+                    label_temperature=4.0),
+    }
+
+    @model_validator(mode="after")
+    def _spans(self):
+        if self.max_start_epoch + self.expert_span > self.expert_epochs:
+            raise ValueError(f"max_start_epoch + expert_span ({self.max_start_epoch} + {self.expert_span}) must be "
+                             f"<= expert_epochs ({self.expert_epochs})")
+        if sorted(set(self.ipcs)) != self.ipcs:
+            raise ValueError("ipcs must be strictly increasing")
+        return self
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def new_net(p: Params, seed: int, batch_norm: bool = False, hidden=None) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return mlp(64, hidden or p.hidden, digits.N_CLASSES, batch_norm=batch_norm)
+
+
+def shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Roll every 8x8 image of the batch by one random (dy, dx) in [-max_shift, max_shift] (differentiable)."""
+    if max_shift == 0:
+        return x
+    dy, dx = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
+    return torch.roll(x.reshape(-1, *digits.IMAGE_SHAPE), shifts=(dy, dx), dims=(1, 2)).reshape(len(x), -1)
+
+
+def evaluate_set(run: Run, data: digits.Digits, x: torch.Tensor, targets: torch.Tensor, lr: float, seed: int,
+                 relabel=None) -> float:
+    """Mean test accuracy of ``eval_nets`` fresh nets trained by full-batch SGD (momentum 0.9) on (augmented) ``x``.
+
+    ``targets`` are class ids or soft labels (static); ``relabel(x_augmented)`` instead gives soft labels
+    for every augmented batch (dynamic labels).
+    """
+    p = run.params
+    accs = []
+    for k in range(p.eval_nets):
+        net = new_net(p, _seed(seed, 7, k))
+
+        def batch(gen):
+            xa = shift(x, gen, p.eval_shift)
+            return xa, (relabel(xa) if relabel is not None else targets)
+
+        def loss(m, b):
+            return F.cross_entropy(m(b[0]), b[1])  # class ids or probabilities alike
+
+        from distillbook.training import fit
+
+        fit(net, loss, batch, steps=p.eval_steps, optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9),
+            seed=_seed(seed, 8, k), progress=False)
+        accs.append(accuracy(predict_logits(net, data.test.x), data.test.y))
+    return float(np.mean(accs))
+
+
+def herding(split: digits.Split, per_class: int) -> torch.Tensor:
+    """Per class, greedily pick the image that keeps the picked images' mean closest to the class mean."""
+    picks = []
+    for label in range(digits.N_CLASSES):
+        idx = torch.nonzero(split.y == label).flatten()
+        xs = split.x[idx]
+        target, chosen, total = xs.mean(0), [], torch.zeros(xs.shape[1])
+        for k in range(per_class):
+            dist = ((total + xs) / (k + 1) - target).norm(dim=1)
+            if chosen:
+                dist[torch.tensor(chosen)] = float("inf")
+            best = int(dist.argmin())
+            chosen.append(best)
+            total = total + xs[best]
+        picks.append(idx[torch.tensor(chosen)])
+    return torch.cat(picks)
+
+
+# ---------------------------------------------------------------- trajectory matching (MTT, AST)
+
+
+class SyntheticSet(torch.nn.Module):
+    """The distilled images and the log of the learnable student learning rate: the 'model' MTT trains."""
+
+    def __init__(self, images: torch.Tensor, lr: float):
+        super().__init__()
+        self.images = torch.nn.Parameter(images.clone())
+        self.log_lr = torch.nn.Parameter(torch.tensor(float(np.log(lr))))
+
+
+def experts(run: Run, data: digits.Digits, seed: int, penalty: float) -> list:
+    """``n_experts`` SGD trajectories on the real training set (AST's gradient penalty when ``penalty`` > 0)."""
+    p = run.params
+    out = []
+    for e in range(p.n_experts):
+        model = new_net(p, _seed(seed, 1, e))
+        out.append(expert_trajectory(model, data.train.x, data.train.y, epochs=p.expert_epochs, lr=p.expert_lr,
+                                     batch_size=p.expert_batch, generator=torch.Generator().manual_seed(_seed(seed, 2, e)),
+                                     gradient_penalty=penalty))
+    return out
+
+
+def match_trajectories(run: Run, name: str, seed: int, trajectories: list, init: digits.Split):
+    """MTT: optimise images (from ``init``) and the student lr so unrolled steps land on the experts' path."""
+    p = run.params
+    template = new_net(p, 0)
+    synthetic = SyntheticSet(init.x, p.syn_lr_init)
+    y = init.y
+
+    def segment(gen):
+        return torch.stack([torch.randint(0, len(trajectories), (), generator=gen),
+                            torch.randint(0, p.max_start_epoch + 1, (), generator=gen)])
+
+    def loss(m, b):
+        expert, start = (int(v) for v in b)
+        return trajectory_matching_step(template, trajectories[expert], start, p.expert_span, m.images, y,
+                                        m.log_lr.exp(), p.syn_steps)
+
+    optimizer = torch.optim.Adam([{"params": [synthetic.images], "lr": p.image_lr},
+                                  {"params": [synthetic.log_lr], "lr": 0.01}])
+    result = run.fit(name, seed, synthetic, loss, segment, steps=p.match_iterations, optimizer=optimizer,
+                     eval_every=max(1, p.match_iterations // 20))
+    return synthetic.images.detach(), y, float(synthetic.log_lr.detach().exp()), result.column("loss")
+
+
+# ---------------------------------------------------------------- INFER and the SRe2L-like baseline
+
+
+def train_teachers(run: Run, data: digits.Digits, seed: int) -> list[torch.nn.Module]:
+    """BatchNorm MLPs of several architectures trained on the real training set (frozen afterwards)."""
+    p = run.params
+    teachers = []
+    for a, hidden in enumerate(p.teacher_hiddens):
+        net = new_net(p, _seed(seed, 3, a), batch_norm=True, hidden=hidden)
+        x, y = data.train.x, data.train.y
+
+        def batch(gen):
+            i = torch.randint(0, len(y), (128,), generator=gen)
+            return x[i], y[i]
+
+        run.fit(f"teacher{a}", seed, net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.teacher_steps,
+                optimizer=torch.optim.AdamW(net.parameters(), lr=3e-3))
+        net.eval()
+        for q in net.parameters():
+            q.requires_grad_(False)
+        teachers.append(net)
+    return teachers
+
+
+def synthesise(run: Run, teachers, start: torch.Tensor, y: torch.Tensor, *, shared_per_slot: bool) -> torch.Tensor:
+    """Minimise CE(f(x), y) + bn_weight * L_BN over the teachers, cycling one teacher per step.
+
+    ``shared_per_slot`` (INFER): x = anchors + u, one compensator u_j per anchor slot j shared by every
+    class; otherwise (SRe2L-like) every image is optimised on its own, from ``start``.
+    """
+    p = run.params
+    n_slots = len(y) // digits.N_CLASSES
+    delta = torch.zeros(n_slots if shared_per_slot else len(y), start.shape[1], requires_grad=True)
+    slot = torch.arange(len(y)) % n_slots  # images are ordered class-major: class c's j-th image at c * n + j
+    hooks = [BNStatistics(t) for t in teachers]
+    optimizer = torch.optim.Adam([delta], lr=p.synthesis_lr)
+    for step in range(p.synthesis_steps):
+        k = step % len(teachers)
+        x = start + (delta[slot] if shared_per_slot else delta)
+        loss = F.cross_entropy(teachers[k](x), y) + p.bn_weight * hooks[k].loss()
+        for other in hooks:
+            other.batch_stats = []
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    for h in hooks:
+        h.remove()
+    return (start + (delta[slot] if shared_per_slot else delta)).detach()
+
+
+def soft_labels(teachers, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.softmax(torch.stack([t(x) for t in teachers]).mean(0) / temperature, dim=-1)
+
+
+def label_bytes(n_images: int, kind: str, steps: int) -> int:
+    """Bytes to store the labels: class ids (1 byte each), static soft labels (float32 per class), or
+    dynamic soft labels (one float32 vector per image for every training step)."""
+    per_soft = digits.N_CLASSES * 4
+    return {"hard": n_images, "static": n_images * per_soft, "dynamic": steps * n_images * per_soft}[kind]
+
+
+# ---------------------------------------------------------------- one seed
+
+
+def run_seed(run: Run, seed: int) -> dict[str, torch.Tensor]:
+    """Every method at every IPC for one seed; records accuracies, bytes and curves; returns images to show."""
+    p = run.params
+    data = digits.load(seed)
+    plain, smooth = experts(run, data, seed, 0.0), experts(run, data, seed, p.ast_penalty)
+    teachers = train_teachers(run, data, seed)
+    shown = {}
+    for ipc in p.ipcs:
+        anchors = data.train.subset(_class_major(data.train, digits.labelled_subset(data.train, ipc, seed), ipc))
+        herd = data.train.subset(_class_major(data.train, herding(data.train, ipc), ipc))
+        acc, size = {}, {}
+        acc["random"] = evaluate_set(run, data, anchors.x, anchors.y, p.eval_lr, seed)
+        acc["herding"] = evaluate_set(run, data, herd.x, herd.y, p.eval_lr, seed)
+        size["random"] = size["herding"] = label_bytes(len(anchors.y), "hard", p.eval_steps)
+        curves = {}
+        for method, trajectories in (("mtt", plain), ("ast", smooth)):
+            x, y, lr, curves[method] = match_trajectories(run, f"{method}-ipc{ipc}", seed, trajectories, anchors)
+            acc[method] = evaluate_set(run, data, x, y, lr, seed)
+            size[method] = label_bytes(len(y), "hard", p.eval_steps)
+            shown[f"{method}-ipc{ipc}"] = x
+        noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=torch.Generator().manual_seed(_seed(seed, 4)))
+        x_sre2l = synthesise(run, teachers[:1], noise, anchors.y, shared_per_slot=False)
+        acc["sre2l"] = evaluate_set(run, data, x_sre2l, None, p.eval_lr, seed,
+                                    relabel=lambda xa: soft_labels(teachers[:1], xa, p.label_temperature))
+        size["sre2l"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps)
+        x_infer = synthesise(run, teachers, anchors.x, anchors.y, shared_per_slot=True)
+        acc["infer"] = evaluate_set(run, data, x_infer, soft_labels(teachers, x_infer, p.label_temperature), p.eval_lr,
+                                    seed)
+        size["infer"] = label_bytes(len(anchors.y), "static", p.eval_steps)
+        acc["infer_dynamic"] = evaluate_set(run, data, x_infer, None, p.eval_lr, seed,
+                                            relabel=lambda xa: soft_labels(teachers, xa, p.label_temperature))
+        size["infer_dynamic"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps)
+        shown.update({f"random-ipc{ipc}": anchors.x, f"sre2l-ipc{ipc}": x_sre2l, f"infer-ipc{ipc}": x_infer})
+        run.record(seed, **{f"acc_{m}_ipc{ipc}": v for m, v in acc.items()},
+                   **{f"bytes_{m}_ipc{ipc}": v for m, v in size.items()},
+                   **{f"match_loss_{m}_ipc{ipc}": c for m, c in curves.items()})
+    run.record(seed, full_data_acc=evaluate_full(run, data, seed))
+    return shown
+
+
+def _class_major(split: digits.Split, index: torch.Tensor, per_class: int) -> torch.Tensor:
+    """Reorder picks so that class c's j-th image sits at c * per_class + j."""
+    labels = split.y[index]
+    order = torch.argsort(labels * len(index) + torch.arange(len(index)), stable=True)
+    out = index[order]
+    if not torch.equal(split.y[out], torch.arange(digits.N_CLASSES).repeat_interleave(per_class)):
+        raise ValueError("every class needs exactly per_class picks")
+    return out
+
+
+def evaluate_full(run: Run, data: digits.Digits, seed: int) -> float:
+    """The same evaluation nets trained on the whole real training set (the ceiling)."""
+    p = run.params
+    net = new_net(p, _seed(seed, 9))
+    x, y = data.train.x, data.train.y
+
+    def batch(gen):
+        i = torch.randint(0, len(y), (128,), generator=gen)
+        return shift(x[i], gen, p.eval_shift), y[i]
+
+    from distillbook.training import fit
+
+    fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.eval_steps,
+        optimizer=torch.optim.SGD(net.parameters(), lr=p.eval_lr, momentum=0.9), seed=_seed(seed, 10), progress=False)
+    return accuracy(predict_logits(net, data.test.x), data.test.y)
+
+
+# ---------------------------------------------------------------- claims
+
+LABELS = {"random": "random real subset", "herding": "herding subset", "mtt": "MTT",
+          "ast": "MTT + AST's smooth experts", "sre2l": "SRe2L-like, dynamic labels", "infer": "INFER, static labels",
+          "infer_dynamic": "INFER, dynamic labels"}
+
+
+def claims(p: Params) -> tuple[Claim, ...]:
+    small, large = p.ipcs[0], p.ipcs[-1]
+    return (
+        Claim(f"mtt-beats-random-ipc{small}", AST, statement=f"At {small} image(s) per class, MTT's distilled images "
+              "train better networks than a random real subset (test accuracy)",
+              a=f"MTT, IPC {small}", b=f"random, IPC {small}", paper_figure="Table 1 (MTT rows vs random)",
+              paper_value="MTT far above random subsets at every IPC"),
+        Claim(f"mtt-beats-random-ipc{large}", AST, statement=f"...and at {large} images per class",
+              a=f"MTT, IPC {large}", b=f"random, IPC {large}", paper_figure="Table 1",
+              paper_value="MTT far above random subsets at every IPC"),
+        Claim(f"smooth-experts-help-ipc{small}", AST, statement=f"Matching AST's smoother experts (gradient penalty) "
+              f"beats matching plain experts at {small} image(s) per class",
+              a=f"AST experts, IPC {small}", b=f"MTT, IPC {small}", paper_figure="Table 1 / ablation",
+              paper_value="AST beats MTT and FTD; smooth experts are part of the gain"),
+        Claim(f"smooth-experts-help-ipc{large}", AST, statement=f"...and at {large} images per class",
+              a=f"AST experts, IPC {large}", b=f"MTT, IPC {large}", paper_figure="Table 1",
+              paper_value="AST beats MTT across IPC settings"),
+        Claim(f"infer-static-beats-sre2l-dynamic-ipc{large}", INFER, statement=f"At {large} images per class, INFER "
+              "with static soft labels matches or beats class-wise SRe2L-like synthesis with dynamic labels",
+              a=f"INFER static, IPC {large}", b=f"SRe2L-like dynamic, IPC {large}",
+              paper_figure="Tables 1-2", paper_value="beats class-specific methods with far less label storage"),
+    )
+
+
+def evaluate_claims(run: Run) -> list[dict]:
+    small, large = run.params.ipcs[0], run.params.ipcs[-1]
+    c = {claim.id: claim for claim in claims(run.params)}
+    v = lambda method, ipc: run.values(f"acc_{method}_ipc{ipc}")  # noqa: E731
+    return [
+        c[f"mtt-beats-random-ipc{small}"].evaluate(v("mtt", small), v("random", small)),
+        c[f"mtt-beats-random-ipc{large}"].evaluate(v("mtt", large), v("random", large)),
+        c[f"smooth-experts-help-ipc{small}"].evaluate(v("ast", small), v("mtt", small)),
+        c[f"smooth-experts-help-ipc{large}"].evaluate(v("ast", large), v("mtt", large)),
+        c[f"infer-static-beats-sre2l-dynamic-ipc{large}"].evaluate(v("infer", large), v("sre2l", large)),
+    ]
+
+
+def summary_markdown(run: Run, results: list[dict]) -> str:
+    p = run.params
+
+    def ms(values) -> str:
+        return f"{100 * np.mean(values):.1f}% ± {100 * np.std(values, ddof=1):.1f}"
+
+    lines = [f"Over {len(run.seeds)} seeds (profile `{run.profile}`), test accuracy of fresh networks, mean ± std:", "",
+             f"- trained on the whole real training set: {ms(run.values('full_data_acc'))};"]
+    for ipc in p.ipcs:
+        lines.append(f"- {ipc} image(s) per class: " + "; ".join(
+            f"{LABELS[m]} {ms(run.values(f'acc_{m}_ipc{ipc}'))}" for m in LABELS) + ";")
+    large = p.ipcs[-1]
+    static, dynamic = run.values(f"bytes_infer_ipc{large}")[0], run.values(f"bytes_sre2l_ipc{large}")[0]
+    lines.append(f"- labels at {large} images per class: static {static:,} bytes, dynamic {dynamic:,} bytes "
+                 f"({dynamic / static:.0f}× more; by construction: one label per image vs one per image per step).")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_accuracy_vs_ipc(run: Run):
+    ipcs = run.params.ipcs
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    for k, (method, label) in enumerate(LABELS.items()):
+        per_seed = np.asarray([[s[f"acc_{method}_ipc{i}"] for i in ipcs] for s in run.per_seed.values()])
+        mean_std_band(ax, ipcs, 100 * per_seed, label=label, color=f"C{k}")
+    full = 100 * np.asarray(run.values("full_data_acc"))
+    ax.axhline(full.mean(), color="k", linestyle=":", label="whole training set")
+    ax.set_xscale("log")
+    ax.set_xticks(ipcs, [str(i) for i in ipcs])
+    ax.set_xlabel("images per class (IPC)")
+    ax.set_ylabel("test accuracy of fresh networks (%)")
+    ax.set_title("Distilled sets: accuracy against size")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_images(shown: dict[str, torch.Tensor], ipc: int):
+    """The first image of every class for each method at ``ipc``."""
+    methods = [m for m in ("random", "mtt", "ast", "sre2l", "infer") if f"{m}-ipc{ipc}" in shown]
+    fig, axes = plt.subplots(len(methods), digits.N_CLASSES, figsize=(10, 1.15 * len(methods) + 0.4),
+                             layout="constrained", squeeze=False)
+    for r, method in enumerate(methods):
+        x = shown[f"{method}-ipc{ipc}"]
+        for c in range(digits.N_CLASSES):
+            ax = axes[r, c]
+            ax.imshow(x[c * ipc].reshape(digits.IMAGE_SHAPE), cmap="gray_r")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel({"ast": "AST exp.", "sre2l": "SRe2L"}.get(method, method.upper() if method != "random"
+                                                                             else "random"), fontsize=9)
+            if r == 0:
+                ax.set_title(str(c), fontsize=9)
+    fig.suptitle(f"Distilled images, first of each class (IPC {ipc}, one seed)")
+    return fig
+
+
+def plot_matching_loss(run: Run):
+    p = run.params
+    every = max(1, p.match_iterations // 20)
+    fig, axes = plt.subplots(1, len(p.ipcs), figsize=(5 * len(p.ipcs), 3.8), layout="constrained", squeeze=False)
+    for ax, ipc in zip(axes[0], p.ipcs):
+        for method, color in (("mtt", "C2"), ("ast", "C3")):
+            curves = run.values(f"match_loss_{method}_ipc{ipc}")
+            steps = [every * (i + 1) for i in range(len(curves[0]))]
+            mean_std_band(ax, steps, curves, label=LABELS[method], color=color, marker=None)
+        ax.set_xlabel("matching iteration")
+        ax.set_ylabel("normalised matching loss")
+        ax.set_title(f"IPC {ipc}")
+        ax.legend(fontsize=8)
+    fig.suptitle("Trajectory-matching loss, plain vs smooth experts (mean ± std over seeds)")
+    return fig
+
+
+def plot_accuracy_vs_label_bytes(run: Run):
+    large = run.params.ipcs[-1]
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for k, (method, label) in enumerate(LABELS.items()):
+        acc = 100 * np.asarray(run.values(f"acc_{method}_ipc{large}"))
+        size = run.values(f"bytes_{method}_ipc{large}")[0]
+        ax.errorbar(size, acc.mean(), yerr=acc.std(ddof=1), fmt="o", capsize=3, color=f"C{k}", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("stored label size (bytes, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"Accuracy against label storage (IPC {large})")
+    ax.legend(fontsize=8)
+    return fig
