@@ -86,3 +86,22 @@ def test_claims_read_the_right_arms(scratch):
         "smooth-experts-help-ipc2": "not reproduced",
         "infer-static-beats-sre2l-dynamic-ipc2": "not reproduced",
     }
+
+
+def test_infer_shares_one_compensator_per_slot_across_classes(scratch):
+    params = dd.Params.for_profile("smoke", seeds=[0, 1, 2])
+    run = Run("dataset-distillation", params)
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
+                                  torch.nn.Linear(8, 10))
+    teacher(torch.rand(50, 64))
+    teacher.eval()
+    ipc = 3
+    anchors = torch.rand(10 * ipc, 64)
+    y = torch.arange(10).repeat_interleave(ipc)
+    out = dd.synthesise(run, [teacher], anchors, y, shared_per_slot=True)
+    delta = (out - anchors).reshape(10, ipc, 64)
+    assert torch.allclose(delta, delta[:1].expand_as(delta))  # the same u_j for every class c
+    assert not torch.allclose(delta[0, 0], delta[0, 1])  # and a different one per slot j
+    free = dd.synthesise(run, [teacher], anchors, y, shared_per_slot=False) - anchors
+    assert not torch.allclose(free.reshape(10, ipc, 64), free.reshape(10, ipc, 64)[:1].expand(10, ipc, 64))

@@ -9,8 +9,10 @@
   SRe2L synthesises each class from noise and needs the teacher's labels for every augmented batch
   of every step (dynamic). Label storage is counted in bytes.
 
-Every distilled set is judged the same way: ``eval_nets`` fresh MLPs trained on it by full-batch SGD
-with momentum 0.9 and random ±``eval_shift``-pixel shifts, mean test accuracy on held-out real digits.
+Every distilled set is judged the same way: fresh MLPs trained on it by full-batch SGD with momentum
+0.9 and an independent random ±``eval_shift``-pixel shift per image and step; the learning rate is
+picked per arm on the validation split from ``eval_lrs`` (plus the learned rate for MTT/AST), and the
+score is the picked nets' mean test accuracy on held-out real digits.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pydantic import Field, model_validator
 
 from distillbook.claims import Claim
 from distillbook.losses.bn_statistics import BNStatistics
-from distillbook.losses.trajectory_matching import expert_trajectory, trajectory_matching_step
+from distillbook.losses.trajectory_matching import expert_trajectory, path_length, trajectory_matching_step
 from distillbook.metrics import accuracy
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.params import ChapterParams
@@ -47,7 +49,7 @@ class Params(ChapterParams):
     expert_epochs: int = Field(ge=2)
     expert_lr: float = Field(gt=0)
     expert_batch: int = Field(ge=1)
-    ast_penalty: float = Field(gt=0, description="AST's input-gradient penalty weight")
+    ast_penalty: float = Field(gt=0, description="weight of the smooth experts' input-gradient penalty")
     match_iterations: int = Field(ge=1)
     syn_steps: int = Field(ge=1, description="student SGD steps unrolled per matching iteration (N)")
     expert_span: int = Field(ge=1, description="expert epochs ahead the student aims (M)")
@@ -57,7 +59,8 @@ class Params(ChapterParams):
     # evaluation
     eval_nets: int = Field(ge=1)
     eval_steps: int = Field(ge=1)
-    eval_lr: float = Field(gt=0, description="SGD learning rate of evaluation nets (MTT/AST use their learned one)")
+    eval_lrs: list[Annotated[float, Field(gt=0)]] = Field(min_length=1, description="SGD learning rates tried by "
+                                                           "evaluation nets, picked on validation")
     eval_shift: int = Field(ge=0, le=3, description="random shift augmentation, in pixels")
     # INFER and the SRe2L-like baseline
     teacher_hiddens: list[list[PositiveInt]] = Field(min_length=1, description="BatchNorm MLP teachers to cycle over")
@@ -70,18 +73,18 @@ class Params(ChapterParams):
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], ipcs=[1, 2], hidden=[32], n_experts=2, expert_epochs=3, expert_lr=0.05,
                       expert_batch=128, ast_penalty=0.1, match_iterations=3, syn_steps=2, expert_span=1,
-                      max_start_epoch=1, image_lr=0.01, syn_lr_init=0.05, eval_nets=1, eval_steps=10, eval_lr=0.05,
+                      max_start_epoch=1, image_lr=0.01, syn_lr_init=0.05, eval_nets=1, eval_steps=10, eval_lrs=[0.05, 0.1],
                       eval_shift=1, teacher_hiddens=[[32]], teacher_steps=20, synthesis_steps=3, synthesis_lr=0.05,
                       bn_weight=0.01, label_temperature=4.0),
         "cpu": dict(seeds=[0, 1, 2, 3], ipcs=[1, 10], hidden=[128], n_experts=5, expert_epochs=10, expert_lr=0.05,
                     expert_batch=64, ast_penalty=0.1, match_iterations=300, syn_steps=10, expert_span=2,
-                    max_start_epoch=4, image_lr=0.01, syn_lr_init=0.05, eval_nets=3, eval_steps=500, eval_lr=0.05,
+                    max_start_epoch=4, image_lr=0.01, syn_lr_init=0.05, eval_nets=2, eval_steps=350, eval_lrs=[0.05, 0.1],
                     eval_shift=1, teacher_hiddens=[[128], [256, 128]], teacher_steps=600, synthesis_steps=200,
                     synthesis_lr=0.05, bn_weight=0.01, label_temperature=4.0),
         "gpu": dict(seeds=[0, 1, 2, 3, 4], ipcs=[1, 10, 50], hidden=[256], n_experts=10, expert_epochs=15,
                     expert_lr=0.05, expert_batch=64, ast_penalty=0.1, match_iterations=1000, syn_steps=20,
                     expert_span=2, max_start_epoch=8, image_lr=0.01, syn_lr_init=0.05, eval_nets=5, eval_steps=600,
-                    eval_lr=0.05, eval_shift=1, teacher_hiddens=[[256], [512, 256], [128, 128, 128]],
+                    eval_lrs=[0.03, 0.05, 0.1], eval_shift=1, teacher_hiddens=[[256], [512, 256], [128, 128, 128]],
                     teacher_steps=1500, synthesis_steps=600, synthesis_lr=0.05, bn_weight=0.01,
                     label_temperature=4.0),
     }
@@ -109,38 +112,49 @@ def new_net(p: Params, seed: int, batch_norm: bool = False, hidden=None) -> torc
 
 
 def shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
-    """Roll every 8x8 image of the batch by one random (dy, dx) in [-max_shift, max_shift] (differentiable)."""
+    """Roll each 8x8 image by its own random (dy, dx) in [-max_shift, max_shift] (differentiable)."""
     if max_shift == 0:
         return x
-    dy, dx = torch.randint(-max_shift, max_shift + 1, (2,), generator=generator).tolist()
-    return torch.roll(x.reshape(-1, *digits.IMAGE_SHAPE), shifts=(dy, dx), dims=(1, 2)).reshape(len(x), -1)
+    images = x.reshape(-1, *digits.IMAGE_SHAPE)
+    offsets = range(-max_shift, max_shift + 1)
+    choice = torch.randint(0, len(offsets) ** 2, (len(x),), generator=generator)
+    out = torch.zeros_like(images)
+    for k, (dy, dx) in enumerate((dy, dx) for dy in offsets for dx in offsets):
+        pick = (choice == k).to(x.dtype)[:, None, None]
+        out = out + pick * torch.roll(images, shifts=(dy, dx), dims=(1, 2))
+    return out.reshape(len(x), -1)
 
 
-def evaluate_set(run: Run, data: digits.Digits, x: torch.Tensor, targets: torch.Tensor, lr: float, seed: int,
-                 relabel=None) -> float:
-    """Mean test accuracy of ``eval_nets`` fresh nets trained by full-batch SGD (momentum 0.9) on (augmented) ``x``.
+def evaluate_set(run: Run, data: digits.Digits, x: torch.Tensor, targets: torch.Tensor | None, seed: int,
+                 relabel=None, extra_lrs: tuple[float, ...] = ()) -> tuple[float, float]:
+    """(test accuracy, learning rate) of fresh nets trained by full-batch SGD (momentum 0.9) on augmented ``x``.
 
     ``targets`` are class ids or soft labels (static); ``relabel(x_augmented)`` instead gives soft labels
-    for every augmented batch (dynamic labels).
+    for every augmented batch (dynamic). For every learning rate in ``eval_lrs`` + ``extra_lrs``,
+    ``eval_nets`` nets train; the rate with the best mean validation accuracy is picked, and its nets'
+    mean test accuracy is returned.
     """
+    from distillbook.training import fit
+
     p = run.params
-    accs = []
-    for k in range(p.eval_nets):
-        net = new_net(p, _seed(seed, 7, k))
+    best = None
+    for lr in (*p.eval_lrs, *extra_lrs):
+        val, test = [], []
+        for k in range(p.eval_nets):
+            net = new_net(p, _seed(seed, 7, k))
 
-        def batch(gen):
-            xa = shift(x, gen, p.eval_shift)
-            return xa, (relabel(xa) if relabel is not None else targets)
+            def batch(gen):
+                xa = shift(x, gen, p.eval_shift)
+                return xa, (relabel(xa) if relabel is not None else targets)
 
-        def loss(m, b):
-            return F.cross_entropy(m(b[0]), b[1])  # class ids or probabilities alike
-
-        from distillbook.training import fit
-
-        fit(net, loss, batch, steps=p.eval_steps, optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9),
-            seed=_seed(seed, 8, k), progress=False)
-        accs.append(accuracy(predict_logits(net, data.test.x), data.test.y))
-    return float(np.mean(accs))
+            fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.eval_steps,  # ids or probabilities
+                optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 8, k),
+                progress=False)
+            val.append(accuracy(predict_logits(net, data.val.x), data.val.y))
+            test.append(accuracy(predict_logits(net, data.test.x), data.test.y))
+        if best is None or np.mean(val) > best[0]:
+            best = (float(np.mean(val)), float(np.mean(test)), float(lr))
+    return best[1], best[2]
 
 
 def herding(split: digits.Split, per_class: int) -> torch.Tensor:
@@ -278,35 +292,38 @@ def run_seed(run: Run, seed: int) -> dict[str, torch.Tensor]:
     p = run.params
     data = digits.load(seed)
     plain, smooth = experts(run, data, seed, 0.0), experts(run, data, seed, p.ast_penalty)
+    run.record(seed, expert_path_plain=float(np.mean([path_length(t) for t in plain])),
+               expert_path_smooth=float(np.mean([path_length(t) for t in smooth])))
     teachers = train_teachers(run, data, seed)
     shown = {}
     for ipc in p.ipcs:
         anchors = data.train.subset(_class_major(data.train, digits.labelled_subset(data.train, ipc, seed), ipc))
         herd = data.train.subset(_class_major(data.train, herding(data.train, ipc), ipc))
-        acc, size = {}, {}
-        acc["random"] = evaluate_set(run, data, anchors.x, anchors.y, p.eval_lr, seed)
-        acc["herding"] = evaluate_set(run, data, herd.x, herd.y, p.eval_lr, seed)
+        acc, size, lrs = {}, {}, {}
+        acc["random"], lrs["random"] = evaluate_set(run, data, anchors.x, anchors.y, seed)
+        acc["herding"], lrs["herding"] = evaluate_set(run, data, herd.x, herd.y, seed)
         size["random"] = size["herding"] = label_bytes(len(anchors.y), "hard", p.eval_steps)
         curves = {}
         for method, trajectories in (("mtt", plain), ("ast", smooth)):
             x, y, lr, curves[method] = match_trajectories(run, f"{method}-ipc{ipc}", seed, trajectories, anchors)
-            acc[method] = evaluate_set(run, data, x, y, lr, seed)
+            acc[method], lrs[method] = evaluate_set(run, data, x, y, seed, extra_lrs=(lr,))
             size[method] = label_bytes(len(y), "hard", p.eval_steps)
             shown[f"{method}-ipc{ipc}"] = x
+        # the same teachers for both: the contrast is class-wise synthesis + dynamic labels vs INFER + static labels
         noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=torch.Generator().manual_seed(_seed(seed, 4)))
-        x_sre2l = synthesise(run, teachers[:1], noise, anchors.y, shared_per_slot=False)
-        acc["sre2l"] = evaluate_set(run, data, x_sre2l, None, p.eval_lr, seed,
-                                    relabel=lambda xa: soft_labels(teachers[:1], xa, p.label_temperature))
+        relabel = lambda xa: soft_labels(teachers, xa, p.label_temperature)  # noqa: E731
+        x_sre2l = synthesise(run, teachers, noise, anchors.y, shared_per_slot=False)
+        acc["sre2l"], lrs["sre2l"] = evaluate_set(run, data, x_sre2l, None, seed, relabel=relabel)
         size["sre2l"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps)
         x_infer = synthesise(run, teachers, anchors.x, anchors.y, shared_per_slot=True)
-        acc["infer"] = evaluate_set(run, data, x_infer, soft_labels(teachers, x_infer, p.label_temperature), p.eval_lr,
-                                    seed)
+        static = soft_labels(teachers, x_infer, p.label_temperature)
+        acc["infer"], lrs["infer"] = evaluate_set(run, data, x_infer, static, seed)
         size["infer"] = label_bytes(len(anchors.y), "static", p.eval_steps)
-        acc["infer_dynamic"] = evaluate_set(run, data, x_infer, None, p.eval_lr, seed,
-                                            relabel=lambda xa: soft_labels(teachers, xa, p.label_temperature))
+        acc["infer_dynamic"], lrs["infer_dynamic"] = evaluate_set(run, data, x_infer, None, seed, relabel=relabel)
         size["infer_dynamic"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps)
         shown.update({f"random-ipc{ipc}": anchors.x, f"sre2l-ipc{ipc}": x_sre2l, f"infer-ipc{ipc}": x_infer})
         run.record(seed, **{f"acc_{m}_ipc{ipc}": v for m, v in acc.items()},
+                   **{f"lr_{m}_ipc{ipc}": v for m, v in lrs.items()},
                    **{f"bytes_{m}_ipc{ipc}": v for m, v in size.items()},
                    **{f"match_loss_{m}_ipc{ipc}": c for m, c in curves.items()})
     run.record(seed, full_data_acc=evaluate_full(run, data, seed))
@@ -324,26 +341,36 @@ def _class_major(split: digits.Split, index: torch.Tensor, per_class: int) -> to
 
 
 def evaluate_full(run: Run, data: digits.Digits, seed: int) -> float:
-    """The same evaluation nets trained on the whole real training set (the ceiling)."""
-    p = run.params
-    net = new_net(p, _seed(seed, 9))
-    x, y = data.train.x, data.train.y
-
-    def batch(gen):
-        i = torch.randint(0, len(y), (128,), generator=gen)
-        return shift(x[i], gen, p.eval_shift), y[i]
-
+    """The reference: ``eval_nets`` nets trained on the whole real training set (minibatches of 128,
+    three times the steps, the same shifts and the best of ``eval_lrs`` on validation)."""
     from distillbook.training import fit
 
-    fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.eval_steps,
-        optimizer=torch.optim.SGD(net.parameters(), lr=p.eval_lr, momentum=0.9), seed=_seed(seed, 10), progress=False)
-    return accuracy(predict_logits(net, data.test.x), data.test.y)
+    p = run.params
+    x, y = data.train.x, data.train.y
+    best = None
+    for lr in p.eval_lrs:
+        val, test = [], []
+        for k in range(p.eval_nets):
+            net = new_net(p, _seed(seed, 9, k))
+
+            def batch(gen):
+                i = torch.randint(0, len(y), (128,), generator=gen)
+                return shift(x[i], gen, p.eval_shift), y[i]
+
+            fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=3 * p.eval_steps,
+                optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 10, k),
+                progress=False)
+            val.append(accuracy(predict_logits(net, data.val.x), data.val.y))
+            test.append(accuracy(predict_logits(net, data.test.x), data.test.y))
+        if best is None or np.mean(val) > best[0]:
+            best = (float(np.mean(val)), float(np.mean(test)))
+    return best[1]
 
 
 # ---------------------------------------------------------------- claims
 
 LABELS = {"random": "random real subset", "herding": "herding subset", "mtt": "MTT",
-          "ast": "MTT + AST's smooth experts", "sre2l": "SRe2L-like, dynamic labels", "infer": "INFER, static labels",
+          "ast": "MTT, smooth experts", "sre2l": "SRe2L-like, dynamic labels", "infer": "INFER, static labels",
           "infer_dynamic": "INFER, dynamic labels"}
 
 
@@ -357,15 +384,15 @@ def claims(p: Params) -> tuple[Claim, ...]:
         Claim(f"mtt-beats-random-ipc{large}", AST, statement=f"...and at {large} images per class",
               a=f"MTT, IPC {large}", b=f"random, IPC {large}", paper_figure="Table 1",
               paper_value="MTT far above random subsets at every IPC"),
-        Claim(f"smooth-experts-help-ipc{small}", AST, statement=f"Matching AST's smoother experts (gradient penalty) "
-              f"beats matching plain experts at {small} image(s) per class",
+        Claim(f"smooth-experts-help-ipc{small}", AST, statement=f"Matching smoother experts (input-gradient penalty, "
+              f"shorter parameter paths) beats matching plain experts at {small} image(s) per class",
               a=f"AST experts, IPC {small}", b=f"MTT, IPC {small}", paper_figure="Table 1 / ablation",
               paper_value="AST beats MTT and FTD; smooth experts are part of the gain"),
         Claim(f"smooth-experts-help-ipc{large}", AST, statement=f"...and at {large} images per class",
               a=f"AST experts, IPC {large}", b=f"MTT, IPC {large}", paper_figure="Table 1",
               paper_value="AST beats MTT across IPC settings"),
         Claim(f"infer-static-beats-sre2l-dynamic-ipc{large}", INFER, statement=f"At {large} images per class, INFER "
-              "with static soft labels matches or beats class-wise SRe2L-like synthesis with dynamic labels",
+              "with static soft labels beats class-wise SRe2L-like synthesis with dynamic labels",
               a=f"INFER static, IPC {large}", b=f"SRe2L-like dynamic, IPC {large}",
               paper_figure="Tables 1-2", paper_value="beats class-specific methods with far less label storage"),
     )
@@ -398,7 +425,9 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
     large = p.ipcs[-1]
     static, dynamic = run.values(f"bytes_infer_ipc{large}")[0], run.values(f"bytes_sre2l_ipc{large}")[0]
     lines.append(f"- labels at {large} images per class: static {static:,} bytes, dynamic {dynamic:,} bytes "
-                 f"({dynamic / static:.0f}× more; by construction: one label per image vs one per image per step).")
+                 f"({dynamic / static:.0f}× more; by construction: one label per image vs one per image per step);")
+    lines.append(f"- expert path length (parameter movement over training): plain "
+                 f"{np.mean(run.values('expert_path_plain')):.2f}, smooth {np.mean(run.values('expert_path_smooth')):.2f}.")
     return "\n".join(lines)
 
 
@@ -412,7 +441,7 @@ def plot_accuracy_vs_ipc(run: Run):
         per_seed = np.asarray([[s[f"acc_{method}_ipc{i}"] for i in ipcs] for s in run.per_seed.values()])
         mean_std_band(ax, ipcs, 100 * per_seed, label=label, color=f"C{k}")
     full = 100 * np.asarray(run.values("full_data_acc"))
-    ax.axhline(full.mean(), color="k", linestyle=":", label="whole training set")
+    ax.axhline(full.mean(), color="k", linestyle=":", label="whole training set (hard labels)")
     ax.set_xscale("log")
     ax.set_xticks(ipcs, [str(i) for i in ipcs])
     ax.set_xlabel("images per class (IPC)")
@@ -435,7 +464,7 @@ def plot_images(shown: dict[str, torch.Tensor], ipc: int):
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel({"ast": "AST exp.", "sre2l": "SRe2L"}.get(method, method.upper() if method != "random"
+                ax.set_ylabel({"ast": "smooth", "sre2l": "SRe2L"}.get(method, method.upper() if method != "random"
                                                                              else "random"), fontsize=9)
             if r == 0:
                 ax.set_title(str(c), fontsize=9)
