@@ -125,36 +125,40 @@ def shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.
     return out.reshape(len(x), -1)
 
 
+def best_on_validation(run: Run, data: digits.Digits, lrs, train_one) -> tuple[float, float]:
+    """(test accuracy, learning rate): for every rate, ``eval_nets`` nets ``train_one(lr, k)`` train; the rate with
+    the best mean validation accuracy is picked and its nets' mean test accuracy returned."""
+    best = None
+    for lr in lrs:
+        nets = [train_one(lr, k) for k in range(run.params.eval_nets)]
+        val = np.mean([accuracy(predict_logits(n, data.val.x), data.val.y) for n in nets])
+        if best is None or val > best[0]:
+            best = (val, float(np.mean([accuracy(predict_logits(n, data.test.x), data.test.y) for n in nets])), lr)
+    return best[1], float(best[2])
+
+
 def evaluate_set(run: Run, data: digits.Digits, x: torch.Tensor, targets: torch.Tensor | None, seed: int,
                  relabel=None, extra_lrs: tuple[float, ...] = ()) -> tuple[float, float]:
     """(test accuracy, learning rate) of fresh nets trained by full-batch SGD (momentum 0.9) on augmented ``x``.
 
     ``targets`` are class ids or soft labels (static); ``relabel(x_augmented)`` instead gives soft labels
-    for every augmented batch (dynamic). For every learning rate in ``eval_lrs`` + ``extra_lrs``,
-    ``eval_nets`` nets train; the rate with the best mean validation accuracy is picked, and its nets'
-    mean test accuracy is returned.
+    for every augmented batch (dynamic). The rate comes from ``eval_lrs`` + ``extra_lrs``, picked on validation.
     """
     from distillbook.training import fit
 
     p = run.params
-    best = None
-    for lr in (*p.eval_lrs, *extra_lrs):
-        val, test = [], []
-        for k in range(p.eval_nets):
-            net = new_net(p, _seed(seed, 7, k))
 
-            def batch(gen):
-                xa = shift(x, gen, p.eval_shift)
-                return xa, (relabel(xa) if relabel is not None else targets)
+    def batch(gen):
+        xa = shift(x, gen, p.eval_shift)
+        return xa, (relabel(xa) if relabel is not None else targets)
 
-            fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.eval_steps,  # ids or probabilities
-                optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 8, k),
-                progress=False)
-            val.append(accuracy(predict_logits(net, data.val.x), data.val.y))
-            test.append(accuracy(predict_logits(net, data.test.x), data.test.y))
-        if best is None or np.mean(val) > best[0]:
-            best = (float(np.mean(val)), float(np.mean(test)), float(lr))
-    return best[1], best[2]
+    def train_one(lr, k):
+        net = new_net(p, _seed(seed, 7, k))
+        fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.eval_steps,  # ids or probabilities
+            optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 8, k), progress=False)
+        return net
+
+    return best_on_validation(run, data, (*p.eval_lrs, *extra_lrs), train_one)
 
 
 def herding(split: digits.Split, per_class: int) -> torch.Tensor:
@@ -341,30 +345,25 @@ def _class_major(split: digits.Split, index: torch.Tensor, per_class: int) -> to
 
 
 def evaluate_full(run: Run, data: digits.Digits, seed: int) -> float:
-    """The reference: ``eval_nets`` nets trained on the whole real training set (minibatches of 128,
-    three times the steps, the same shifts and the best of ``eval_lrs`` on validation)."""
+    """The reference: the evaluation nets trained on the whole real training set (minibatches of 128,
+    three times the steps, the same shifts, the rate picked on validation)."""
     from distillbook.training import fit
 
     p = run.params
     x, y = data.train.x, data.train.y
-    best = None
-    for lr in p.eval_lrs:
-        val, test = [], []
-        for k in range(p.eval_nets):
-            net = new_net(p, _seed(seed, 9, k))
 
-            def batch(gen):
-                i = torch.randint(0, len(y), (128,), generator=gen)
-                return shift(x[i], gen, p.eval_shift), y[i]
+    def batch(gen):
+        i = torch.randint(0, len(y), (128,), generator=gen)
+        return shift(x[i], gen, p.eval_shift), y[i]
 
-            fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=3 * p.eval_steps,
-                optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 10, k),
-                progress=False)
-            val.append(accuracy(predict_logits(net, data.val.x), data.val.y))
-            test.append(accuracy(predict_logits(net, data.test.x), data.test.y))
-        if best is None or np.mean(val) > best[0]:
-            best = (float(np.mean(val)), float(np.mean(test)))
-    return best[1]
+    def train_one(lr, k):
+        net = new_net(p, _seed(seed, 9, k))
+        fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=3 * p.eval_steps,
+            optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 10, k),
+            progress=False)
+        return net
+
+    return best_on_validation(run, data, p.eval_lrs, train_one)[0]
 
 
 # ---------------------------------------------------------------- claims
