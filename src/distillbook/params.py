@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from distillbook.profiles import PROFILES, resolve_profile
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-RUN_SETTINGS = frozenset({"device", "threads", "tracking"})
+RUN_SETTINGS = frozenset({"device", "threads", "workers", "tracking"})
 
 
 class ParameterError(ValueError):
@@ -33,6 +33,9 @@ class ChapterParams(BaseModel):
     seeds: list[int] = Field(min_length=1, description="independent seeds; verdicts need at least 3")
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads (1 keeps shared 2-core machines fast)")
+    workers: int | Literal["auto"] = Field("auto", description="processes running seeds side by side where a chapter "
+                                           "allows it (auto: one per core up to the seeds, 1 on CUDA or with tracking); "
+                                           "the numbers do not depend on it")
     tracking: Literal["off", "offline", "online"] = Field("off", description="wandb tracking")
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -42,6 +45,13 @@ class ChapterParams(BaseModel):
     def _device_form(cls, value: str) -> str:
         if not _DEVICE.match(value):
             raise ValueError("must be 'auto', 'cpu', 'mps', 'cuda' or 'cuda:N'")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _positive_workers(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError("must be 'auto' or an integer >= 1")
         return value
 
     @field_validator("seeds")
@@ -82,7 +92,7 @@ class ChapterParams(BaseModel):
     def overrides_from_preset(self) -> dict[str, Any]:
         """The experiment's fields that differ from this profile's preset (provenance records them).
 
-        Run settings (``RUN_SETTINGS``: device, threads, tracking) change where and how a run
+        Run settings (``RUN_SETTINGS``: device, threads, workers, tracking) change where and how a run
         executes, not what it measures, so they are not overrides.
         """
         preset = type(self).for_profile(self.profile)

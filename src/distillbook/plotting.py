@@ -1,6 +1,6 @@
 """The book's figure style and the plots every chapter uses.
 
-Used by: ``foundations``, ``lm-kd-dynamics``, ``dataset-distillation``.
+Used by: ``foundations``, ``lm-kd-dynamics``, ``dataset-distillation``, ``dmd-one-step``.
 """
 
 from __future__ import annotations

@@ -233,6 +233,9 @@ def _device_name(device: torch.device) -> str:
 
 def _peak_memory_mb(device: torch.device) -> dict[str, float]:
     out = {"host_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if children:  # seed workers (distillbook.parallel): the largest one
+        out["worker_rss"] = round(children / 1024, 1)
     if device.type == "cuda":
         out["cuda_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out

@@ -59,6 +59,7 @@ def fit(
     tracker: Any | None = None,
     desc: str = "train",
     progress: bool = True,
+    after_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``steps`` steps; return the evaluation history.
 
@@ -66,7 +67,8 @@ def fit(
     step (in eval mode, without gradients). ``checkpoint`` names a file: the
     run resumes from it if present, saves to it every ``checkpoint_every``
     steps and at the end, so calling ``fit`` again on a finished run returns
-    its result without training.
+    its result without training. ``after_step(model)`` runs after every optimiser step (an EMA update,
+    say); whatever it changes must live in ``model``'s state to be checkpointed.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -110,6 +112,9 @@ def fit(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            with torch.no_grad():
+                after_step(model)
         running, count = running + loss.item(), count + 1
         bar.update(1)
         done = step + 1

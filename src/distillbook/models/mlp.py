@@ -1,6 +1,7 @@
 """Small multilayer perceptrons.
 
-Used by: ``foundations`` (digit teacher and student), ``dataset-distillation`` (experts, students, BatchNorm teachers).
+Used by: ``foundations`` (digit teacher and student), ``dataset-distillation`` (experts, students, BatchNorm
+teachers), ``dmd-one-step`` (the feature classifier).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ No download: the data ship inside scikit-learn. Pixels are scaled to [0, 1].
 The test split is fixed (the same 500 images for every seed and chapter);
 seeds vary everything else: the validation split, labelled subsets, inits.
 
-Used by: ``foundations``, ``dataset-distillation``.
+Used by: ``foundations``, ``dataset-distillation``, ``dmd-one-step``.
 """
 
 from __future__ import annotations

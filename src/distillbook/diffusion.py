@@ -1,0 +1,127 @@
+"""Noise schedules, prediction types and samplers for the diffusion chapters, on diffusers' schedulers.
+
+The forward process is variance preserving: x_t = alpha_t x_0 + sigma_t eps with alpha_t = sqrt(abar_t),
+sigma_t = sqrt(1 - abar_t) and abar_t from a diffusers ``DDPMScheduler`` (1,000 training steps, cosine
+schedule by default). Networks output one of three *prediction types*; :func:`Schedule.convert` moves
+between them in one place:
+
+- ``epsilon``: eps;
+- ``sample``: x_0;
+- ``v_prediction``: v = alpha_t eps - sigma_t x_0 (well conditioned at both ends of the schedule,
+  so a one-step generator built from the teacher at t = T is stable: x_0 = alpha_T x_T - sigma_T v).
+
+Samplers are diffusers' DDIM, Euler and DDPM schedulers, configured from the same training schedule
+with ``trailing`` timestep spacing (so one step starts at t = T).
+
+Used by: ``dmd-one-step``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+SAMPLERS = ("ddim", "euler", "ddpm")
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+class Schedule:
+    """A variance-preserving noise schedule (diffusers' ``DDPMScheduler``) and the conversions between
+    prediction types. ``prediction_type`` is what the book's networks output."""
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2",
+                 prediction_type: str = "v_prediction"):
+        if beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule={beta_schedule!r}; allowed: {', '.join(BETA_SCHEDULES)}")
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type={prediction_type!r}; allowed: {', '.join(PREDICTION_TYPES)}")
+        if num_train_timesteps < 2:
+            raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}")
+        self.scheduler = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_schedule=beta_schedule,
+                                       prediction_type=prediction_type, clip_sample=False)
+        self.prediction_type = prediction_type
+        self.num_train_timesteps = num_train_timesteps
+        self.alphas_cumprod = self.scheduler.alphas_cumprod.to(torch.float32)
+
+    def coefficients(self, t: torch.Tensor, ndim: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha_t, sigma_t) for integer timesteps ``t``, shaped to broadcast over a batch of rank ``ndim``."""
+        t = torch.as_tensor(t)
+        if t.dtype.is_floating_point:
+            raise TypeError("timesteps must be integers in [0, num_train_timesteps)")
+        abar = self.alphas_cumprod.to(t.device)[t.long()]
+        shape = (-1,) + (1,) * (ndim - 1)
+        return abar.sqrt().reshape(shape), (1 - abar).sqrt().reshape(shape)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x_t = alpha_t x_0 + sigma_t eps (diffusers' ``add_noise``)."""
+        return self.scheduler.add_noise(x0, noise, t)
+
+    def target(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What a network of this schedule's prediction type should output for (x_0, eps, t)."""
+        return {"epsilon": noise, "sample": x0,
+                "v_prediction": self.scheduler.get_velocity(x0, noise, t)}[self.prediction_type]
+
+    def convert(self, output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, to: str,
+                source: str | None = None) -> torch.Tensor:
+        """Turn a network ``output`` of type ``source`` (default: this schedule's) at (x_t, t) into ``to``."""
+        source = source or self.prediction_type
+        for name in (source, to):
+            if name not in PREDICTION_TYPES:
+                raise ValueError(f"prediction type {name!r}; allowed: {', '.join(PREDICTION_TYPES)}")
+        alpha, sigma = self.coefficients(t, x_t.ndim)
+        # first to (x0, eps): x_t = alpha x0 + sigma eps, v = alpha eps - sigma x0
+        if source == "epsilon":
+            eps = output
+            x0 = (x_t - sigma * eps) / alpha
+        elif source == "sample":
+            x0 = output
+            eps = (x_t - alpha * x0) / sigma
+        else:
+            x0 = alpha * x_t - sigma * output
+            eps = sigma * x_t + alpha * output
+        return {"epsilon": eps, "sample": x0, "v_prediction": alpha * eps - sigma * x0}[to]
+
+    def sample_timesteps(self, n: int, generator: torch.Generator, low: float = 0.02,
+                         high: float = 0.98) -> torch.Tensor:
+        """``n`` integer timesteps uniform in [low T, high T] (DMD2's range by default)."""
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"need 0 <= low < high <= 1, got low={low}, high={high}")
+        lo, hi = int(low * self.num_train_timesteps), int(high * (self.num_train_timesteps - 1))
+        return torch.randint(lo, hi + 1, (n,), generator=generator)
+
+    def sampler(self, name: str = "ddim"):
+        """A fresh diffusers sampler sharing this training schedule (trailing spacing: step one is t = T)."""
+        if name not in SAMPLERS:
+            raise ValueError(f"sampler={name!r}; allowed: {', '.join(SAMPLERS)}")
+        config = self.scheduler.config
+        if name == "ddim":
+            return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True)
+        if name == "euler":
+            return EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+        return DDPMScheduler.from_config(config, timestep_spacing="trailing")
+
+    @torch.no_grad()
+    def sample(self, model_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], noise: torch.Tensor,
+               steps: int, sampler: str = "ddim", generator: torch.Generator | None = None) -> torch.Tensor:
+        """Integrate from x_T = ``noise`` in ``steps`` network evaluations.
+
+        ``model_fn(x_t, t)`` returns this schedule's prediction type for a batch; ``t`` is a batch of
+        integer timesteps. DDIM runs with eta = 0 (deterministic); DDPM draws its noise from ``generator``.
+        """
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        scheduler = self.sampler(sampler)
+        scheduler.set_timesteps(steps, device=noise.device)
+        x = noise * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            t_batch = torch.full((len(x),), int(t), dtype=torch.long, device=noise.device)
+            model_input = scheduler.scale_model_input(x, t) if sampler == "euler" else x
+            out = model_fn(model_input, t_batch)
+            kwargs = {"generator": generator} if sampler == "ddpm" else {}
+            if sampler == "ddim":
+                kwargs["eta"] = 0.0
+            x = scheduler.step(out, t, x, **kwargs).prev_sample
+        return x

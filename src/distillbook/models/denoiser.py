@@ -1,0 +1,162 @@
+"""Denoising networks for flat data (2-D points, 8x8 digits), and the one-step generator made from one.
+
+- :class:`MLPDenoiser`: an MLP on [x_t, sinusoidal embedding of t (diffusers'), class embedding].
+  Class ``n_classes`` is the *null* class, used for classifier-free guidance.
+- :class:`UNetDenoiser`: diffusers' ``UNet2DModel`` (class embeddings included) behind the same
+  interface, for images given as flat vectors (the gpu profile's teacher).
+- :class:`Generator`: a copy of a denoiser evaluated at fixed timesteps, returning x_0 predictions:
+  one step from pure noise, or a few steps with re-noising in between (DMD2, SiD).
+
+Every denoiser is called as ``net(x_t, t, labels=None)`` and returns its schedule's prediction type;
+``net(..., return_features=True)`` (or ``net.features(...)``) gives the last hidden layer, which
+DMD2's GAN head reads.
+
+Used by: ``dmd-one-step``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from diffusers import UNet2DModel
+from diffusers.models.embeddings import get_timestep_embedding
+from torch import nn
+
+from distillbook.diffusion import Schedule
+
+
+class MLPDenoiser(nn.Module):
+    def __init__(self, dim: int, hidden: Sequence[int], n_classes: int = 0, time_dim: int = 64,
+                 class_dim: int = 32):
+        super().__init__()
+        if dim < 1 or not hidden or min(hidden) < 1:
+            raise ValueError(f"dim and hidden widths must be positive, got dim={dim}, hidden={list(hidden)}")
+        self.dim, self.n_classes, self.time_dim = dim, n_classes, time_dim
+        self.class_embedding = nn.Embedding(n_classes + 1, class_dim) if n_classes else None
+        width = dim + time_dim + (class_dim if n_classes else 0)
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.SiLU()]
+            width = h
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Linear(width, dim)
+        self.feature_dim = width
+
+    def _labels(self, labels: torch.Tensor | None, n: int, device) -> torch.Tensor:
+        if labels is None:  # the null class
+            return torch.full((n,), self.n_classes, dtype=torch.long, device=device)
+        return labels
+
+    def features(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        parts = [x_t, get_timestep_embedding(t, self.time_dim, flip_sin_to_cos=True, downscale_freq_shift=0)]
+        if self.class_embedding is not None:
+            parts.append(self.class_embedding(self._labels(labels, len(x_t), x_t.device)))
+        elif labels is not None:
+            raise ValueError("labels given to an unconditional denoiser (n_classes=0)")
+        return self.body(torch.cat(parts, dim=-1))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                return_features: bool = False) -> torch.Tensor:
+        h = self.features(x_t, t, labels)
+        return h if return_features else self.out(h)
+
+
+class UNetDenoiser(nn.Module):
+    """diffusers' ``UNet2DModel`` on flat ``channels * size * size`` vectors, with a null class for guidance."""
+
+    def __init__(self, size: int, channels: int = 1, n_classes: int = 0,
+                 block_out_channels: Sequence[int] = (64, 128), layers_per_block: int = 2,
+                 unet: UNet2DModel | None = None):
+        super().__init__()
+        self.size, self.channels, self.n_classes = size, channels, n_classes
+        self.dim = channels * size * size
+        if unet is None:
+            n_blocks = len(block_out_channels)
+            unet = UNet2DModel(sample_size=size, in_channels=channels, out_channels=channels,
+                               block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
+                               down_block_types=("DownBlock2D",) * n_blocks, up_block_types=("UpBlock2D",) * n_blocks,
+                               num_class_embeds=(n_classes + 1) if n_classes else None,
+                               norm_num_groups=min(32, min(block_out_channels)))
+        self.unet = unet
+        self.feature_dim = block_out_channels[-1]
+        self._mid = None
+        self.unet.mid_block.register_forward_hook(lambda m, i, o: setattr(self, "_mid", o))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str) -> "UNetDenoiser":
+        """A saved ``UNet2DModel`` (a local folder, or a hub id when online); with class embeddings, the last
+        one is taken as the null class."""
+        unet = UNet2DModel.from_pretrained(name_or_path)
+        config = unet.config
+        n_classes = (config.num_class_embeds - 1) if config.num_class_embeds else 0
+        return cls(config.sample_size, config.in_channels, n_classes, config.block_out_channels, unet=unet)
+
+    def _labels(self, labels, n, device):
+        if not self.n_classes:
+            if labels is not None:
+                raise ValueError("labels given to an unconditional denoiser (n_classes=0)")
+            return None
+        return torch.full((n,), self.n_classes, dtype=torch.long, device=device) if labels is None else labels
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                return_features: bool = False) -> torch.Tensor:
+        images = x_t.reshape(len(x_t), self.channels, self.size, self.size)
+        out = self.unet(images, t, class_labels=self._labels(labels, len(x_t), x_t.device)).sample
+        return self._mid.mean(dim=(2, 3)) if return_features else out.reshape(len(x_t), -1)
+
+    def features(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Spatially pooled mid-block activations."""
+        return self.forward(x_t, t, labels, return_features=True)
+
+
+def guided(net: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+           scale: float) -> torch.Tensor:
+    """Classifier-free guidance: out_u + scale * (out_c - out_u) (linear, so valid for eps, x0 or v).
+
+    ``scale`` 1 is the plain conditional output, 0 the unconditional one, < 0 pushes away from the class.
+    """
+    if labels is None or scale == 1.0:
+        return net(x_t, t, labels)
+    if scale == 0.0:
+        return net(x_t, t, None)
+    both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, net.n_classes)]))
+    cond, uncond = both.chunk(2)
+    return uncond + scale * (cond - uncond)
+
+
+class Generator(nn.Module):
+    """x_0 = G(z): a copy of ``teacher`` evaluated at ``timesteps`` (first entry: from pure noise).
+
+    One timestep is a one-step generator. With several, step k re-noises the previous x_0 estimate to
+    ``timesteps[k]`` with fresh noise and denoises again (DMD2's backward simulation, SiD's few steps).
+    """
+
+    def __init__(self, teacher: nn.Module, schedule: Schedule, timesteps: Sequence[int] = (999,)):
+        super().__init__()
+        if not timesteps or any(not 0 <= t < schedule.num_train_timesteps for t in timesteps):
+            raise ValueError(f"timesteps must be a non-empty list in [0, {schedule.num_train_timesteps}), got {timesteps}")
+        if list(timesteps) != sorted(timesteps, reverse=True):
+            raise ValueError(f"timesteps must decrease, got {list(timesteps)}")
+        self.net = copy.deepcopy(teacher)
+        self.schedule = schedule
+        self.timesteps = list(timesteps)
+
+    def denoise(self, x_t: torch.Tensor, step: int, labels: torch.Tensor | None = None) -> torch.Tensor:
+        t = torch.full((len(x_t),), self.timesteps[step], dtype=torch.long, device=x_t.device)
+        return self.schedule.convert(self.net(x_t, t, labels), x_t, t, "sample")
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None, steps: int | None = None,
+                noise: Sequence[torch.Tensor] = ()) -> torch.Tensor:
+        """Run the first ``steps`` steps (all by default); ``noise[k - 1]`` re-noises before step k."""
+        steps = len(self.timesteps) if steps is None else steps
+        if not 1 <= steps <= len(self.timesteps):
+            raise ValueError(f"steps must be in [1, {len(self.timesteps)}], got {steps}")
+        if len(noise) < steps - 1:
+            raise ValueError(f"{steps} steps need {steps - 1} re-noising tensors, got {len(noise)}")
+        x0 = self.denoise(z, 0, labels)
+        for k in range(1, steps):
+            t = torch.full((len(z),), self.timesteps[k], dtype=torch.long, device=z.device)
+            x0 = self.denoise(self.schedule.add_noise(x0, noise[k - 1], t), k, labels)
+        return x0

@@ -1,0 +1,64 @@
+"""Seeds side by side: ``map_seeds`` runs a chapter's per-seed function in worker processes.
+
+Seeds are independent, and every random draw in a seed's work comes from that seed, so running them in
+parallel changes the wall time, not the numbers (``tests/test_parallel.py`` checks this). Each worker is
+a fresh ``spawn``-ed process with the run's thread count and deterministic kernels; it receives a copy
+of the :class:`~distillbook.results.Run` (so ``run.fit`` checkpoints where the parent would) and sends
+back what it recorded for its seed, which is merged into the parent's run.
+
+``workers`` (a run setting) is ``auto`` by default: one per CPU core up to the number of seeds, and 1 on
+CUDA (one GPU is better fed by one process) or when tracking is on (one wandb run per chapter).
+
+Used by: ``dmd-one-step``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from distillbook.runtime import deterministic_algorithms, set_threads
+
+
+def resolve_workers(run) -> int:
+    p = run.params
+    if p.workers != "auto":
+        return int(p.workers)
+    if run.device.type != "cpu" or p.tracking != "off":
+        return 1
+    return max(1, min(len(run.seeds), os.cpu_count() or 1))
+
+
+def map_seeds(run, fn: Callable[..., Any], *args: Any) -> list[Any]:
+    """``[fn(run, seed, *args) for seed in run.seeds]``, in up to ``run.params.workers`` processes.
+
+    ``fn`` must be importable (a module-level function of ``distillbook``) and ``args`` picklable.
+    """
+    from distillbook.training import progress
+
+    workers = min(resolve_workers(run), len(run.seeds))
+    if workers == 1:
+        return [fn(run, seed, *args) for seed in progress(run.seeds, desc="seeds")]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(run.params.threads,)) as pool:
+        futures = [pool.submit(_one_seed, run, fn, seed, *args) for seed in run.seeds]
+        outputs = []
+        for seed, future in zip(progress(run.seeds, desc=f"seeds ({workers} workers)"), futures):
+            recorded, output = future.result()
+            run.record(seed, **recorded)
+            outputs.append(output)
+    return outputs
+
+
+def _start_worker(threads: int) -> None:
+    set_threads(threads)
+    deterministic_algorithms()
+
+
+def _one_seed(run, fn, seed, *args):
+    output = fn(run, seed, *args)
+    return run.per_seed[seed], output

@@ -1,0 +1,141 @@
+"""The dmd-one-step chapter's pieces: generator and fake-score initialisation, frozen calls, the two-player
+step, the UNet denoiser, seed workers, and parameter errors."""
+
+import pytest
+import torch
+
+from distillbook import parallel
+from distillbook.chapters import dmd_one_step as chapter
+from distillbook.diffusion import Schedule
+from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, guided
+from distillbook.params import ParameterError
+from distillbook.results import Run
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    net = MLPDenoiser(4, [16, 16], n_classes=3)
+    net.requires_grad_(False)
+    return net
+
+
+def _inputs(n=6, dim=4):
+    gen = torch.Generator().manual_seed(1)
+    return (torch.randn(n, dim, generator=gen), torch.randint(0, 1000, (n,), generator=gen),
+            torch.randint(0, 3, (n,), generator=gen))
+
+
+def test_one_step_generator_starts_as_the_teachers_x0_prediction(teacher):
+    schedule = Schedule()
+    z, _, labels = _inputs()
+    t = torch.full((len(z),), 749, dtype=torch.long)
+    expected = schedule.convert(teacher(z, t, labels), z, t, "sample")
+    torch.testing.assert_close(Generator(teacher, schedule, [749])(z, labels), expected)
+    with pytest.raises(ValueError, match="decrease"):
+        Generator(teacher, schedule, [100, 500])
+
+
+@pytest.mark.parametrize("lora_rank", [None, 2])
+def test_fake_score_starts_as_the_teacher(teacher, lora_rank):
+    """A full copy, or a LoRA copy (peft) whose B matrices start at zero, reproduces the teacher exactly."""
+    student = chapter.Student(teacher, Schedule(), chapter.Arm("vsd", lora_rank=lora_rank))
+    x, t, labels = _inputs()
+    assert torch.equal(student.fake(x, t, labels), teacher(x, t, labels))
+    trainable = {n for n, p in student.fake.named_parameters() if p.requires_grad}
+    if lora_rank:
+        assert trainable and all("lora_" in n for n in trainable)
+    else:
+        assert trainable == {n for n, _ in student.fake.named_parameters()}
+
+
+def test_frozen_call_passes_gradients_to_inputs_only(teacher):
+    net = MLPDenoiser(4, [8])
+    x, t, _ = _inputs()
+    x.requires_grad_(True)
+    out = chapter.frozen(net)(x, t)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in net.parameters())
+    torch.testing.assert_close(out, net(x, t))
+
+
+def test_guidance_scales(teacher):
+    x, t, labels = _inputs()
+    torch.testing.assert_close(guided(teacher, x, t, labels, 1.0), teacher(x, t, labels))
+    torch.testing.assert_close(guided(teacher, x, t, labels, 0.0), teacher(x, t, None))
+    cond, uncond = teacher(x, t, labels), teacher(x, t, None)
+    torch.testing.assert_close(guided(teacher, x, t, labels, 2.5), uncond + 2.5 * (cond - uncond))
+
+
+@pytest.mark.parametrize("method", ["dmd", "vsd", "sid", "sim"])
+def test_two_time_scale_step_updates_the_generator_every_ratio_steps(teacher, method):
+    schedule = Schedule()
+    arm = chapter.Arm(method, ratio=3, real_scale=2.0, gan=method == "dmd")
+    student = chapter.Student(teacher, schedule, arm)
+    p = chapter.Params.for_profile("smoke")
+    real = lambda g: (torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))  # noqa: E731
+    batch_fn = chapter._batch_fn(p, schedule, arm, 8, 4, 3, real)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(6):
+        student.zero_grad(set_to_none=True)
+        loss, extras = chapter.distillation_loss(student, batch_fn(gen), teacher, schedule, arm, 1.2, 1.0, 0.1)
+        loss.backward()
+        moved = any(q.grad is not None for q in student.generator.parameters())
+        assert moved == (step % 3 == 0), (method, step)
+        assert ("generator_loss" in extras) == moved
+        assert all(q.grad is not None for n, q in student.fake.named_parameters())
+        assert all(q.grad is None for q in teacher.parameters())
+        assert all(q.grad is None for q in student.ema.parameters())
+
+
+def test_unet_denoiser_interface():
+    net = UNetDenoiser(8, 1, n_classes=10, block_out_channels=(8, 16), layers_per_block=1)
+    x = torch.randn(3, 64)
+    t = torch.tensor([0, 500, 999])
+    labels = torch.tensor([1, 2, 3])
+    assert net(x, t, labels).shape == (3, 64)
+    assert net(x, t).shape == (3, 64)  # the null class
+    assert net.features(x, t, labels).shape == (3, 16)
+    assert not torch.allclose(net(x, t, labels), net(x, t))
+
+
+def test_parameter_errors_name_the_field():
+    with pytest.raises(ParameterError, match="few_step_timesteps"):
+        chapter.Params.for_profile("smoke", few_step_timesteps=[100, 500])
+    with pytest.raises(ParameterError, match="anti_cfg_scale"):
+        chapter.Params.for_profile("smoke", anti_cfg_scale=0.5)
+    with pytest.raises(ParameterError, match="digits_denoiser"):
+        chapter.Params.for_profile("smoke", digits_denoiser="transformer")
+    with pytest.raises(ParameterError, match="workers"):
+        chapter.Params.for_profile("smoke", workers=0)
+
+
+def test_seed_workers_do_not_change_the_numbers(scratch):
+    """The ring students of two seeds, in this process and in two spawned workers: identical records."""
+    records = []
+    for workers in (1, 2):
+        run = Run(chapter.CHAPTER, chapter.Params.for_profile("smoke", workers=workers, device="cpu"))
+        bed = chapter.ring_bed(run)
+        parallel.map_seeds(run, chapter.run_ring_seed, bed)
+        records.append(run.per_seed)
+    assert records[0] == records[1]
+    assert set(records[0]) == {0, 1} and "ring_sw_dmd2" in records[0][0]
+
+
+def test_saved_teacher_is_loaded_instead_of_trained(scratch, tmp_path):
+    """``teacher_checkpoint`` (a hub id when online) is tested on a tiny UNet2DModel saved locally."""
+    torch.manual_seed(0)
+    saved = UNetDenoiser(8, 1, n_classes=10, block_out_channels=(8, 16), layers_per_block=1)
+    saved.unet.save_pretrained(tmp_path / "teacher")
+    loaded = chapter.load_teacher(str(tmp_path / "teacher"))
+    x, t, labels = torch.randn(4, 64), torch.tensor([1, 10, 100, 999]), torch.tensor([0, 3, 6, 9])
+    torch.testing.assert_close(loaded(x, t, labels), saved(x, t, labels))
+    run = Run(chapter.CHAPTER, chapter.Params.for_profile("smoke", teacher_checkpoint=str(tmp_path / "teacher")))
+    bed = chapter.digits_bed(run)
+    torch.testing.assert_close(bed.teacher(x, t, labels), saved(x, t, labels))
+
+    wrong = UNetDenoiser(8, 1, n_classes=3, block_out_channels=(8, 16), layers_per_block=1)
+    wrong.unet.save_pretrained(tmp_path / "wrong")
+    with pytest.raises(ValueError, match="teacher_checkpoint"):
+        chapter.load_teacher(str(tmp_path / "wrong"))
