@@ -7,7 +7,9 @@ import torch
 from distillbook.chapters import dataset_distillation as dd
 from distillbook.losses.bn_statistics import BNStatistics
 from distillbook.results import Run
-from distillbook.testbeds import digits
+from distillbook.losses.trajectory_matching import expert_trajectory
+from distillbook.models.convnet import ConvNet
+from distillbook.testbeds import digits, shapes
 
 
 def test_bn_hook_statistics_match_the_layer_running_statistics():
@@ -42,7 +44,7 @@ def test_bn_hook_statistics_match_the_layer_running_statistics():
 
 def test_herding_picks_images_whose_mean_tracks_the_class_mean():
     split = digits.load(0).train
-    idx = dd.herding(split, 5)
+    idx = dd.herding(split, 5, 10)
     assert torch.bincount(split.y[idx], minlength=10).tolist() == [5] * 10
     rng = torch.Generator().manual_seed(0)
     for label in range(10):
@@ -54,11 +56,11 @@ def test_herding_picks_images_whose_mean_tracks_the_class_mean():
 
 
 def test_label_bytes_and_class_major_order():
-    assert dd.label_bytes(100, "hard", 300) == 100
-    assert dd.label_bytes(100, "static", 300) == 100 * 10 * 4
-    assert dd.label_bytes(100, "dynamic", 300) == 300 * 100 * 10 * 4
+    assert dd.label_bytes(100, "hard", 300, 10) == 100
+    assert dd.label_bytes(100, "static", 300, 10) == 100 * 10 * 4
+    assert dd.label_bytes(100, "dynamic", 300, 50) == 300 * 100 * 50 * 4
     split = digits.load(0).train
-    order = dd._class_major(split, digits.labelled_subset(split, 2, 0), 2)
+    order = dd._class_major(split, digits.labelled_subset(split, 2, 0), 2, 10)
     assert split.y[order].tolist() == [c for c in range(10) for _ in range(2)]
 
 
@@ -68,6 +70,13 @@ def test_shift_rolls_whole_images():
     assert out.shape == x.shape
     assert sorted(out[0].tolist()) == sorted(x[0].tolist())  # a roll permutes pixels
     assert torch.equal(dd.shift(x, torch.Generator(), 0), x)
+    rgb = torch.rand(3, 3 * 8 * 8)
+    moved = dd.shift(rgb, torch.Generator().manual_seed(1), 2, (3, 8, 8)).reshape(3, 3, 8, 8)
+    original = rgb.reshape(3, 3, 8, 8)
+    for i in range(3):  # every channel rolled by the same (dy, dx)
+        matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if torch.equal(moved[i], torch.roll(original[i], (dy, dx), dims=(1, 2)))]
+        assert matches
 
 
 def test_claims_read_the_right_arms(scratch):
@@ -99,9 +108,78 @@ def test_infer_shares_one_compensator_per_slot_across_classes(scratch):
     ipc = 3
     anchors = torch.rand(10 * ipc, 64)
     y = torch.arange(10).repeat_interleave(ipc)
-    out = dd.synthesise(run, [teacher], anchors, y, shared_per_slot=True)
+    out = dd.synthesise(run, [teacher], anchors, y, 10, shared_per_slot=True)
     delta = (out - anchors).reshape(10, ipc, 64)
     assert torch.allclose(delta, delta[:1].expand_as(delta))  # the same u_j for every class c
     assert not torch.allclose(delta[0, 0], delta[0, 1])  # and a different one per slot j
-    free = dd.synthesise(run, [teacher], anchors, y, shared_per_slot=False) - anchors
+    free = dd.synthesise(run, [teacher], anchors, y, 10, shared_per_slot=False) - anchors
     assert not torch.allclose(free.reshape(10, ipc, 64), free.reshape(10, ipc, 64)[:1].expand(10, ipc, 64))
+
+
+def test_shapes_test_bed_is_seeded_balanced_and_captioned():
+    a = shapes.load(0, size=16, train_per_class=3, val_per_class=1, test_per_class=2)
+    b = shapes.load(0, size=16, train_per_class=3, val_per_class=1, test_per_class=2)
+    c = shapes.load(1, size=16, train_per_class=3, val_per_class=1, test_per_class=2)
+    assert a.n_classes == 50 and a.image_shape == (3, 16, 16) and a.train.x.shape == (150, 768)
+    assert torch.equal(a.train.x, b.train.x) and not torch.equal(a.train.x, c.train.x)
+    assert torch.equal(a.test.x, c.test.x)  # the test images do not depend on the seed
+    assert torch.bincount(a.train.y).tolist() == [3] * 50
+    assert 0 <= a.train.x.min() and a.train.x.max() <= 1
+    assert a.attributes.caption(0) == "a red square on the left"
+    with pytest.raises(ValueError, match="colours"):
+        shapes.Attributes(colours=("red", "mauve"))
+
+
+def test_shapes_are_separable_by_a_small_convnet():
+    """A class must be learnable from its pixels: a ConvNet beats chance by far within a few hundred steps."""
+    data = shapes.load(0, size=16, attributes=shapes.Attributes(colours=("red", "blue"), positions=("left",)),
+                       train_per_class=30, test_per_class=20)
+    torch.manual_seed(0)
+    net = ConvNet(data.image_shape, data.n_classes, width=16, depth=2)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = torch.nn.functional.cross_entropy(net(data.train.x), data.train.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    accuracy = (net(data.test.x).argmax(1) == data.test.y).float().mean().item()
+    assert accuracy > 0.8  # chance is 0.1
+
+
+def test_convnet_norms_and_batchnorm_statistics():
+    net = ConvNet((3, 16, 16), 5, width=8, depth=2, norm="batch")
+    assert net(torch.rand(4, 3 * 16 * 16)).shape == (4, 5)
+    hooks = BNStatistics(net)
+    net(torch.rand(6, 3 * 16 * 16))
+    assert len(hooks.batch_stats) == 2 and hooks.batch_stats[0][0].shape == (8,)
+    with pytest.raises(ValueError, match="norm"):
+        ConvNet((3, 16, 16), 5, norm="layer")
+    with pytest.raises(ValueError, match="depth"):
+        ConvNet((3, 8, 8), 5, depth=4)
+
+
+def test_clipped_loss_scales_the_first_epochs_like_a_smaller_rate():
+    """With plain SGD, multiplying the loss by s is a step of rate s * lr: AST's ramp, epoch by epoch."""
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+
+    def path(lr, scales):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(5, 3)
+        return expert_trajectory(model, x, y, epochs=2, lr=lr, batch_size=40,
+                                 generator=torch.Generator().manual_seed(1), loss_scales=scales)
+
+    ramped, slow = path(0.1, [0.5]), path(0.05, [])
+    for name in ramped[1]:
+        torch.testing.assert_close(ramped[1][name], slow[1][name])
+    assert not torch.allclose(ramped[2]["weight"], slow[2]["weight"])  # epoch 2 runs at the full rate
+
+
+def test_chapter_runs_on_shapes_with_convnets(scratch):
+    """The gpu profile's path (shapes, ConvNets, BatchNorm ConvNet teachers), at a toy size on the CPU."""
+    params = dd.Params.for_profile("smoke", seeds=[0], dataset="shapes", shapes_classes=10, shapes_per_class=10,
+                                   architecture="convnet", hidden=[8], teacher_hiddens=[[8], [8, 8]], ipcs=[1])
+    run = Run("dataset-distillation", params)
+    shown = dd.run_seed(run, 0)
+    assert shown["mtt-ipc1"].shape == (10, 3 * 32 * 32)
+    assert 0 <= run.per_seed[0]["acc_infer_ipc1"] <= 1
+    assert run.per_seed[0]["bytes_infer_ipc1"] == 10 * 10 * 4

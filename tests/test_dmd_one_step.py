@@ -139,3 +139,15 @@ def test_saved_teacher_is_loaded_instead_of_trained(scratch, tmp_path):
     wrong.unet.save_pretrained(tmp_path / "wrong")
     with pytest.raises(ValueError, match="teacher_checkpoint"):
         chapter.load_teacher(str(tmp_path / "wrong"))
+
+
+def test_unet_denoiser_pickles_after_a_forward_pass():
+    """Seed workers receive the teacher by pickling: no graph may be left on the module."""
+    import pickle
+
+    net = UNetDenoiser(8, 1, n_classes=10, block_out_channels=(8, 16), layers_per_block=1)
+    x = torch.randn(2, 64, requires_grad=True)
+    net.features(x, torch.tensor([3, 4]), torch.tensor([1, 2])).sum().backward()
+    net(x, torch.tensor([3, 4])).sum().backward()
+    copy = pickle.loads(pickle.dumps(net))
+    torch.testing.assert_close(copy(x, torch.tensor([3, 4])), net(x, torch.tensor([3, 4])))

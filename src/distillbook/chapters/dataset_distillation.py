@@ -1,23 +1,28 @@
-"""Dataset distillation on digits: a few images per class that train a fresh network.
+"""Dataset distillation: a few images per class that train a fresh network.
+
+The cpu profile distils sklearn's digits with MLPs; the gpu profile distils 32x32 procedural ``shapes``
+(50 classes) with the ConvNet-3 of the literature (``dataset``, ``architecture``).
 
 - Subsets of real images: random, and herding (greedy: the running mean of the picked images tracks the
   class mean).
 - Trajectory matching (MTT) and AST's smoother experts (paper 67): synthetic images and a learnable
-  learning rate such that a few SGD steps on them land where an expert trained on real data went.
+  learning rate such that a few SGD steps on them land where an expert trained on real data went. The
+  smooth experts carry AST's input-gradient penalty and its clipped-loss ramp.
 - INFER (paper 78) against an SRe2L-like per-class synthesis: INFER adds one compensator per anchor
   slot, shared by every class, to real anchors, and stores one soft label per image (static);
   SRe2L synthesises each class from noise and needs the teacher's labels for every augmented batch
   of every step (dynamic). Label storage is counted in bytes.
 
-Every distilled set is judged the same way: fresh MLPs trained on it by full-batch SGD with momentum
+Every distilled set is judged the same way: fresh networks trained on it by full-batch SGD with momentum
 0.9 and an independent random ±``eval_shift``-pixel shift per image and step; the learning rate is
 picked per arm on the validation split from ``eval_lrs`` (plus the learned rate for MTT/AST), and the
-score is the picked nets' mean test accuracy on held-out real digits.
+score is the picked nets' mean test accuracy on held-out real images.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from dataclasses import dataclass
+from typing import Annotated, ClassVar, Literal
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,27 +34,39 @@ from distillbook.claims import Claim
 from distillbook.losses.bn_statistics import BNStatistics
 from distillbook.losses.trajectory_matching import expert_trajectory, path_length, trajectory_matching_step
 from distillbook.metrics import accuracy
+from distillbook.models.convnet import ConvNet
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.params import ChapterParams
 from distillbook.plotting import mean_std_band
 from distillbook.results import Run
-from distillbook.testbeds import digits
+from distillbook.testbeds import digits, shapes
 
 CHAPTER = "dataset-distillation"
 AST, INFER = 67, 78
 PositiveInt = Annotated[int, Field(ge=1)]
 METHODS = ("random", "herding", "mtt", "ast", "sre2l", "infer")
+SHAPES_SIZE = 32
+AST_LOSS_RAMP = (0.5, 0.5, 0.55, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)  # AST's experts' code
 
 
 class Params(ChapterParams):
+    dataset: Literal["digits", "shapes"] = Field("digits", description="digits (8x8 grey) or procedural 32x32 shapes")
+    shapes_classes: Literal[10, 50] = Field(50, description="shapes only: 10 (5 shapes x 2 colours) or 50 classes "
+                                            "(5 shapes x 5 colours x 2 positions)")
+    shapes_per_class: int = Field(100, ge=10, description="shapes only: training images per class")
+    architecture: Literal["mlp", "convnet"] = Field("mlp", description="experts, students and evaluation nets")
     ipcs: list[PositiveInt] = Field(min_length=1, description="images per class; the claims use the smallest and largest")
-    hidden: list[PositiveInt] = Field(min_length=1, description="hidden widths of experts, students and evaluation nets")
+    hidden: list[PositiveInt] = Field(min_length=1, description="MLP hidden widths, or ConvNet blocks (depth = length, "
+                                      "width = first entry), of experts, students and evaluation nets")
     # experts and trajectory matching
     n_experts: int = Field(ge=1)
     expert_epochs: int = Field(ge=2)
     expert_lr: float = Field(gt=0)
     expert_batch: int = Field(ge=1)
     ast_penalty: float = Field(gt=0, description="weight of the smooth experts' input-gradient penalty")
+    ast_loss_ramp: list[Annotated[float, Field(gt=0, le=1)]] = Field(
+        default_factory=lambda: list(AST_LOSS_RAMP), description="the smooth experts' CE multipliers for their first "
+        "epochs (AST's clipped loss, 1 afterwards); [] turns it off")
     match_iterations: int = Field(ge=1)
     syn_steps: int = Field(ge=1, description="student SGD steps unrolled per matching iteration (N)")
     expert_span: int = Field(ge=1, description="expert epochs ahead the student aims (M)")
@@ -63,7 +80,8 @@ class Params(ChapterParams):
                                                            "evaluation nets, picked on validation")
     eval_shift: int = Field(ge=0, le=3, description="random shift augmentation, in pixels")
     # INFER and the SRe2L-like baseline
-    teacher_hiddens: list[list[PositiveInt]] = Field(min_length=1, description="BatchNorm MLP teachers to cycle over")
+    teacher_hiddens: list[list[PositiveInt]] = Field(min_length=1, description="BatchNorm teachers to cycle over "
+                                                     "(MLP widths or ConvNet blocks, as hidden)")
     teacher_steps: int = Field(ge=1)
     synthesis_steps: int = Field(ge=1)
     synthesis_lr: float = Field(gt=0)
@@ -81,11 +99,12 @@ class Params(ChapterParams):
                     max_start_epoch=4, image_lr=0.01, syn_lr_init=0.05, eval_nets=2, eval_steps=350, eval_lrs=[0.05, 0.1],
                     eval_shift=1, teacher_hiddens=[[128], [256, 128]], teacher_steps=600, synthesis_steps=200,
                     synthesis_lr=0.05, bn_weight=0.01, label_temperature=4.0),
-        "gpu": dict(seeds=[0, 1, 2, 3, 4], ipcs=[1, 10, 50], hidden=[256], n_experts=10, expert_epochs=15,
-                    expert_lr=0.05, expert_batch=64, ast_penalty=0.1, match_iterations=1000, syn_steps=20,
-                    expert_span=2, max_start_epoch=8, image_lr=0.01, syn_lr_init=0.05, eval_nets=5, eval_steps=600,
-                    eval_lrs=[0.03, 0.05, 0.1], eval_shift=1, teacher_hiddens=[[256], [512, 256], [128, 128, 128]],
-                    teacher_steps=1500, synthesis_steps=600, synthesis_lr=0.05, bn_weight=0.01,
+        "gpu": dict(seeds=[0, 1, 2, 3, 4], dataset="shapes", shapes_classes=50, shapes_per_class=100,
+                    architecture="convnet", ipcs=[1, 10], hidden=[128, 128, 128], n_experts=10, expert_epochs=12,
+                    expert_lr=0.01, expert_batch=256, ast_penalty=0.1, match_iterations=500, syn_steps=20,
+                    expert_span=2, max_start_epoch=6, image_lr=0.01, syn_lr_init=0.01, eval_nets=3, eval_steps=500,
+                    eval_lrs=[0.01, 0.03], eval_shift=2, teacher_hiddens=[[64, 64], [128, 128, 128]],
+                    teacher_steps=1500, synthesis_steps=500, synthesis_lr=0.05, bn_weight=0.01,
                     label_temperature=4.0),
     }
 
@@ -106,26 +125,55 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def new_net(p: Params, seed: int, batch_norm: bool = False, hidden=None) -> torch.nn.Module:
+@dataclass(frozen=True)
+class Data:
+    """A test bed's splits (images flattened), image shape and number of classes."""
+
+    train: digits.Split
+    val: digits.Split
+    test: digits.Split
+    image_shape: tuple[int, int, int]
+    n_classes: int
+
+
+def image_shape(p: Params) -> tuple[int, int, int]:
+    return (1, *digits.IMAGE_SHAPE) if p.dataset == "digits" else (3, SHAPES_SIZE, SHAPES_SIZE)
+
+
+def load_data(p: Params, seed: int) -> Data:
+    if p.dataset == "digits":
+        d = digits.load(seed)
+        return Data(d.train, d.val, d.test, (1, *digits.IMAGE_SHAPE), digits.N_CLASSES)
+    attributes = shapes.Attributes() if p.shapes_classes == 50 else shapes.Attributes(colours=("red", "blue"),
+                                                                                          positions=("left",))
+    d = shapes.load(seed, size=SHAPES_SIZE, attributes=attributes, train_per_class=p.shapes_per_class)
+    return Data(d.train, d.val, d.test, d.image_shape, d.n_classes)
+
+
+def new_net(p: Params, data: Data, seed: int, batch_norm: bool = False, hidden=None) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return mlp(64, hidden or p.hidden, digits.N_CLASSES, batch_norm=batch_norm)
+    hidden = hidden or p.hidden
+    if p.architecture == "convnet":
+        return ConvNet(data.image_shape, data.n_classes, width=hidden[0], depth=len(hidden),
+                       norm="batch" if batch_norm else "instance")
+    return mlp(int(np.prod(data.image_shape)), hidden, data.n_classes, batch_norm=batch_norm)
 
 
-def shift(x: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
-    """Roll each 8x8 image by its own random (dy, dx) in [-max_shift, max_shift] (differentiable)."""
+def shift(x: torch.Tensor, generator: torch.Generator, max_shift: int, image_shape=(1, *digits.IMAGE_SHAPE)) -> torch.Tensor:
+    """Roll each flattened (C, H, W) image by its own random (dy, dx) in [-max_shift, max_shift] (differentiable)."""
     if max_shift == 0:
         return x
-    images = x.reshape(-1, *digits.IMAGE_SHAPE)
+    images = x.reshape(-1, *image_shape)
     offsets = range(-max_shift, max_shift + 1)
     choice = torch.randint(0, len(offsets) ** 2, (len(x),), generator=generator)
     out = torch.zeros_like(images)
     for k, (dy, dx) in enumerate((dy, dx) for dy in offsets for dx in offsets):
-        pick = (choice == k).to(x.dtype)[:, None, None]
-        out = out + pick * torch.roll(images, shifts=(dy, dx), dims=(1, 2))
+        pick = (choice == k).to(x.dtype)[:, None, None, None]
+        out = out + pick * torch.roll(images, shifts=(dy, dx), dims=(2, 3))
     return out.reshape(len(x), -1)
 
 
-def best_on_validation(run: Run, data: digits.Digits, lrs, train_one) -> tuple[float, float]:
+def best_on_validation(run: Run, data: Data, lrs, train_one) -> tuple[float, float]:
     """(test accuracy, learning rate): for every rate, ``eval_nets`` nets ``train_one(lr, k)`` train; the rate with
     the best mean validation accuracy is picked and its nets' mean test accuracy returned."""
     best = None
@@ -137,7 +185,7 @@ def best_on_validation(run: Run, data: digits.Digits, lrs, train_one) -> tuple[f
     return best[1], float(best[2])
 
 
-def evaluate_set(run: Run, data: digits.Digits, x: torch.Tensor, targets: torch.Tensor | None, seed: int,
+def evaluate_set(run: Run, data: Data, x: torch.Tensor, targets: torch.Tensor | None, seed: int,
                  relabel=None, extra_lrs: tuple[float, ...] = ()) -> tuple[float, float]:
     """(test accuracy, learning rate) of fresh nets trained by full-batch SGD (momentum 0.9) on augmented ``x``.
 
@@ -149,11 +197,11 @@ def evaluate_set(run: Run, data: digits.Digits, x: torch.Tensor, targets: torch.
     p = run.params
 
     def batch(gen):
-        xa = shift(x, gen, p.eval_shift)
+        xa = shift(x, gen, p.eval_shift, data.image_shape)
         return xa, (relabel(xa) if relabel is not None else targets)
 
     def train_one(lr, k):
-        net = new_net(p, _seed(seed, 7, k))
+        net = new_net(p, data, _seed(seed, 7, k))
         fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.eval_steps,  # ids or probabilities
             optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 8, k), progress=False)
         return net
@@ -161,10 +209,10 @@ def evaluate_set(run: Run, data: digits.Digits, x: torch.Tensor, targets: torch.
     return best_on_validation(run, data, (*p.eval_lrs, *extra_lrs), train_one)
 
 
-def herding(split: digits.Split, per_class: int) -> torch.Tensor:
+def herding(split: digits.Split, per_class: int, n_classes: int) -> torch.Tensor:
     """Per class, greedily pick the image that keeps the picked images' mean closest to the class mean."""
     picks = []
-    for label in range(digits.N_CLASSES):
+    for label in range(n_classes):
         idx = torch.nonzero(split.y == label).flatten()
         xs = split.x[idx]
         target, chosen, total = xs.mean(0), [], torch.zeros(xs.shape[1])
@@ -191,22 +239,23 @@ class SyntheticSet(torch.nn.Module):
         self.log_lr = torch.nn.Parameter(torch.tensor(float(np.log(lr))))
 
 
-def experts(run: Run, data: digits.Digits, seed: int, penalty: float) -> list:
-    """``n_experts`` SGD trajectories on the real training set (AST's gradient penalty when ``penalty`` > 0)."""
+def experts(run: Run, data: Data, seed: int, smooth: bool) -> list:
+    """``n_experts`` SGD trajectories on the real training set; ``smooth``: AST's gradient penalty and loss ramp."""
     p = run.params
     out = []
     for e in range(p.n_experts):
-        model = new_net(p, _seed(seed, 1, e))
+        model = new_net(p, data, _seed(seed, 1, e))
         out.append(expert_trajectory(model, data.train.x, data.train.y, epochs=p.expert_epochs, lr=p.expert_lr,
                                      batch_size=p.expert_batch, generator=torch.Generator().manual_seed(_seed(seed, 2, e)),
-                                     gradient_penalty=penalty))
+                                     gradient_penalty=p.ast_penalty if smooth else 0.0,
+                                     loss_scales=p.ast_loss_ramp if smooth else ()))
     return out
 
 
-def match_trajectories(run: Run, name: str, seed: int, trajectories: list, init: digits.Split):
+def match_trajectories(run: Run, data: Data, name: str, seed: int, trajectories: list, init: digits.Split):
     """MTT: optimise images (from ``init``) and the student lr so unrolled steps land on the experts' path."""
     p = run.params
-    template = new_net(p, 0)
+    template = new_net(p, data, 0)
     synthetic = SyntheticSet(init.x, p.syn_lr_init)
     y = init.y
 
@@ -229,12 +278,12 @@ def match_trajectories(run: Run, name: str, seed: int, trajectories: list, init:
 # ---------------------------------------------------------------- INFER and the SRe2L-like baseline
 
 
-def train_teachers(run: Run, data: digits.Digits, seed: int) -> list[torch.nn.Module]:
-    """BatchNorm MLPs of several architectures trained on the real training set (frozen afterwards)."""
+def train_teachers(run: Run, data: Data, seed: int) -> list[torch.nn.Module]:
+    """BatchNorm nets of several architectures trained on the real training set (frozen afterwards)."""
     p = run.params
     teachers = []
     for a, hidden in enumerate(p.teacher_hiddens):
-        net = new_net(p, _seed(seed, 3, a), batch_norm=True, hidden=hidden)
+        net = new_net(p, data, _seed(seed, 3, a), batch_norm=True, hidden=hidden)
         x, y = data.train.x, data.train.y
 
         def batch(gen):
@@ -250,14 +299,15 @@ def train_teachers(run: Run, data: digits.Digits, seed: int) -> list[torch.nn.Mo
     return teachers
 
 
-def synthesise(run: Run, teachers, start: torch.Tensor, y: torch.Tensor, *, shared_per_slot: bool) -> torch.Tensor:
+def synthesise(run: Run, teachers, start: torch.Tensor, y: torch.Tensor, n_classes: int, *,
+               shared_per_slot: bool) -> torch.Tensor:
     """Minimise CE(f(x), y) + bn_weight * L_BN over the teachers, cycling one teacher per step.
 
     ``shared_per_slot`` (INFER): x = anchors + u, one compensator u_j per anchor slot j shared by every
     class; otherwise (SRe2L-like) every image is optimised on its own, from ``start``.
     """
     p = run.params
-    n_slots = len(y) // digits.N_CLASSES
+    n_slots = len(y) // n_classes
     delta = torch.zeros(n_slots if shared_per_slot else len(y), start.shape[1], requires_grad=True)
     slot = torch.arange(len(y)) % n_slots  # images are ordered class-major: class c's j-th image at c * n + j
     hooks = [BNStatistics(t) for t in teachers]
@@ -281,10 +331,10 @@ def soft_labels(teachers, x: torch.Tensor, temperature: float) -> torch.Tensor:
         return torch.softmax(torch.stack([t(x) for t in teachers]).mean(0) / temperature, dim=-1)
 
 
-def label_bytes(n_images: int, kind: str, steps: int) -> int:
+def label_bytes(n_images: int, kind: str, steps: int, n_classes: int) -> int:
     """Bytes to store the labels: class ids (1 byte each), static soft labels (float32 per class), or
     dynamic soft labels (one float32 vector per image for every training step)."""
-    per_soft = digits.N_CLASSES * 4
+    per_soft = n_classes * 4
     return {"hard": n_images, "static": n_images * per_soft, "dynamic": steps * n_images * per_soft}[kind]
 
 
@@ -294,37 +344,38 @@ def label_bytes(n_images: int, kind: str, steps: int) -> int:
 def run_seed(run: Run, seed: int) -> dict[str, torch.Tensor]:
     """Every method at every IPC for one seed; records accuracies, bytes and curves; returns images to show."""
     p = run.params
-    data = digits.load(seed)
-    plain, smooth = experts(run, data, seed, 0.0), experts(run, data, seed, p.ast_penalty)
+    data = load_data(p, seed)
+    plain, smooth = experts(run, data, seed, smooth=False), experts(run, data, seed, smooth=True)
     run.record(seed, expert_path_plain=float(np.mean([path_length(t) for t in plain])),
                expert_path_smooth=float(np.mean([path_length(t) for t in smooth])))
     teachers = train_teachers(run, data, seed)
     shown = {}
     for ipc in p.ipcs:
-        anchors = data.train.subset(_class_major(data.train, digits.labelled_subset(data.train, ipc, seed), ipc))
-        herd = data.train.subset(_class_major(data.train, herding(data.train, ipc), ipc))
+        k = data.n_classes
+        anchors = data.train.subset(_class_major(data.train, digits.labelled_subset(data.train, ipc, seed), ipc, k))
+        herd = data.train.subset(_class_major(data.train, herding(data.train, ipc, k), ipc, k))
         acc, size, lrs = {}, {}, {}
         acc["random"], lrs["random"] = evaluate_set(run, data, anchors.x, anchors.y, seed)
         acc["herding"], lrs["herding"] = evaluate_set(run, data, herd.x, herd.y, seed)
-        size["random"] = size["herding"] = label_bytes(len(anchors.y), "hard", p.eval_steps)
+        size["random"] = size["herding"] = label_bytes(len(anchors.y), "hard", p.eval_steps, k)
         curves = {}
         for method, trajectories in (("mtt", plain), ("ast", smooth)):
-            x, y, lr, curves[method] = match_trajectories(run, f"{method}-ipc{ipc}", seed, trajectories, anchors)
+            x, y, lr, curves[method] = match_trajectories(run, data, f"{method}-ipc{ipc}", seed, trajectories, anchors)
             acc[method], lrs[method] = evaluate_set(run, data, x, y, seed, extra_lrs=(lr,))
-            size[method] = label_bytes(len(y), "hard", p.eval_steps)
+            size[method] = label_bytes(len(y), "hard", p.eval_steps, k)
             shown[f"{method}-ipc{ipc}"] = x
         # the same teachers for both: the contrast is class-wise synthesis + dynamic labels vs INFER + static labels
         noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=torch.Generator().manual_seed(_seed(seed, 4)))
         relabel = lambda xa: soft_labels(teachers, xa, p.label_temperature)  # noqa: E731
-        x_sre2l = synthesise(run, teachers, noise, anchors.y, shared_per_slot=False)
+        x_sre2l = synthesise(run, teachers, noise, anchors.y, k, shared_per_slot=False)
         acc["sre2l"], lrs["sre2l"] = evaluate_set(run, data, x_sre2l, None, seed, relabel=relabel)
-        size["sre2l"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps)
-        x_infer = synthesise(run, teachers, anchors.x, anchors.y, shared_per_slot=True)
+        size["sre2l"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps, k)
+        x_infer = synthesise(run, teachers, anchors.x, anchors.y, k, shared_per_slot=True)
         static = soft_labels(teachers, x_infer, p.label_temperature)
         acc["infer"], lrs["infer"] = evaluate_set(run, data, x_infer, static, seed)
-        size["infer"] = label_bytes(len(anchors.y), "static", p.eval_steps)
+        size["infer"] = label_bytes(len(anchors.y), "static", p.eval_steps, k)
         acc["infer_dynamic"], lrs["infer_dynamic"] = evaluate_set(run, data, x_infer, None, seed, relabel=relabel)
-        size["infer_dynamic"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps)
+        size["infer_dynamic"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps, k)
         shown.update({f"random-ipc{ipc}": anchors.x, f"sre2l-ipc{ipc}": x_sre2l, f"infer-ipc{ipc}": x_infer})
         run.record(seed, **{f"acc_{m}_ipc{ipc}": v for m, v in acc.items()},
                    **{f"lr_{m}_ipc{ipc}": v for m, v in lrs.items()},
@@ -334,17 +385,17 @@ def run_seed(run: Run, seed: int) -> dict[str, torch.Tensor]:
     return shown
 
 
-def _class_major(split: digits.Split, index: torch.Tensor, per_class: int) -> torch.Tensor:
+def _class_major(split: digits.Split, index: torch.Tensor, per_class: int, n_classes: int) -> torch.Tensor:
     """Reorder picks so that class c's j-th image sits at c * per_class + j."""
     labels = split.y[index]
     order = torch.argsort(labels * len(index) + torch.arange(len(index)), stable=True)
     out = index[order]
-    if not torch.equal(split.y[out], torch.arange(digits.N_CLASSES).repeat_interleave(per_class)):
+    if not torch.equal(split.y[out], torch.arange(n_classes).repeat_interleave(per_class)):
         raise ValueError("every class needs exactly per_class picks")
     return out
 
 
-def evaluate_full(run: Run, data: digits.Digits, seed: int) -> float:
+def evaluate_full(run: Run, data: Data, seed: int) -> float:
     """The reference: the evaluation nets trained on the whole real training set (minibatches of 128,
     three times the steps, the same shifts, the rate picked on validation)."""
     from distillbook.training import fit
@@ -354,10 +405,10 @@ def evaluate_full(run: Run, data: digits.Digits, seed: int) -> float:
 
     def batch(gen):
         i = torch.randint(0, len(y), (128,), generator=gen)
-        return shift(x[i], gen, p.eval_shift), y[i]
+        return shift(x[i], gen, p.eval_shift, data.image_shape), y[i]
 
     def train_one(lr, k):
-        net = new_net(p, _seed(seed, 9, k))
+        net = new_net(p, data, _seed(seed, 9, k))
         fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=3 * p.eval_steps,
             optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 10, k),
             progress=False)
@@ -450,16 +501,21 @@ def plot_accuracy_vs_ipc(run: Run):
     return fig
 
 
-def plot_images(shown: dict[str, torch.Tensor], ipc: int):
-    """The first image of every class for each method at ``ipc``."""
+def plot_images(shown: dict[str, torch.Tensor], ipc: int, image_shape=(1, *digits.IMAGE_SHAPE), max_classes: int = 10):
+    """The first image of the first ``max_classes`` classes for each method at ``ipc``."""
     methods = [m for m in ("random", "mtt", "ast", "sre2l", "infer") if f"{m}-ipc{ipc}" in shown]
-    fig, axes = plt.subplots(len(methods), digits.N_CLASSES, figsize=(10, 1.15 * len(methods) + 0.4),
+    n_classes = min(max_classes, len(shown[f"{methods[0]}-ipc{ipc}"]) // ipc)
+    fig, axes = plt.subplots(len(methods), n_classes, figsize=(10, 1.15 * len(methods) + 0.4),
                              layout="constrained", squeeze=False)
     for r, method in enumerate(methods):
         x = shown[f"{method}-ipc{ipc}"]
-        for c in range(digits.N_CLASSES):
+        for c in range(n_classes):
             ax = axes[r, c]
-            ax.imshow(x[c * ipc].reshape(digits.IMAGE_SHAPE), cmap="gray_r")
+            image = x[c * ipc].reshape(image_shape)
+            if image_shape[0] == 1:
+                ax.imshow(image[0], cmap="gray_r")
+            else:
+                ax.imshow(image.permute(1, 2, 0).clamp(0, 1))
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
@@ -467,7 +523,7 @@ def plot_images(shown: dict[str, torch.Tensor], ipc: int):
                                                                              else "random"), fontsize=9)
             if r == 0:
                 ax.set_title(str(c), fontsize=9)
-    fig.suptitle(f"Distilled images, first of each class (IPC {ipc}, one seed)")
+    fig.suptitle(f"Distilled images, first of each of the first {n_classes} classes (IPC {ipc}, one seed)")
     return fig
 
 

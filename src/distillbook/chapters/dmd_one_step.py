@@ -112,12 +112,13 @@ class Params(ChapterParams):
                     generator_timestep=749, few_step_timesteps=[749, 499, 249, 99], classifier_steps=1000, digits_eval_samples=1000,
                     eval_points=10),
         "gpu": dict(seeds=[0, 1, 2, 3, 4], teacher_nfes=[1, 2, 4, 50], ttur_ratio=5, sid_alpha=1.2, sim_c=1.0,
-                    ring_hidden=[256, 256, 256], ring_teacher_steps=3000, ring_batch=1024, ring_steps=3000,
-                    ring_lr=3e-4, ring_fake_lr=1e-3, lr_multiplier=2.0, gan_weight=0.3, ring_eval_samples=10000, ema_decay=0.995,
-                    digits_denoiser="unet", digits_hidden=[512, 512, 512], unet_channels=[64, 128],
-                    digits_teacher_steps=20000, digits_batch=256, digits_steps=3000, digits_lr=1e-5, digits_fake_lr=1e-4, lora_lr=1e-3,
-                    guidance_scale=2.0, anti_cfg_scale=-1.0, lora_rank=16, generator_timestep=749, few_step_timesteps=[749, 499, 249, 99],
-                    classifier_steps=3000, digits_eval_samples=2000, eval_points=20),
+                    ring_hidden=[256, 256, 256], ring_teacher_steps=3000, ring_batch=1024, ring_steps=1500,
+                    ring_lr=3e-4, ring_fake_lr=1e-3, lr_multiplier=2.0, gan_weight=0.3, ring_eval_samples=10000,
+                    ema_decay=0.99, digits_denoiser="unet", digits_hidden=[512, 512, 512], unet_channels=[64, 128],
+                    digits_teacher_steps=8000, digits_batch=256, digits_steps=1500, digits_lr=1e-5,
+                    digits_fake_lr=1e-4, lora_lr=1e-3, guidance_scale=2.0, anti_cfg_scale=-1.0, lora_rank=16,
+                    generator_timestep=749, few_step_timesteps=[749, 499, 249, 99], classifier_steps=3000,
+                    digits_eval_samples=2000, eval_points=15),
     }
 
     @model_validator(mode="after")

@@ -22,6 +22,8 @@ Used by: ``dataset-distillation``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
@@ -35,24 +37,29 @@ def snapshot(model: torch.nn.Module) -> Params:
 
 
 def expert_trajectory(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, lr: float,
-                      batch_size: int, generator: torch.Generator, gradient_penalty: float = 0.0) -> list[Params]:
+                      batch_size: int, generator: torch.Generator, gradient_penalty: float = 0.0,
+                      loss_scales: Sequence[float] = ()) -> list[Params]:
     """Train ``model`` by plain SGD on (x, y); return its parameters at the start and after every epoch.
 
     ``gradient_penalty`` > 0 adds lambda * ||grad_x CE(x)||_2^2 per example (averaged), which flattens the
-    loss around the data and so slows and smooths the expert's trajectory.
+    loss around the data and so slows and smooths the expert's trajectory. ``loss_scales[e]`` multiplies
+    the cross-entropy in epoch e (AST's clipped loss: a ramp from 0.5 towards 1 over the first epochs;
+    1 after the list ends), shortening the early, steepest part of the path.
     """
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ValueError("epochs and batch_size must be >= 1 and lr > 0")
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     trajectory = [snapshot(model)]
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        scale = loss_scales[epoch] if epoch < len(loss_scales) else 1.0
         order = torch.randperm(len(x), generator=generator)
         for start in range(0, len(x), batch_size):
             idx = order[start:start + batch_size]
             xb = x[idx].clone().requires_grad_(gradient_penalty > 0)
-            loss = F.cross_entropy(model(xb), y[idx])
+            ce = F.cross_entropy(model(xb), y[idx])
+            loss = scale * ce
             if gradient_penalty > 0:
-                (gx,) = torch.autograd.grad(loss * len(idx), xb, create_graph=True)
+                (gx,) = torch.autograd.grad(ce * len(idx), xb, create_graph=True)
                 loss = loss + gradient_penalty * gx.flatten(1).pow(2).sum(dim=1).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -82,7 +82,10 @@ class UNetDenoiser(nn.Module):
         self.unet = unet
         self.feature_dim = block_out_channels[-1]
         self._mid = None
-        self.unet.mid_block.register_forward_hook(lambda m, i, o: setattr(self, "_mid", o))
+        self.unet.mid_block.register_forward_hook(self._keep_mid)  # a bound method: picklable for seed workers
+
+    def _keep_mid(self, module, inputs, output):
+        self._mid = output
 
     @classmethod
     def from_pretrained(cls, name_or_path: str) -> "UNetDenoiser":
@@ -104,7 +107,8 @@ class UNetDenoiser(nn.Module):
                 return_features: bool = False) -> torch.Tensor:
         images = x_t.reshape(len(x_t), self.channels, self.size, self.size)
         out = self.unet(images, t, class_labels=self._labels(labels, len(x_t), x_t.device)).sample
-        return self._mid.mean(dim=(2, 3)) if return_features else out.reshape(len(x_t), -1)
+        mid, self._mid = self._mid, None  # hold no graph between calls (the module stays picklable)
+        return mid.mean(dim=(2, 3)) if return_features else out.reshape(len(x_t), -1)
 
     def features(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Spatially pooled mid-block activations."""
