@@ -64,9 +64,12 @@ CASES = [(0.7, 1.3), (-0.4, 0.6)]
 
 @pytest.mark.parametrize("mu0,s0", CASES)
 def test_dmd_direction_is_the_reverse_kl_gradient(mu0, s0):
-    """Unnormalised, DMD's x-gradient x0_fake - x0_real is (sigma^2 / alpha^2) grad KL(q_t || p_t)."""
+    """Unnormalised, dmd_loss's x-gradient is (sigma^2 / alpha^2) grad KL(q_t || p_t)."""
     mu, s, x, x_t, eps, eps_real, eps_fake = _gaussian_case(mu0, s0)
-    g = (_x0(x_t, eps_fake) - _x0(x_t, eps_real)).detach()
+    x_leaf = x.detach().requires_grad_(True)
+    x0_real, x0_fake = _x0(x_t, eps_real).detach(), _x0(x_t, eps_fake).detach()
+    (g,) = torch.autograd.grad(dm.dmd_loss(x_leaf, x0_real, x0_fake), x_leaf)
+    g = g * len(x) * (x_leaf - x0_real).abs().detach()  # undo the batch mean and DMD2's per-sample normaliser
     surrogate = (g * x).sum(1).mean()
     measured = [v.item() for v in torch.autograd.grad(surrogate, [mu, s])]
     expected = [SIGMA ** 2 / ALPHA ** 2 * v for v in _analytic(mu0, s0, _kl)]
@@ -123,6 +126,24 @@ def test_sim_l2_is_sid_at_alpha_one_up_to_the_weight():
     sid = dm.sid_loss(x, _x0(x_t, eps_r), _x0(x_t, eps_f), alpha=1.0)
     (g_sid,) = torch.autograd.grad(ALPHA ** 2 / SIGMA ** 2 * weight * sid, theta)
     torch.testing.assert_close(g_sim, g_sid)
+
+
+def test_sid_alpha_subtracts_the_squared_disagreement():
+    """SiD(alpha) = SiD(1) + (1 - alpha) mean(||y_r - y_f||^2 / w), exactly, gradients included."""
+    real, fake = _nets()
+    theta = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(8, 4, dtype=torch.float64)
+    x = theta * 1.0
+    x_t = ALPHA * x + SIGMA * eps
+    y_r, y_f = _x0(x_t, real(x_t)), _x0(x_t, fake(x_t))
+    weight = (x - y_r).abs().mean(1).detach()
+    for alpha in (0.5, 1.2):
+        extra = (1 - alpha) * (((y_r - y_f) ** 2).sum(1) / weight).mean()
+        lhs = dm.sid_loss(x, y_r, y_f, alpha=alpha)
+        rhs = dm.sid_loss(x, y_r, y_f, alpha=1.0) + extra
+        torch.testing.assert_close(lhs, rhs)
+        torch.testing.assert_close(torch.autograd.grad(lhs, theta, retain_graph=True)[0],
+                                   torch.autograd.grad(rhs, theta, retain_graph=True)[0])
 
 
 def test_pseudo_huber_limit_is_l2():

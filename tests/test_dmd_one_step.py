@@ -84,9 +84,55 @@ def test_two_time_scale_step_updates_the_generator_every_ratio_steps(teacher, me
         moved = any(q.grad is not None for q in student.generator.parameters())
         assert moved == (step % 3 == 0), (method, step)
         assert ("generator_loss" in extras) == moved
-        assert all(q.grad is not None for n, q in student.fake.named_parameters())
-        assert all(q.grad is None for q in teacher.parameters())
-        assert all(q.grad is None for q in student.ema.parameters())
+
+
+@pytest.mark.parametrize("method", ["dmd", "vsd", "sid", "sim"])
+def test_generator_loss_never_reaches_the_fake_score(teacher, method):
+    """On the same batch, the fake score's (and GAN head's) gradients are the same whether or not the
+    generator is updated in that step: its loss goes through the fake score's inputs, not its weights."""
+    schedule = Schedule()
+    arm = chapter.Arm(method, ratio=2, real_scale=2.0, gan=method == "dmd")
+    p = chapter.Params.for_profile("smoke")
+    real = lambda g: (torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))  # noqa: E731
+    batch = chapter._batch_fn(p, schedule, arm, 8, 4, 3, real)(torch.Generator().manual_seed(0))
+    grads = {}
+    for updates in (0, 1):  # 0: the generator moves in this step; 1: only the fake score does
+        torch.manual_seed(0)
+        student = chapter.Student(teacher, schedule, arm)
+        student.updates.fill_(updates)
+        loss, extras = chapter.distillation_loss(student, batch, teacher, schedule, arm, 1.2, 1.0, 0.1)
+        loss.backward()
+        assert ("generator_loss" in extras) == (updates == 0)
+        grads[updates] = {n: q.grad.clone() for n, q in student.named_parameters()
+                          if not n.startswith(("generator.", "ema.")) and q.grad is not None}
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
+
+
+def test_few_step_generator_and_its_training_step(teacher):
+    schedule = Schedule()
+    steps = (749, 499, 249)
+    gen = Generator(teacher, schedule, steps)
+    z, _, labels = _inputs()
+    noise = [torch.randn_like(z), torch.randn_like(z)]
+    x = gen.denoise(z, 0, labels)
+    for k in (1, 2):
+        t = torch.full((len(z),), steps[k], dtype=torch.long)
+        x = gen.denoise(schedule.add_noise(x, noise[k - 1], t), k, labels)
+    torch.testing.assert_close(gen(z, labels, noise=noise), x)
+    torch.testing.assert_close(gen(z, labels, steps=1), gen.denoise(z, 0, labels))
+    with pytest.raises(ValueError, match="re-noising"):
+        gen(z, labels, steps=3, noise=noise[:1])
+
+    arm = chapter.Arm("sid", timesteps=steps)
+    student = chapter.Student(teacher, schedule, arm)
+    batch = chapter._batch_fn(chapter.Params.for_profile("smoke"), schedule, arm, 6, 4, 3)(torch.Generator().manual_seed(1))
+    batch["steps"] = 3
+    loss, extras = chapter.distillation_loss(student, batch, teacher, schedule, arm, 1.2, 1.0, 0.1)
+    loss.backward()
+    assert torch.isfinite(loss) and "generator_loss" in extras
+    assert all(q.grad is not None for q in student.generator.parameters())
 
 
 def test_unet_denoiser_interface():
@@ -107,6 +153,8 @@ def test_parameter_errors_name_the_field():
         chapter.Params.for_profile("smoke", anti_cfg_scale=0.5)
     with pytest.raises(ParameterError, match="digits_denoiser"):
         chapter.Params.for_profile("smoke", digits_denoiser="transformer")
+    with pytest.raises(ParameterError, match="eval_points"):
+        chapter.Params.for_profile("smoke", ring_steps=5)
     with pytest.raises(ParameterError, match="workers"):
         chapter.Params.for_profile("smoke", workers=0)
 

@@ -51,7 +51,9 @@ class Schedule:
         t = torch.as_tensor(t)
         if t.dtype.is_floating_point:
             raise TypeError("timesteps must be integers in [0, num_train_timesteps)")
-        abar = self.alphas_cumprod.to(t.device)[t.long()]
+        if self.alphas_cumprod.device != t.device:  # keep a copy where the timesteps live
+            self.alphas_cumprod = self.alphas_cumprod.to(t.device)
+        abar = self.alphas_cumprod[t.long()]
         shape = (-1,) + (1,) * (ndim - 1)
         return abar.sqrt().reshape(shape), (1 - abar).sqrt().reshape(shape)
 

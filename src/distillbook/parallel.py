@@ -6,9 +6,9 @@ a fresh ``spawn``-ed process with the run's thread count and deterministic kerne
 of the :class:`~distillbook.results.Run` (so ``run.fit`` checkpoints where the parent would) and sends
 back what it recorded for its seed, which is merged into the parent's run.
 
-``workers`` (a run setting) is ``auto`` by default: one per CPU core up to the number of seeds, and 1 when
-tracking is on (one wandb run per chapter). On CUDA the workers share the GPU: the book's small models
-leave it waiting on kernel launches, which several processes overlap.
+``workers`` (a run setting) is ``auto`` by default: one per CPU core up to the number of seeds, and 1 on
+CUDA (sharing one GPU between spawned workers is untested here, and the provenance's GPU memory covers
+the parent process only) or when tracking is on (one wandb run per chapter).
 
 Used by: ``dmd-one-step``.
 """
@@ -28,7 +28,7 @@ def resolve_workers(run) -> int:
     p = run.params
     if p.workers != "auto":
         return int(p.workers)
-    if p.tracking != "off":
+    if run.device.type != "cpu" or p.tracking != "off":
         return 1
     return max(1, min(len(run.seeds), os.cpu_count() or 1))
 

@@ -34,7 +34,7 @@ class ChapterParams(BaseModel):
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
     threads: int = Field(1, ge=1, le=256, description="torch intra-op threads (1 keeps shared 2-core machines fast)")
     workers: int | Literal["auto"] = Field("auto", description="processes running seeds side by side where a chapter "
-                                           "allows it (auto: one per core up to the seeds, 1 with tracking); "
+                                           "allows it (auto: one per core up to the seeds, 1 on CUDA or with tracking); "
                                            "the numbers do not depend on it")
     tracking: Literal["off", "offline", "online"] = Field("off", description="wandb tracking")
 

@@ -102,7 +102,7 @@ class Params(ChapterParams):
                       ring_hidden=[32, 32], ring_teacher_steps=30, ring_batch=64, ring_steps=4, ring_lr=1e-3, ring_fake_lr=1e-3,
                       lr_multiplier=2.0, gan_weight=0.1, ring_eval_samples=128, ema_decay=0.9,
                       digits_hidden=[32], unet_channels=[16, 32], digits_teacher_steps=30, digits_batch=32,
-                      digits_steps=3, digits_lr=1e-5, digits_fake_lr=1e-4, lora_lr=1e-3, guidance_scale=2.0, anti_cfg_scale=-1.0, lora_rank=2,
+                      digits_steps=4, digits_lr=1e-5, digits_fake_lr=1e-4, lora_lr=1e-3, guidance_scale=2.0, anti_cfg_scale=-1.0, lora_rank=2,
                       generator_timestep=749, few_step_timesteps=[749, 249], classifier_steps=30, digits_eval_samples=100, eval_points=2),
         "cpu": dict(seeds=[0, 1, 2, 3], teacher_nfes=[1, 2, 4, 50], ttur_ratio=5, sid_alpha=1.2, sim_c=1.0,
                     ring_hidden=[128, 128, 128], ring_teacher_steps=1500, ring_batch=256, ring_steps=320, ring_lr=3e-4, ring_fake_lr=1e-3,
@@ -111,22 +111,23 @@ class Params(ChapterParams):
                     digits_steps=250, digits_lr=1e-5, digits_fake_lr=1e-4, lora_lr=1e-3, guidance_scale=2.0, anti_cfg_scale=-1.0, lora_rank=8,
                     generator_timestep=749, few_step_timesteps=[749, 499, 249, 99], classifier_steps=1000, digits_eval_samples=1000,
                     eval_points=10),
-        "gpu": dict(seeds=[0, 1, 2, 3, 4], teacher_nfes=[1, 2, 4, 50], ttur_ratio=5, sid_alpha=1.2, sim_c=1.0,
-                    ring_hidden=[256, 256, 256], ring_teacher_steps=3000, ring_batch=1024, ring_steps=1500,
+        "gpu": dict(seeds=[0, 1, 2], teacher_nfes=[1, 2, 4, 50], ttur_ratio=5, sid_alpha=1.2, sim_c=1.0,
+                    ring_hidden=[256, 256, 256], ring_teacher_steps=3000, ring_batch=1024, ring_steps=1000,
                     ring_lr=3e-4, ring_fake_lr=1e-3, lr_multiplier=2.0, gan_weight=0.3, ring_eval_samples=10000,
                     ema_decay=0.99, digits_denoiser="unet", digits_hidden=[512, 512, 512], unet_channels=[64, 128],
-                    digits_teacher_steps=8000, digits_batch=256, digits_steps=1500, digits_lr=1e-5,
+                    digits_teacher_steps=8000, digits_batch=256, digits_steps=1000, digits_lr=1e-5,
                     digits_fake_lr=1e-4, lora_lr=1e-3, guidance_scale=2.0, anti_cfg_scale=-1.0, lora_rank=16,
                     generator_timestep=749, few_step_timesteps=[749, 499, 249, 99], classifier_steps=3000,
-                    digits_eval_samples=2000, eval_points=15),
+                    digits_eval_samples=2000, eval_points=10),
     }
 
     @model_validator(mode="after")
     def _checks(self):
         if self.few_step_timesteps != sorted(set(self.few_step_timesteps), reverse=True):
             raise ValueError("few_step_timesteps must be strictly decreasing, e.g. [999, 749, 499, 249]")
-        if self.eval_points > min(self.ring_steps, self.digits_steps):
-            raise ValueError(f"eval_points ({self.eval_points}) must be <= ring_steps and digits_steps")
+        for name in ("ring_steps", "digits_steps"):
+            if getattr(self, name) % self.eval_points:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of eval_points ({self.eval_points})")
         return self
 
 
@@ -205,9 +206,9 @@ class Student(torch.nn.Module):
         if arm.lora_rank is not None:
             from peft import LoraConfig, inject_adapter_in_model
 
-            linear = [n for n, m in fake.named_modules() if isinstance(m, torch.nn.Linear)]
+            targets = [n for n, m in fake.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
             fake = inject_adapter_in_model(LoraConfig(r=arm.lora_rank, lora_alpha=arm.lora_rank,
-                                                      target_modules=linear), fake)
+                                                      target_modules=targets), fake)
         self.generator.net.requires_grad_(True)
         self.fake = fake
         self.head = torch.nn.Linear(teacher.feature_dim, 1) if arm.gan else None
@@ -243,15 +244,18 @@ def distillation_loss(student: Student, batch: dict, teacher: torch.nn.Module, s
         t = torch.full((len(z),), gen.timesteps[k - 1], dtype=torch.long, device=z.device)
         return gen.denoise(schedule.add_noise(prev, batch["renoise"][k - 2], t), k - 1, labels)
 
-    # the fake score: denoising score matching on detached generator samples
-    with torch.no_grad():
-        x_detached = generate()
-    t_f, noise_f = batch["t_fake"], batch["noise_fake"]
-    x_t = schedule.add_noise(x_detached, noise_f, t_f)
-    train_labels = fake_labels
-    if fake_labels is not None:
-        train_labels = torch.where(batch["fake_dropout"], torch.full_like(fake_labels, teacher.n_classes), fake_labels)
-    loss = dm.denoising_loss(student.fake(x_t, t_f, train_labels), schedule.target(x_detached, noise_f, t_f))
+    # the fake score: denoising score matching on detached generator samples (SDS has none to train)
+    loss = torch.zeros((), device=z.device)
+    if arm.method != "sds":
+        with torch.no_grad():
+            x_detached = generate()
+        t_f, noise_f = batch["t_fake"], batch["noise_fake"]
+        x_t = schedule.add_noise(x_detached, noise_f, t_f)
+        train_labels = fake_labels
+        if fake_labels is not None:
+            dropped = torch.full_like(fake_labels, teacher.n_classes)
+            train_labels = torch.where(batch["fake_dropout"], dropped, fake_labels)
+        loss = dm.denoising_loss(student.fake(x_t, t_f, train_labels), schedule.target(x_detached, noise_f, t_f))
     if student.head is not None:  # DMD2's GAN: the head reads the fake score's features, real vs generated
         xr_t = schedule.add_noise(batch["real"], batch["noise_real"], batch["t_real"])
         logits_real = student.head(student.fake.features(xr_t, batch["t_real"], batch.get("real_labels")))
@@ -338,10 +342,10 @@ def distil(run: Run, name: str, seed: int, teacher, schedule: Schedule, arm: Arm
     return student, [initial, *result.column("metric")[:p.eval_points]]
 
 
-def _generate(generator: Generator, z: torch.Tensor, labels=None) -> torch.Tensor:
-    """All of a (few-step) generator's steps, with re-noising drawn from a fixed stream (on the CPU)."""
+def _generate(generator: Generator, z: torch.Tensor, labels=None, seed: int = 0) -> torch.Tensor:
+    """All of a (few-step) generator's steps, re-noising from a stream seeded by ``seed`` (on the CPU)."""
     device = next(generator.parameters()).device
-    renoise_gen = torch.Generator().manual_seed(12345)
+    renoise_gen = torch.Generator().manual_seed(_seed(seed, 13))
     noise = [torch.randn(z.shape, generator=renoise_gen).to(device) for _ in generator.timesteps[1:]]
     with torch.no_grad():
         return generator(z.to(device), None if labels is None else labels.to(device), noise=noise).cpu()
@@ -412,9 +416,10 @@ def run_ring_seed(run: Run, seed: int, bed: RingBed) -> dict[str, torch.Tensor]:
 
     for name, arm in ring_arms(p).items():
         student, curve = distil(run, f"ring-{name}", seed, bed.teacher, bed.schedule, arm, steps=p.ring_steps,
-                                batch_size=p.ring_batch, dim=2, n_classes=0, evaluate=lambda g: sw(_generate(g, z)),
+                                batch_size=p.ring_batch, dim=2, n_classes=0,
+                                evaluate=lambda g: sw(_generate(g, z, seed=seed)),
                                 real_data=real_data)
-        x = _generate(student.ema, z)
+        x = _generate(student.ema, z, seed=seed)
         metrics.update({f"ring_sw_{name}": sw(x), f"ring_modes_{name}": ring2d.modes_covered(x, bed.mixture),
                         f"ring_quality_{name}": ring2d.high_quality_share(x, bed.mixture),
                         f"ring_curve_{name}": curve})
@@ -467,7 +472,20 @@ def digits_bed(run: Run) -> DigitsBed:
 
 
 def load_teacher(name_or_path: str) -> UNetDenoiser:
-    """A saved digits teacher (``teacher_checkpoint``), checked against what this chapter feeds it."""
+    """A saved digits teacher (``teacher_checkpoint``), checked against what this chapter feeds it.
+
+    The network must predict v on the cosine schedule; a ``scheduler_config.json`` beside it (or in
+    ``../scheduler``) is checked when present, otherwise that is the caller's responsibility.
+    """
+    import json
+    from pathlib import Path
+
+    for config in (Path(name_or_path) / "scheduler_config.json", Path(name_or_path).parent / "scheduler" / "scheduler_config.json"):
+        if config.exists():
+            kind = json.loads(config.read_text()).get("prediction_type", "epsilon")
+            if kind != "v_prediction":
+                raise ValueError(f"teacher_checkpoint={name_or_path!r} predicts {kind!r}; this chapter's schedule "
+                                 "needs 'v_prediction'")
     net = UNetDenoiser.from_pretrained(name_or_path)
     if (net.size, net.channels, net.n_classes) != (8, 1, digits.N_CLASSES):
         raise ValueError(f"teacher_checkpoint={name_or_path!r} is a {net.size}x{net.size} UNet with {net.channels} "
@@ -545,8 +563,8 @@ def run_digits_seed(run: Run, seed: int, bed: DigitsBed) -> dict[str, torch.Tens
     for name, arm in digit_arms(p).items():
         student, curve = distil(run, f"digits-{name}", seed, bed.teacher, bed.schedule, arm, steps=p.digits_steps,
                                 batch_size=p.digits_batch, dim=64, n_classes=digits.N_CLASSES,
-                                evaluate=lambda g: cfid(bed, _generate(g, z, labels)))
-        record(name, _generate(student.ema, z, labels))
+                                evaluate=lambda g: cfid(bed, _generate(g, z, labels, seed)))
+        record(name, _generate(student.ema, z, labels, seed))
         metrics[f"digits_curve_{name}"] = curve
     run.record(seed, **metrics)
     return shown
@@ -583,6 +601,12 @@ def claims(p: Params) -> tuple[Claim, ...]:
         Claim("ttur-covers-more-modes", DMD2, statement=f"Two time-scale updates ({p.ttur_ratio} fake updates per "
               "generator update) cover more of the 8 modes than 1 update", a="modes, DMD2 (TTUR)", b="modes, DMD",
               paper_figure="Section 4.1, ablation of TTUR", paper_value="without TTUR training is unstable"),
+        Claim("dmd2-covers-all-modes", DMD2, statement="DMD2 (TTUR) covers all 8 modes (the brief: in every seed)",
+              a="modes, DMD2 (TTUR)", statistic="value", region=(">", 7.5),
+              paper_figure="Section 4.1", paper_value="TTUR keeps mode coverage"),
+        Claim("ttur-sharper-modes", DMD2, statement="Two time-scale updates put a larger share of samples near a mode "
+              "(within 3 std) than 1 update, the measure that does not saturate at 8/8", a="share near a mode, DMD2",
+              b="share near a mode, DMD", paper_figure="Section 4.1", paper_value="TTUR stabilises training"),
         Claim("ttur-lowers-sw", DMD2, statement="...and reach a lower SW to data", a="SW, DMD2 (TTUR)", b="SW, DMD",
               region=("<", 0.0), paper_figure="Table 5 ablation", paper_value="TTUR replaces the regression loss"),
         Claim("gan-beats-teacher", DMD2, statement=f"With the GAN term (real data), the student beats its under-trained "
@@ -607,6 +631,10 @@ def claims(p: Params) -> tuple[Claim, ...]:
         Claim("four-steps-beat-one", SID, statement="The 4-step SiD generator has a lower cFID than the one-step one",
               a="cFID, SiD 4 steps", b="cFID, SiD 1 step", region=("<", 0.0),
               paper_figure="SiD few-step, 1-4 step results", paper_value="FID falls with more steps"),
+        Claim("four-step-distillation-helps", SID, statement="...and distillation, not the starting point, makes "
+              "it so: the trained 4-step generator beats its own initial 4-step version (the teacher copy)",
+              a="cFID, SiD 4 steps, trained", b="cFID, SiD 4 steps, at initialisation", region=("<", 0.0),
+              paper_figure="SiD few-step", paper_value="distillation improves every step count"),
         Claim("sim-robust-vs-sid", SIM, statement=f"At {fast} the learning rates, SIM's SW degrades less than SiD's "
               "(per seed: SW at high rate minus SW at the default rate)", a="SW rise, SIM", b="SW rise, SiD",
               region=("<", 0.0), paper_figure="SIM Section 5 (robustness)", paper_value="robust to hyper-parameters"),
@@ -626,6 +654,8 @@ def evaluate_claims(run: Run) -> list[dict]:
         c["dmd2-near-teacher"].evaluate(v("ring_sw_dmd2"), v(f"ring_sw_teacher{top}")),
         c["dmd2-beats-one-step-teacher"].evaluate(v("ring_sw_dmd2"), v(f"ring_sw_teacher{min(p.teacher_nfes)}")),
         c["ttur-covers-more-modes"].evaluate(v("ring_modes_dmd2"), v("ring_modes_dmd")),
+        c["dmd2-covers-all-modes"].evaluate(v("ring_modes_dmd2")),
+        c["ttur-sharper-modes"].evaluate(v("ring_quality_dmd2"), v("ring_quality_dmd")),
         c["ttur-lowers-sw"].evaluate(v("ring_sw_dmd2"), v("ring_sw_dmd")),
         c["gan-beats-teacher"].evaluate(v("ring_sw_dmd2_gan"), v(f"ring_sw_teacher{top}")),
         c["swiftbrush-near-teacher"].evaluate(v("digits_cfid_vsd"), v(f"digits_cfid_{teacher}")),
@@ -634,6 +664,8 @@ def evaluate_claims(run: Run) -> list[dict]:
         c["zero-cfg-same-accuracy"].evaluate(v("digits_accuracy_sid_zero"), v("digits_accuracy_sid_cfg")),
         c["anti-cfg-more-recall"].evaluate(v("digits_recall_sid_anti"), v("digits_recall_sid_cfg")),
         c["four-steps-beat-one"].evaluate(v("digits_cfid_sid_4step"), v("digits_cfid_sid_cfg")),
+        c["four-step-distillation-helps"].evaluate(v("digits_cfid_sid_4step"),
+                                                   [curve[0] for curve in run.values("digits_curve_sid_4step")]),
         c["sim-robust-vs-sid"].evaluate(rise("sim"), rise("sid")),
         c["sim-robust-vs-dmd"].evaluate(rise("sim"), rise("dmd")),
     ]
@@ -744,7 +776,7 @@ def plot_ring_samples(shown: dict[str, torch.Tensor], mixture: ring2d.Mixture, t
         ax.set_ylabel("x2")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("ring2d samples (first seed, 1,000 points; crosses: the 8 mode centres)")
+    fig.suptitle(f"ring2d samples (first seed, {min(1000, len(shown['data'])):,} points; crosses: the 8 mode centres)")
     return fig
 
 
@@ -782,7 +814,7 @@ def plot_digit_samples(shown: dict[str, torch.Tensor], top: int, guidance: float
     rows = [(f"teacher1_w{guidance:g}", "teacher, 1 step"), (f"teacher{top}_w{guidance:g}", f"teacher, {top} steps")]
     rows += [(k, v.split(" (")[0]) for k, v in DIGIT_LABELS.items()]
     rows = [(k, t) for k, t in rows if k in shown]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 1.05 * len(rows) + 0.5), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 0.42 * len(rows) + 0.6), layout="constrained", squeeze=False)
     for ax, (key, title) in zip(axes[:, 0], rows):
         x = shown[key].clamp(-1, 1)
         labels = torch.arange(len(x)) % digits.N_CLASSES

@@ -56,7 +56,7 @@ def dmd_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> t
 def vsd_loss(x: torch.Tensor, eps_real: torch.Tensor, eps_fake: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Variational score distillation (SwiftBrush, paper 19; ProlificDreamer's VSD):
 
-        grad_x = w(t) (eps_real(x_t) - eps_fake(x_t)),   w(t) = sigma_t^2 by default,
+        grad_x = w(t) (eps_real(x_t) - eps_fake(x_t)),   w(t) = sigma_t^2 in the chapter,
 
     with eps_fake from the fine-tuned (LoRA) copy of the teacher. Passing the injected noise eps as
     ``eps_fake`` gives score distillation sampling (SDS), whose update has no fake-score term.
@@ -97,8 +97,9 @@ def sim_loss(eps_real: torch.Tensor, eps_fake: torch.Tensor, noise: torch.Tensor
     differentiated through x_t everywhere, d'(y_t) included, with both networks' weights frozen.
     Multiplying scores by sigma_t (s = -eps_hat / sigma_t, grad log q_t(x_t | x_0) = -eps / sigma_t):
         L = - d'(u) . (eps - eps_fake(x_t)),   u = eps_real(x_t) - eps_fake(x_t).
-    Both predictions must carry gradients to x_t (``tests/test_distribution_matching.py`` checks the
-    gradient against the closed form on Gaussians; stopping it at d'(u) drops part of it).
+    Both predictions must carry gradients to x_t. ``tests/test_distribution_matching.py`` checks the L2
+    form's gradient against the closed form on Gaussians (stopping it at d'(u) drops part of it), and the
+    pseudo-Huber form through its c -> infinity limit.
     ``c=None`` is d(u) = ||u||^2 / 2 (d'(u) = u), the limit of c d'(u) as c -> infinity; then
     L = (alpha_t^2 / sigma_t^2) (y_r - y_f) . (y_f - x), which is SiD's loss at alpha = 1 up to its weight.
     """
