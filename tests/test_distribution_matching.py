@@ -113,6 +113,14 @@ def _nets():
     return real, fake
 
 
+def _diffused_batch():
+    """A leaf theta, the generator output x = theta (through an op, so not a leaf), its x_t and noise."""
+    theta = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    eps = torch.randn(8, 4, dtype=torch.float64)
+    x = theta * 1.0
+    return theta, x, ALPHA * x + SIGMA * eps, eps
+
+
 def test_sim_l2_is_sid_at_alpha_one_up_to_the_weight():
     """Per sample, SIM with d = ||.||^2 / 2 equals (alpha^2 / sigma^2) w SiD(alpha = 1): same gradients."""
     real, fake = _nets()
@@ -131,10 +139,7 @@ def test_sim_l2_is_sid_at_alpha_one_up_to_the_weight():
 def test_sid_alpha_subtracts_the_squared_disagreement():
     """SiD(alpha) = SiD(1) + (1 - alpha) mean(||y_r - y_f||^2 / w), exactly, gradients included."""
     real, fake = _nets()
-    theta = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
-    eps = torch.randn(8, 4, dtype=torch.float64)
-    x = theta * 1.0
-    x_t = ALPHA * x + SIGMA * eps
+    theta, x, x_t, eps = _diffused_batch()
     y_r, y_f = _x0(x_t, real(x_t)), _x0(x_t, fake(x_t))
     weight = (x - y_r).abs().mean(1).detach()
     for alpha in (0.5, 1.2):
@@ -172,10 +177,7 @@ def test_pseudo_huber_derivative_is_the_gradient_of_the_distance():
 
 def test_every_loss_is_flat_when_the_fake_score_equals_the_real_one():
     real, _ = _nets()
-    theta = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
-    eps = torch.randn(8, 4, dtype=torch.float64)
-    x = theta * 1.0
-    x_t = ALPHA * x + SIGMA * eps
+    theta, x, x_t, eps = _diffused_batch()
     e = real(x_t)
     losses = {"dmd": dm.dmd_loss(x, _x0(x_t, e).detach(), _x0(x_t, e).detach()),
               "vsd": dm.vsd_loss(x, e.detach(), e.detach(), SIGMA ** 2),
