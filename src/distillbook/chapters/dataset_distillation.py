@@ -94,7 +94,7 @@ class Params(ChapterParams):
                       max_start_epoch=1, image_lr=0.01, syn_lr_init=0.05, eval_nets=1, eval_steps=10, eval_lrs=[0.05, 0.1],
                       eval_shift=1, teacher_hiddens=[[32]], teacher_steps=20, synthesis_steps=3, synthesis_lr=0.05,
                       bn_weight=0.01, label_temperature=4.0),
-        "cpu": dict(seeds=[0, 1, 2, 3], ipcs=[1, 10], hidden=[128], n_experts=5, expert_epochs=10, expert_lr=0.05,
+        "cpu": dict(seeds=[0, 1, 2, 3, 4, 5], ipcs=[1, 10], hidden=[128], n_experts=5, expert_epochs=10, expert_lr=0.05,
                     expert_batch=64, ast_penalty=0.1, match_iterations=300, syn_steps=10, expert_span=2,
                     max_start_epoch=4, image_lr=0.01, syn_lr_init=0.05, eval_nets=2, eval_steps=350, eval_lrs=[0.05, 0.1],
                     eval_shift=1, teacher_hiddens=[[128], [256, 128]], teacher_steps=600, synthesis_steps=200,
