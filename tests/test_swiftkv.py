@@ -1,0 +1,47 @@
+"""SwiftKV's layer-by-layer forward against the stock Llama, and its prefill FLOPs."""
+
+import pytest
+import torch
+
+from distillbook import swiftkv
+
+
+@pytest.fixture(scope="module", params=[None, 1], ids=["mha", "gqa"])
+def model(request):
+    torch.manual_seed(0)
+    net = swiftkv.tiny_llama(vocab_size=20, d_model=32, n_layer=4, n_head=2, n_kv_head=request.param)
+    return net.eval()
+
+
+def test_all_layers_reproduce_the_model(model):
+    ids = torch.randint(0, 20, (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = model(ids).logits
+        for n_prompt in (1, 7, 12):
+            out = swiftkv.forward(model, ids, n_prompt, k=4)
+            torch.testing.assert_close(out, reference[:, n_prompt - 1:], rtol=1e-5, atol=1e-5)
+
+
+def test_skipping_only_the_last_layer_is_exact_and_earlier_skips_are_not(model):
+    """With k = L - 1 the last layer's KV input is h_{L-1} itself; with k < L - 1 the rewiring changes the logits."""
+    ids = torch.randint(0, 20, (3, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        reference = model(ids).logits[:, 7:]
+        torch.testing.assert_close(swiftkv.forward(model, ids, 8, k=3), reference, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(swiftkv.forward(model, ids, 8, k=1), reference, atol=1e-3)
+
+
+def test_prefill_flops_fall_with_k(model):
+    ids = torch.randint(0, 20, (1, 96), generator=torch.Generator().manual_seed(3))
+    flops = [swiftkv.prefill_flops(model, ids, k) for k in range(5)]
+    assert all(a < b for a, b in zip(flops, flops[1:]))
+    # k = 2 of 4 layers: about half the layer compute, plus the KV projections of the skipped layers
+    assert 0.45 < flops[2] / flops[4] < 0.65
+
+
+def test_bad_arguments(model):
+    ids = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match="k must be"):
+        swiftkv.forward(model, ids, 2, k=5)
+    with pytest.raises(ValueError, match="n_prompt"):
+        swiftkv.forward(model, ids, 0, k=2)
