@@ -1,0 +1,165 @@
+"""Format-constrained decoding: an HMM distilled from LM samples, a format automaton, and their product.
+
+Deco-G (paper 73), after Ctrl-G: the output format is a deterministic finite automaton (DFA) over tokens.
+An HMM fitted by EM to samples of the language model approximates the LM's distribution over whole
+strings, and so tells how likely a format is to be satisfied from any prefix. At step t,
+
+    p(x_t = v) ∝ p_LM(v | x_<t) * P_HMM(format | x_<t, v),
+
+with P_HMM(format | x_<=t) computed exactly by a backward pass over the product of the HMM's hidden
+states and the DFA's states. Hard masking, the baseline, keeps p_LM and zeroes only the tokens from
+which the format can no longer be reached.
+
+The HMM is ``testbeds.grammar.HMMLanguage`` (x_t emitted by z_t, then z_{t+1} ~ A[z_t]); its
+log-likelihood is cross-checked against ``hmmlearn`` in the tests, and the format probabilities against
+brute-force enumeration.
+
+Used by: the ``decoding-helpers`` chapter (in progress).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from distillbook.testbeds.grammar import HMMLanguage
+
+DEAD = -1
+
+
+@dataclass(frozen=True)
+class DFA:
+    """``transition[s, v]`` is the next state (``DEAD`` rejects for good); ``accepting[s]`` ends a valid string."""
+
+    transition: torch.Tensor  # (S, V) long
+    accepting: torch.Tensor   # (S,) bool
+    start: int = 0
+
+    @property
+    def n_states(self) -> int:
+        return self.transition.shape[0]
+
+    def run(self, tokens) -> int:
+        state = self.start
+        for v in tokens:
+            if state == DEAD:
+                return DEAD
+            state = int(self.transition[state, int(v)])
+        return state
+
+    def accepts(self, tokens) -> bool:
+        state = self.run(tokens)
+        return state != DEAD and bool(self.accepting[state])
+
+
+def fit_hmm(x: torch.Tensor, n_states: int, vocab_size: int, iterations: int, generator: torch.Generator,
+            smoothing: float = 1e-3) -> tuple[HMMLanguage, list[float]]:
+    """Baum-Welch on token strings ``x`` (n, T); returns the HMM and the mean log-likelihood per iteration.
+
+    Scaled forward-backward in float64; ``smoothing`` is added to the expected counts so that every
+    transition and emission keeps positive probability (the format probabilities then never vanish by
+    accident).
+    """
+    if x.ndim != 2 or x.min() < 0 or x.max() >= vocab_size:
+        raise ValueError(f"x must be (n, T) token ids in [0, {vocab_size})")
+    n, length = x.shape
+
+    def normalise(t):
+        return t / t.sum(-1, keepdim=True)
+
+    initial = normalise(torch.rand(n_states, generator=generator, dtype=torch.float64) + 0.5)
+    transition = normalise(torch.rand(n_states, n_states, generator=generator, dtype=torch.float64) + 0.5)
+    emission = normalise(torch.rand(n_states, vocab_size, generator=generator, dtype=torch.float64) + 0.5)
+    history = []
+    for _ in range(iterations):
+        b = emission[:, x].permute(1, 2, 0)                                    # (n, T, K) = B[k, x_t]
+        alpha = torch.empty(n, length, n_states, dtype=torch.float64)
+        scale = torch.empty(n, length, dtype=torch.float64)
+        a = initial * b[:, 0]
+        for t in range(length):
+            if t > 0:
+                a = (alpha[:, t - 1] @ transition) * b[:, t]
+            scale[:, t] = a.sum(1)
+            alpha[:, t] = a / scale[:, t, None]
+        beta = torch.ones(n, length, n_states, dtype=torch.float64)
+        for t in range(length - 2, -1, -1):
+            beta[:, t] = ((b[:, t + 1] * beta[:, t + 1]) @ transition.T) / scale[:, t + 1, None]
+        history.append(scale.log().sum(1).mean().item())
+        gamma = alpha * beta                                                    # P(z_t | x)
+        # xi_t(k, k') = alpha_t(k) A[k, k'] B[k', x_{t+1}] beta_{t+1}(k') / scale_{t+1}
+        xi = (alpha[:, :-1, :, None] * transition[None, None] * (b[:, 1:] * beta[:, 1:])[:, :, None, :]
+              / scale[:, 1:, None, None]).sum((0, 1))
+        initial = normalise(gamma[:, 0].sum(0) + smoothing)
+        transition = normalise(xi + smoothing)
+        counts = torch.zeros(n_states, vocab_size, dtype=torch.float64)
+        counts.index_add_(1, x.reshape(-1), gamma.reshape(-1, n_states).T)
+        emission = normalise(counts + smoothing)
+    return HMMLanguage(initial, transition, emission, length), history
+
+
+def format_backward(hmm: HMMLanguage, dfa: DFA, length: int) -> torch.Tensor:
+    """beta[t, k, s] = P(x_t .. x_{length-1} drive the DFA from s to acceptance | z_t = k), (length + 1, K, S).
+
+    beta[length, k, s] = accepting[s]; beta[t, k, s] = sum_v B[k, v] sum_k' A[k, k'] beta[t+1, k', delta(s, v)],
+    the sum over k' replaced by beta[length] itself at the last position. The dead state contributes 0.
+    """
+    K, S, V = hmm.n_states, dfa.n_states, hmm.vocab_size
+    beta = torch.zeros(length + 1, K, S, dtype=torch.float64)
+    beta[length] = dfa.accepting.double()[None].expand(K, S)
+    nxt = dfa.transition                                                        # (S, V)
+    alive = (nxt != DEAD).double()
+    safe = nxt.clamp_min(0)
+    for t in range(length - 1, -1, -1):
+        after = beta[t + 1] if t + 1 == length else hmm.transition @ beta[t + 1]  # (K, S): given z_t, before x_{t+1}
+        # value of emitting v from z_t = k in DFA state s: after[k, delta(s, v)]
+        reach = after[:, safe] * alive[None]                                    # (K, S, V)
+        beta[t] = (reach * hmm.emission[:, None, :]).sum(-1)
+    return beta
+
+
+def format_weights(hmm: HMMLanguage, dfa: DFA, beta: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """P_HMM(format | prefix, x_t = v) for every v (V,), with t = len(prefix)."""
+    t, length = len(prefix), beta.shape[0] - 1
+    if t >= length:
+        raise ValueError(f"prefix of {t} tokens leaves nothing to decode in a string of {length}")
+    belief = hmm.initial.clone()
+    for v in prefix.tolist():
+        joint = belief * hmm.emission[:, v]
+        belief = (joint / joint.sum()) @ hmm.transition
+    state = dfa.run(prefix.tolist())
+    if state == DEAD:
+        return torch.zeros(hmm.vocab_size, dtype=torch.float64)
+    after = beta[t + 1] if t + 1 == length else hmm.transition @ beta[t + 1]   # (K, S)
+    nxt = dfa.transition[state]                                                 # (V,)
+    reach = after[:, nxt.clamp_min(0)] * (nxt != DEAD).double()[None]           # (K, V)
+    joint = belief[:, None] * hmm.emission                                     # P(z_t = k, x_t = v | prefix)
+    return (joint * reach).sum(0) / joint.sum(0).clamp_min(1e-300)
+
+
+def reachable(dfa: DFA, length: int) -> torch.Tensor:
+    """ok[t, s]: from DFA state s with length - t tokens left, some continuation is accepted (hard masking)."""
+    ok = torch.zeros(length + 1, dfa.n_states, dtype=torch.bool)
+    ok[length] = dfa.accepting
+    nxt, alive = dfa.transition.clamp_min(0), dfa.transition != DEAD
+    for t in range(length - 1, -1, -1):
+        ok[t] = (ok[t + 1][nxt] & alive).any(dim=1)
+    return ok
+
+
+def constrained_probs(lm_probs: torch.Tensor, prefix: torch.Tensor, dfa: DFA, length: int, *,
+                      hmm: HMMLanguage | None = None, beta: torch.Tensor | None = None,
+                      ok: torch.Tensor | None = None) -> torch.Tensor:
+    """The next-token distribution under the format: Deco-G with ``hmm`` (and its ``beta``), else hard masking
+    (with ``ok`` from :func:`reachable`)."""
+    t = len(prefix)
+    if hmm is not None:
+        weights = format_weights(hmm, dfa, beta, prefix)
+    else:
+        state = dfa.run(prefix.tolist())
+        nxt = dfa.transition[state]
+        weights = ((nxt != DEAD) & ok[t + 1][nxt.clamp_min(0)]).double()
+    p = lm_probs.double() * weights
+    if p.sum() <= 0:
+        raise ValueError("no token keeps the format reachable from this prefix")
+    return p / p.sum()
