@@ -1,0 +1,171 @@
+"""The ``voxel3d`` test bed: analytic 3-D scenes, orbit cameras, and a differentiable volume renderer.
+
+Scenes live in the cube [-1, 1]^3 as fields of density and colour: primitives {cube, sphere, cylinder,
+cone} in a few colours, and two *Janus probes* whose front differs from their back: a "head" (a sphere
+with two dark eyes on its +x side) and a cube whose +x face is red. The front is +x: azimuth 0 looks at it.
+
+Rendering is emission-absorption volume rendering along camera rays, the same for analytic scenes (ground
+truth) and for a learnable voxel grid (the 3-D representation the score-distillation chapters optimise):
+
+    alpha_i = 1 - exp(-sigma_i delta),  T_i = prod_{j<i} (1 - alpha_j),  C = sum_i T_i alpha_i c_i + T_N c_bg.
+
+The grid is sampled with ``F.grid_sample`` (trilinear), so renders are differentiable in every voxel; the
+tests check those gradients by finite differences. Cameras are drawn with a front bias (a share of views
+within +-45 degrees of azimuth 0), so that a 2-D prior trained on them prefers front views.
+
+Used by: the ``sds-3d-gradients`` chapter (in progress).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+COLOURS = {"red": (0.9, 0.15, 0.1), "green": (0.15, 0.75, 0.25), "blue": (0.15, 0.3, 0.9), "yellow": (0.95, 0.85, 0.15)}
+PRIMITIVES = ("cube", "sphere", "cylinder", "cone")
+PROBES = ("head", "red-front-cube")
+OPAQUE = 40.0  # density inside an analytic shape (per unit length)
+
+
+@dataclass(frozen=True)
+class Cameras:
+    """Orbit cameras looking at the origin: azimuth and elevation in radians, shared radius and field of view."""
+
+    azimuth: torch.Tensor
+    elevation: torch.Tensor
+    radius: float = 3.0
+    fov: float = math.radians(40)
+
+    def __len__(self) -> int:
+        return len(self.azimuth)
+
+    def rays(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ray origins and unit directions, each (n, resolution, resolution, 3); pixel (0, 0) is top-left."""
+        az, el = self.azimuth.double(), self.elevation.double()
+        eye = self.radius * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)  # (n, 3)
+        forward = -eye / eye.norm(dim=-1, keepdim=True)
+        up_world = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(forward)
+        right = torch.linalg.cross(forward, up_world)
+        right = right / right.norm(dim=-1, keepdim=True)
+        up = torch.linalg.cross(right, forward)
+        half = math.tan(self.fov / 2)
+        u = (torch.arange(resolution, dtype=torch.float64) + 0.5) / resolution * 2 - 1
+        px, py = torch.meshgrid(u * half, -u * half, indexing="xy")   # (res, res): x to the right, y up
+        directions = (forward[:, None, None] + px[None, ..., None] * right[:, None, None]
+                      + py[None, ..., None] * up[:, None, None])
+        directions = directions / directions.norm(dim=-1, keepdim=True)
+        return eye[:, None, None].expand_as(directions), directions
+
+
+def orbit(n: int, generator: torch.Generator, front_share: float = 0.5, max_elevation: float = math.radians(30)) -> Cameras:
+    """``n`` cameras: ``front_share`` of azimuths uniform in [-45, 45] degrees, the rest uniform on the circle;
+    elevations uniform in [0, ``max_elevation``]."""
+    if not 0 <= front_share <= 1:
+        raise ValueError(f"front_share must be in [0, 1], got {front_share}")
+    front = torch.rand(n, generator=generator) < front_share
+    azimuth = torch.where(front, (torch.rand(n, generator=generator) * 2 - 1) * math.pi / 4,
+                          (torch.rand(n, generator=generator) * 2 - 1) * math.pi)
+    return Cameras(azimuth, torch.rand(n, generator=generator) * max_elevation)
+
+
+def turntable(n: int, elevation: float = math.radians(15)) -> Cameras:
+    """``n`` azimuths evenly around the object, starting at the front."""
+    return Cameras(torch.arange(n) * 2 * math.pi / n, torch.full((n,), elevation))
+
+
+def scene_field(name: str, colour: str = "blue"):
+    """``field(points (..., 3)) -> (density (...), rgb (..., 3))`` of a primitive or a Janus probe."""
+    if name not in PRIMITIVES + PROBES:
+        raise ValueError(f"scene {name!r}; allowed: {', '.join(PRIMITIVES + PROBES)}")
+    if colour not in COLOURS:
+        raise ValueError(f"colour {colour!r}; allowed: {', '.join(COLOURS)}")
+    base = torch.tensor(COLOURS[colour], dtype=torch.float64)
+
+    def field(p: torch.Tensor):
+        x, y, z = p.unbind(-1)
+        radial = (x ** 2 + y ** 2).sqrt()
+        if name in ("cube", "red-front-cube"):
+            inside = p.abs().amax(-1) <= 0.55
+        elif name in ("sphere", "head"):
+            inside = p.norm(dim=-1) <= 0.65
+        elif name == "cylinder":
+            inside = (radial <= 0.5) & (z.abs() <= 0.6)
+        else:  # cone, apex up
+            inside = (z >= -0.6) & (z <= 0.6) & (radial <= 0.5 * (0.6 - z) / 1.2)
+        rgb = base.expand(*p.shape[:-1], 3).clone()
+        if name == "red-front-cube":
+            rgb[x >= 0.35] = torch.tensor(COLOURS["red"], dtype=torch.float64)  # a slab a 24^3 grid resolves
+        if name == "head":
+            for side in (-0.25, 0.25):  # two dark eyes on the +x side
+                eye = ((p - torch.tensor([0.55, side, 0.15], dtype=torch.float64)).norm(dim=-1) <= 0.16)
+                rgb[eye] = 0.05
+        return OPAQUE * inside.double(), rgb
+
+    return field
+
+
+def _composite(density: torch.Tensor, rgb: torch.Tensor, delta: float, background: float) -> torch.Tensor:
+    """Emission-absorption compositing along the last sample axis: density (..., S), rgb (..., S, 3) -> (..., 3)."""
+    alpha = 1 - torch.exp(-density * delta)
+    # T_i = prod_{j<i} (1 - alpha_j), as an exclusive cumulative product
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1]], -1), -1)
+    weights = transmittance * alpha
+    colour = (weights[..., None] * rgb).sum(-2)
+    return colour + (1 - weights.sum(-1, keepdim=True)) * background
+
+
+def _samples(cameras: Cameras, resolution: int, n_samples: int):
+    origins, directions = cameras.rays(resolution)
+    near, far = cameras.radius - math.sqrt(3), cameras.radius + math.sqrt(3)  # the bounding cube's reach
+    depths = near + (torch.arange(n_samples, dtype=torch.float64) + 0.5) / n_samples * (far - near)
+    points = origins[..., None, :] + depths[:, None] * directions[..., None, :]  # (n, H, W, S, 3)
+    return points, (far - near) / n_samples
+
+
+def render_field(field, cameras: Cameras, resolution: int, n_samples: int = 64, background: float = 1.0) -> torch.Tensor:
+    """Ground-truth images (n, 3, H, W) of an analytic ``field``."""
+    points, delta = _samples(cameras, resolution, n_samples)
+    density, rgb = field(points)
+    return _composite(density, rgb, delta, background).permute(0, 3, 1, 2).float()
+
+
+class VoxelGrid(torch.nn.Module):
+    """A learnable grid of raw density and colour logits over [-1, 1]^3 (density = softplus, colour = sigmoid)."""
+
+    def __init__(self, size: int, init_density: float = -2.0):
+        super().__init__()
+        if size < 2:
+            raise ValueError(f"size must be >= 2, got {size}")
+        self.density = torch.nn.Parameter(torch.full((1, 1, size, size, size), init_density))
+        self.colour = torch.nn.Parameter(torch.zeros(1, 3, size, size, size))
+
+    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Trilinear density (...,) and rgb (..., 3) at ``points`` (..., 3); zero density outside the cube."""
+        shape = points.shape[:-1]
+        # grid_sample indexes (x, y, z) as (W, H, D): the grid's last axis is x
+        grid = points.reshape(1, 1, 1, -1, 3).to(self.density.dtype)
+        raw_density = F.grid_sample(self.density, grid, align_corners=True, padding_mode="zeros").reshape(shape)
+        raw_colour = F.grid_sample(self.colour, grid, align_corners=True, padding_mode="border").reshape(3, -1).T
+        inside = (points.abs() <= 1).all(-1)
+        density = F.softplus(raw_density) * OPAQUE / 4 * inside
+        return density, torch.sigmoid(raw_colour).reshape(*shape, 3)
+
+    def render(self, cameras: Cameras, resolution: int, n_samples: int = 32, background: float = 1.0) -> torch.Tensor:
+        """Differentiable images (n, 3, H, W)."""
+        points, delta = _samples(cameras, resolution, n_samples)
+        density, rgb = self.query(points)
+        return _composite(density, rgb, delta, background).permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def fit_field(self, field) -> None:
+        """Set the grid to an analytic field sampled at the voxel centres (the reconstruction ceiling's start)."""
+        size = self.density.shape[-1]
+        axis = torch.linspace(-1, 1, size, dtype=torch.float64)
+        zz, yy, xx = torch.meshgrid(axis, axis, axis, indexing="ij")
+        density, rgb = field(torch.stack([xx, yy, zz], -1))
+        target = (density * 4 / OPAQUE).clamp(1e-4, 20)
+        self.density.copy_(torch.log(torch.expm1(target))[None, None].to(self.density.dtype))  # softplus^-1
+        self.colour.copy_(torch.logit(rgb.clamp(1e-3, 1 - 1e-3)).permute(3, 0, 1, 2)[None].to(self.colour.dtype))
