@@ -99,3 +99,20 @@ def test_bsd_takes_the_min_norm_point():
         assert a[i].item() == pytest.approx(grid[norms.argmin()].item(), abs=2e-5)
         torch.testing.assert_close(g[i], a[i] * c[i] + (1 - a[i]) * d[i])
     assert a[0].item() == 1.0
+
+
+def test_consistency_step_is_a_ddim_step_and_cds_reduces_without_rescaling():
+    from diffusers import DDIMScheduler
+
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=False,
+                          set_alpha_to_one=False)
+    sched.set_timesteps(10)  # leading spacing: 900, 800, ..., 0; a step from 500 lands on 400
+    t, t_next = 500, 400
+    abar, abar_next = sched.alphas_cumprod[t].double(), sched.alphas_cumprod[t_next].double()
+    x_t, eps = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    ddim = sched.step(eps, t, x_t, eta=0.0).prev_sample
+    sigma, sigma_next = ((1 - abar) / abar).sqrt(), ((1 - abar_next) / abar_next).sqrt()
+    z_next = sd.euler_step(x_t / abar.sqrt(), eps, sigma, sigma_next)
+    torch.testing.assert_close(z_next * abar_next.sqrt(), ddim)
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(sd.cds(a, b, sigma.float(), sigma_next.float()), b - a)

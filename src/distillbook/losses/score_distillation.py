@@ -13,6 +13,9 @@ conditional / unconditional predictions and s the guidance scale, eps_cfg = eps_
 - BSD (PlacidDreamer, paper 68):     g = a c + (1 - a) d with c the classifier term, d the denoising term,
                                      and a the min-norm mix, clip(<d - c, d> / ||d - c||^2, 0, 1)
 - ASD (ScaleDreamer, paper 15):      g = w(t) (eps_cfg(x_t, t) - eps_y(x_{t+dt}, t + dt)), the same noise
+- CDS (Consistent3D, paper 49):      a fixed noise, one Euler step of the probability-flow ODE from t to t'
+                                     (variance-exploding form z = x_t / alpha_t, sigma = sqrt(1 - abar) / sqrt(abar)),
+                                     g = (sigma_t / sigma_t') (eps_hat_t - eps_cfg_t) + (eps_cfg_t' - eps_hat_t)
 
 Used by: the ``sds-3d-gradients`` chapter (in progress).
 """
@@ -64,6 +67,23 @@ def bsd(classifier_term: torch.Tensor, denoising_term: torch.Tensor) -> tuple[to
 def asd(eps_cfg_t: torch.Tensor, eps_cond_shifted: torch.Tensor, weight) -> torch.Tensor:
     """g = w(t) (eps_cfg(x_t, t) - eps_y(x_{t+dt}, t + dt)), both with the same noise eps."""
     return weight * (eps_cfg_t - eps_cond_shifted)
+
+
+def euler_step(z: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+    """One Euler step of the probability-flow ODE in variance-exploding form: z' = z + (sigma' - sigma) eps.
+    (It equals a deterministic DDIM step from t to t' on x_t = alpha_t z; the tests check this.)"""
+    return z + (sigma_next - sigma) * eps
+
+
+def cds(eps_cfg_t: torch.Tensor, eps_cfg_next: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
+        eps_hat_t: torch.Tensor | None = None, weight=1.0) -> torch.Tensor:
+    """Consistent3D's gradient: w ((sigma_t / sigma_t') (eps_hat_t - eps_cfg_t) + (eps_cfg_t' - eps_hat_t)).
+
+    ``eps_hat_t`` is the noise implied by the (optionally std-rescaled) x0 reconstruction, by default the
+    guided prediction itself, which leaves eps_cfg(z_t', t') - eps_cfg(z_t, t), z_t' one Euler step on.
+    """
+    eps_hat_t = eps_cfg_t if eps_hat_t is None else eps_hat_t
+    return weight * ((sigma / sigma_next) * (eps_hat_t - eps_cfg_t) + (eps_cfg_next - eps_hat_t))
 
 
 def surrogate(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
