@@ -82,3 +82,12 @@ def test_constrained_decoding_always_complies_and_is_neutral_without_a_format():
     free = cz.DFA(torch.zeros(1, 3, dtype=torch.long), torch.tensor([True]))
     free_beta = cz.format_backward(hmm, free, 6)
     torch.testing.assert_close(cz.constrained_probs(lm, torch.tensor([1, 2]), free, 6, hmm=hmm, beta=free_beta), lm)
+
+
+def test_a_broken_prefix_is_refused_by_both_decoders():
+    hmm = HMMLanguage.random(9, n_states=3, vocab_size=3, length=4)
+    dfa = _dfa_ends_with_2_no_0_after_1()
+    lm = torch.full((3,), 1 / 3, dtype=torch.float64)
+    for kwargs in ({"hmm": hmm}, {}):
+        with pytest.raises(ValueError, match="breaks the format"):
+            cz.constrained_probs(lm, torch.tensor([1, 0]), dfa, 4, **kwargs)

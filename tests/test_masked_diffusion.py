@@ -8,9 +8,16 @@ from distillbook import masked_diffusion as md
 MASK = 9
 
 
-def _fixed_logits(n, t, v, seed=0):
+def _fixed_logits(n, t, v=MASK + 1, seed=0):
+    """A 'model' whose beliefs ignore the context; the mask token is in its vocabulary (as in LLaDA) and
+    gets the largest logit everywhere, which decoding must never write."""
     table = 3 * torch.randn(n, t, v, generator=torch.Generator().manual_seed(seed))
-    return lambda x: table  # noqa: E731  a 'model' whose beliefs ignore the context
+    table[..., MASK] = table.amax(-1) + 1
+    return lambda x: table  # noqa: E731
+
+
+def _without_mask(logits):
+    return logits[..., :MASK]
 
 
 def test_entropy_matches_categorical():
@@ -20,25 +27,25 @@ def test_entropy_matches_categorical():
 
 def test_a_threshold_above_every_confidence_decodes_one_token_per_step():
     x = torch.tensor([[1, MASK, MASK, MASK, 2], [MASK, 3, MASK, 4, 4]])
-    fn = _fixed_logits(2, 5, 9)
+    fn = _fixed_logits(2, 5)
     out, steps, states = md.threshold_decode(fn, x, MASK, tau=1.0)
     assert steps.tolist() == [3, 2]
     assert len(states) == 4 and not (out == MASK).any()
     # each step unmasks the most confident remaining position: the order follows the confidences
-    table = torch.softmax(fn(x).double(), -1).max(-1)
+    table = torch.softmax(_without_mask(fn(x)).double(), -1).max(-1)
     first_step = (states[1] != states[0]).nonzero().tolist()
     assert first_step == [[0, int(table.values[0, 1:4].argmax()) + 1], [1, 0 if table.values[1, 0] > table.values[1, 2] else 2]]
     # and writes the arg-max token
-    assert torch.equal(out[x == MASK], fn(x).argmax(-1)[x == MASK])
+    assert torch.equal(out[x == MASK], _without_mask(fn(x)).argmax(-1)[x == MASK])
 
 
 def test_zero_threshold_decodes_everything_at_once_and_vocab_restricts():
     x = torch.full((3, 6), MASK)
-    out, steps, _ = md.threshold_decode(_fixed_logits(3, 6, 9, seed=1), x, MASK, tau=0.0, vocab=slice(0, 4))
+    out, steps, _ = md.threshold_decode(_fixed_logits(3, 6, seed=1), x, MASK, tau=0.0, vocab=slice(0, 4))
     assert steps.tolist() == [1, 1, 1]
     assert out.max() < 4
     with pytest.raises(ValueError, match="tau"):
-        md.threshold_decode(_fixed_logits(3, 6, 9), x, MASK, tau=-0.1)
+        md.threshold_decode(_fixed_logits(3, 6), x, MASK, tau=-0.1)
 
 
 def test_certainty_forcing_loss():

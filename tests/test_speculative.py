@@ -47,7 +47,8 @@ def test_verification_matches_transformers_speculative_sampling():
     ours, theirs = torch.zeros_like(law), torch.zeros_like(law)
     torch.manual_seed(0)  # transformers draws from the global generator
     for _ in range(n):
-        tokens, matches = verify(p, q, draft, gen)
+        tokens, accepted = verify(p, q, draft, gen)
+        assert len(tokens) == accepted + 1
         ours[len(tokens) - 1, tokens[-1]] += 1 / n
         valid, n_matches = _speculative_sampling(draft[None], q.log()[None], gamma, p.log()[None])
         theirs[int(n_matches), valid[0, -1]] += 1 / n

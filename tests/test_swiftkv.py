@@ -31,7 +31,7 @@ def test_skipping_only_the_last_layer_is_exact_and_earlier_skips_are_not(model):
         assert not torch.allclose(swiftkv.forward(model, ids, 8, k=1), reference, atol=1e-3)
 
 
-def test_prefill_flops_fall_with_k(model):
+def test_prefill_flops_rise_with_k(model):
     ids = torch.randint(0, 20, (1, 96), generator=torch.Generator().manual_seed(3))
     flops = [swiftkv.prefill_flops(model, ids, k) for k in range(5)]
     assert all(a < b for a, b in zip(flops, flops[1:]))

@@ -55,7 +55,8 @@ class DFA:
 
 def fit_hmm(x: torch.Tensor, n_states: int, vocab_size: int, iterations: int, generator: torch.Generator,
             smoothing: float = 1e-3) -> tuple[HMMLanguage, list[float]]:
-    """Baum-Welch on token strings ``x`` (n, T); returns the HMM and the mean log-likelihood per iteration.
+    """Baum-Welch on token strings ``x`` (n, T); returns the HMM and the data's mean log-likelihood under the
+    parameters each iteration starts from (so the returned HMM's own likelihood is one step beyond the list).
 
     Scaled forward-backward in float64; ``smoothing`` is added to the expected counts so that every
     transition and emission keeps positive probability (the format probabilities then never vanish by
@@ -111,7 +112,9 @@ def format_backward(hmm: HMMLanguage, dfa: DFA, length: int) -> torch.Tensor:
     alive = (nxt != DEAD).double()
     safe = nxt.clamp_min(0)
     for t in range(length - 1, -1, -1):
-        after = beta[t + 1] if t + 1 == length else hmm.transition @ beta[t + 1]  # (K, S): given z_t, before x_{t+1}
+        # given z_t, before x_{t+1}: sum_k' A[k, k'] beta[t+1, k', s] (at t + 1 = length, beta[length] is the same for
+        # every k', and A's rows sum to 1, so the same formula holds)
+        after = hmm.transition @ beta[t + 1]                                    # (K, S)
         # value of emitting v from z_t = k in DFA state s: after[k, delta(s, v)]
         reach = after[:, safe] * alive[None]                                    # (K, S, V)
         beta[t] = (reach * hmm.emission[:, None, :]).sum(-1)
@@ -130,7 +133,7 @@ def format_weights(hmm: HMMLanguage, dfa: DFA, beta: torch.Tensor, prefix: torch
     state = dfa.run(prefix.tolist())
     if state == DEAD:
         return torch.zeros(hmm.vocab_size, dtype=torch.float64)
-    after = beta[t + 1] if t + 1 == length else hmm.transition @ beta[t + 1]   # (K, S)
+    after = hmm.transition @ beta[t + 1]                                       # (K, S)
     nxt = dfa.transition[state]                                                 # (V,)
     reach = after[:, nxt.clamp_min(0)] * (nxt != DEAD).double()[None]           # (K, V)
     joint = belief[:, None] * hmm.emission                                     # P(z_t = k, x_t = v | prefix)
@@ -150,13 +153,17 @@ def reachable(dfa: DFA, length: int) -> torch.Tensor:
 def constrained_probs(lm_probs: torch.Tensor, prefix: torch.Tensor, dfa: DFA, length: int, *,
                       hmm: HMMLanguage | None = None, beta: torch.Tensor | None = None,
                       ok: torch.Tensor | None = None) -> torch.Tensor:
-    """The next-token distribution under the format: Deco-G with ``hmm`` (and its ``beta``), else hard masking
-    (with ``ok`` from :func:`reachable`)."""
+    """The next-token distribution under the format: Deco-G with ``hmm`` (``beta`` from :func:`format_backward`,
+    computed when not given), else hard masking (``ok`` from :func:`reachable`, likewise)."""
     t = len(prefix)
+    state = dfa.run(prefix.tolist())
+    if state == DEAD:
+        raise ValueError(f"the prefix {prefix.tolist()} already breaks the format")
     if hmm is not None:
-        weights = format_weights(hmm, dfa, beta, prefix)
+        weights = format_weights(hmm, dfa, format_backward(hmm, dfa, length) if beta is None else beta, prefix)
     else:
-        state = dfa.run(prefix.tolist())
+        if ok is None:
+            ok = reachable(dfa, length)
         nxt = dfa.transition[state]
         weights = ((nxt != DEAD) & ok[t + 1][nxt.clamp_min(0)]).double()
     p = lm_probs.double() * weights

@@ -53,7 +53,8 @@ def threshold_decode(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch
     states = [x.clone()]
     while (x == mask_id).any():
         masked = x == mask_id
-        logits = logits_fn(x)
+        logits = logits_fn(x).clone()
+        logits[..., mask_id] = float("-inf")  # never write the mask token itself (it would never finish)
         if vocab is not None:
             blocked = torch.full_like(logits, float("-inf"))
             blocked[..., vocab] = 0

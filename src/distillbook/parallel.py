@@ -1,16 +1,16 @@
 """Seeds side by side: ``map_seeds`` runs a chapter's per-seed function in worker processes.
 
 Seeds are independent, and every random draw in a seed's work comes from that seed, so running them in
-parallel changes the wall time, not the numbers (``tests/test_parallel.py`` checks this). Each worker is
+parallel changes the wall time, not the numbers (``tests/test_dmd_one_step.py`` checks this). Each worker is
 a fresh ``spawn``-ed process with the run's thread count and deterministic kernels; it receives a copy
 of the :class:`~distillbook.results.Run` (so ``run.fit`` checkpoints where the parent would) and sends
 back what it recorded for its seed, which is merged into the parent's run.
 
 ``workers`` (a run setting) is ``auto`` by default: one per CPU core up to the number of seeds, and 1 on
 CUDA (sharing one GPU between spawned workers is untested here, and the provenance's GPU memory covers
-the parent process only) or when tracking is on (one wandb run per chapter).
+the parent process only). With tracking on, seeds always run in this process (one wandb run per chapter).
 
-Used by: ``dmd-one-step``.
+Used by: ``dataset-distillation``, ``dmd-one-step``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,11 @@ from distillbook.runtime import deterministic_algorithms, set_threads
 
 def resolve_workers(run) -> int:
     p = run.params
+    if p.tracking != "off":  # the wandb run lives in this process; workers would each need their own
+        return 1
     if p.workers != "auto":
         return int(p.workers)
-    if run.device.type != "cpu" or p.tracking != "off":
+    if run.device.type != "cpu":
         return 1
     return max(1, min(len(run.seeds), os.cpu_count() or 1))
 

@@ -1,13 +1,15 @@
 """SwiftKV (paper 28): prompt tokens skip the later layers; those layers read their prompt KV from layer k.
 
 For a Llama-class model with L layers and a prompt of P tokens, the prompt's first P - 1 tokens (the
-*cheap* positions) run through layers 1..k only. For every later layer l > k their keys and values come
-from layer k's output,
+*cheap* positions) run through layers 1..k only. Every later layer l > k takes the keys and values of
+*all* tokens from layer k's output,
 
-    K_l, V_l = W_K^l norm_l(h_k),  W_V^l norm_l(h_k)   (RoPE at their own positions),
+    K_l, V_l = W_K^l norm_l(h_k),  W_V^l norm_l(h_k)   (RoPE at each token's position),
 
-while the last prompt token and every token after it (the *full* positions) run through all L layers,
-attending to those KV entries and to their own. Prefill then costs about k / L of the model's layer
+while the last prompt token and every token after it (the *full* positions) still run through all L
+layers to form their queries and outputs. As in the reference implementation, a decoded token's KV in
+those layers also comes from h_k; unlike it, each layer keeps its own input norm rather than one new
+shared norm (equal at k = L - 1, where the model is unchanged). Prefill then costs about k / L of the model's layer
 compute for long prompts. Only W_Q, W_K, W_V of layers > k need retraining (by distillation) to make up
 for the rewiring.
 
@@ -19,8 +21,6 @@ Used by: the ``decoding-helpers`` chapter (in progress).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -54,8 +54,7 @@ def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: 
     if not 1 <= n_prompt <= T:
         raise ValueError(f"n_prompt must be in [1, {T}], got {n_prompt}")
     n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
-    head_dim = config.hidden_size // n_heads
-    cheap, full = slice(0, n_prompt - 1), slice(n_prompt - 1, T)
+    full = slice(n_prompt - 1, T)
     positions = torch.arange(T, device=input_ids.device)[None]
     h = model.model.embed_tokens(input_ids)
     cos, sin = model.model.rotary_emb(h, positions)
@@ -68,6 +67,7 @@ def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: 
     h_k = None
     for layer_index, layer in enumerate(model.model.layers):
         attn = layer.self_attn
+        head_dim = attn.head_dim
         if layer_index < k:  # every position, plain causal attention
             x = layer.input_layernorm(h)
             q, key, value = (_heads(proj(x), n, head_dim) for proj, n in
@@ -75,19 +75,17 @@ def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: 
             q, key = apply_rotary_pos_emb(q, key, cos, sin)
             mask = causal
         else:
-            if h_k is None:  # entering the skipped layers: cheap positions stop at h_k
+            if h_k is None:  # entering the skipped layers: only the full positions go on
                 h_k, h = h, h[:, full]
-            x = layer.input_layernorm(h)
-            x_cheap = layer.input_layernorm(h_k[:, cheap])  # K_l, V_l = W^l norm_l(h_k) for the prompt
-            q = _heads(attn.q_proj(x), n_heads, head_dim)
-            key = _heads(torch.cat([attn.k_proj(x_cheap), attn.k_proj(x)], dim=1), n_kv, head_dim)
-            value = _heads(torch.cat([attn.v_proj(x_cheap), attn.v_proj(x)], dim=1), n_kv, head_dim)
+            x_kv = layer.input_layernorm(h_k)  # K_l, V_l = W^l norm_l(h_k) for every token
+            q = _heads(attn.q_proj(layer.input_layernorm(h)), n_heads, head_dim)
+            key, value = _heads(attn.k_proj(x_kv), n_kv, head_dim), _heads(attn.v_proj(x_kv), n_kv, head_dim)
             q, _ = apply_rotary_pos_emb(q, q, cos[:, full], sin[:, full])
             _, key = apply_rotary_pos_emb(key, key, cos, sin)
             mask = allowed
         key, value = repeat_kv(key, n_heads // n_kv), repeat_kv(value, n_heads // n_kv)
-        # softmax(q k^T / sqrt(d) + mask) v, then the output projection and the MLP, both residual
-        scores = (q @ key.transpose(-1, -2)) / math.sqrt(head_dim)
+        # softmax(q k^T * scaling + mask) v, scaling = 1 / sqrt(head_dim); then o_proj and the MLP, both residual
+        scores = (q @ key.transpose(-1, -2)) * attn.scaling
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         out = (torch.softmax(scores, dim=-1) @ value).transpose(1, 2).reshape(*h.shape[:2], -1)
         h = h + attn.o_proj(out)

@@ -79,8 +79,10 @@ def cds(eps_cfg_t: torch.Tensor, eps_cfg_next: torch.Tensor, sigma: torch.Tensor
         eps_hat_t: torch.Tensor | None = None, weight=1.0) -> torch.Tensor:
     """Consistent3D's gradient: w ((sigma_t / sigma_t') (eps_hat_t - eps_cfg_t) + (eps_cfg_t' - eps_hat_t)).
 
-    ``eps_hat_t`` is the noise implied by the (optionally std-rescaled) x0 reconstruction, by default the
-    guided prediction itself, which leaves eps_cfg(z_t', t') - eps_cfg(z_t, t), z_t' one Euler step on.
+    As in threestudio's ``compute_grad_consistency``: ``eps_hat_t`` is the noise implied by the (optionally
+    std-rescaled) x0 reconstruction, by default the guided prediction itself; the Euler step to z_t' uses
+    eps_hat_t, and eps_cfg_t' is the guided prediction there. Without rescaling the gradient is
+    eps_cfg(z_t', t') - eps_cfg(z_t, t).
     """
     eps_hat_t = eps_cfg_t if eps_hat_t is None else eps_hat_t
     return weight * ((sigma / sigma_next) * (eps_hat_t - eps_cfg_t) + (eps_cfg_next - eps_hat_t))

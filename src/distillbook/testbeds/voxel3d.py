@@ -147,7 +147,7 @@ class VoxelGrid(torch.nn.Module):
         shape = points.shape[:-1]
         # grid_sample indexes (x, y, z) as (W, H, D): the grid's last axis is x
         grid = points.reshape(1, 1, 1, -1, 3).to(self.density.dtype)
-        raw_density = F.grid_sample(self.density, grid, align_corners=True, padding_mode="zeros").reshape(shape)
+        raw_density = F.grid_sample(self.density, grid, align_corners=True).reshape(shape)
         raw_colour = F.grid_sample(self.colour, grid, align_corners=True, padding_mode="border").reshape(3, -1).T
         inside = (points.abs() <= 1).all(-1)
         density = F.softplus(raw_density) * OPAQUE / 4 * inside
