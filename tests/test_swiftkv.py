@@ -45,3 +45,22 @@ def test_bad_arguments(model):
         swiftkv.forward(model, ids, 2, k=5)
     with pytest.raises(ValueError, match="n_prompt"):
         swiftkv.forward(model, ids, 0, k=2)
+
+
+def test_local_layers_see_only_their_own_position(model):
+    """With every layer local, a token's logits cannot depend on the tokens before it."""
+    ids = torch.randint(0, 20, (2, 8), generator=torch.Generator().manual_seed(4))
+    changed = ids.clone()
+    changed[:, :5] = (changed[:, :5] + 1) % 20
+    with torch.no_grad():
+        a = swiftkv.forward(model, ids, 1, k=4, local_layers=4)
+        b = swiftkv.forward(model, changed, 1, k=4, local_layers=4)
+        torch.testing.assert_close(a[:, 5:], b[:, 5:])
+        mixed = swiftkv.forward(model, changed, 1, k=4, local_layers=2)
+        assert not torch.allclose(swiftkv.forward(model, ids, 1, k=4, local_layers=2)[:, 5:], mixed[:, 5:])
+        # with local early layers, skipping only the last layer is still exact, skipping from k = 2 is not
+        full = swiftkv.forward(model, ids, 1, k=4, local_layers=2)[:, 5:]
+        torch.testing.assert_close(swiftkv.forward(model, ids, 6, k=3, local_layers=2), full, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(swiftkv.forward(model, ids, 6, k=2, local_layers=2), full, atol=1e-3)
+    with pytest.raises(ValueError, match="local_layers"):
+        swiftkv.forward(model, ids, 1, k=4, local_layers=5)

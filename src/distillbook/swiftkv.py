@@ -44,15 +44,23 @@ def _heads(x: torch.Tensor, n_heads: int, head_dim: int) -> torch.Tensor:
     return x.view(*x.shape[:2], n_heads, head_dim).transpose(1, 2)
 
 
-def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: int) -> torch.Tensor:
+def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: int,
+            local_layers: int = 0) -> torch.Tensor:
     """Logits (batch, T - n_prompt + 1, V) at the full positions n_prompt - 1 .. T - 1 under SwiftKV with
-    ``k`` full layers for the prompt (``k`` = number of layers: the plain model)."""
+    ``k`` full layers for the prompt (``k`` = number of layers: the plain model).
+
+    ``local_layers`` > 0 makes the first layers attend to their own position only, so that mixing across
+    tokens can only happen later: a toy whose prompt processing lives in the later layers, where SwiftKV's
+    rewiring has something to lose. Train such a model with this forward (``n_prompt=1``, ``k`` = layers).
+    """
     config = model.config
     n_layers, T = config.num_hidden_layers, input_ids.shape[1]
     if not 0 <= k <= n_layers:
         raise ValueError(f"k must be in [0, {n_layers}], got {k}")
     if not 1 <= n_prompt <= T:
         raise ValueError(f"n_prompt must be in [1, {T}], got {n_prompt}")
+    if not 0 <= local_layers <= n_layers:
+        raise ValueError(f"local_layers must be in [0, {n_layers}], got {local_layers}")
     n_heads, n_kv = config.num_attention_heads, config.num_key_value_heads
     full = slice(n_prompt - 1, T)
     positions = torch.arange(T, device=input_ids.device)[None]
@@ -63,6 +71,7 @@ def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: 
     allowed = torch.ones(n_full, T, dtype=torch.bool, device=h.device)
     allowed[:, n_prompt - 1:] = torch.tril(torch.ones(n_full, n_full, dtype=torch.bool, device=h.device))
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=h.device))
+    own = torch.eye(T, dtype=torch.bool, device=h.device)
 
     h_k = None
     for layer_index, layer in enumerate(model.model.layers):
@@ -73,7 +82,7 @@ def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: 
             q, key, value = (_heads(proj(x), n, head_dim) for proj, n in
                              ((attn.q_proj, n_heads), (attn.k_proj, n_kv), (attn.v_proj, n_kv)))
             q, key = apply_rotary_pos_emb(q, key, cos, sin)
-            mask = causal
+            mask = own if layer_index < local_layers else causal
         else:
             if h_k is None:  # entering the skipped layers: only the full positions go on
                 h_k, h = h, h[:, full]
@@ -82,7 +91,7 @@ def forward(model: LlamaForCausalLM, input_ids: torch.Tensor, n_prompt: int, k: 
             key, value = _heads(attn.k_proj(x_kv), n_kv, head_dim), _heads(attn.v_proj(x_kv), n_kv, head_dim)
             q, _ = apply_rotary_pos_emb(q, q, cos[:, full], sin[:, full])
             _, key = apply_rotary_pos_emb(key, key, cos, sin)
-            mask = allowed
+            mask = allowed & own[full] if layer_index < local_layers else allowed
         key, value = repeat_kv(key, n_heads // n_kv), repeat_kv(value, n_heads // n_kv)
         # softmax(q k^T * scaling + mask) v, scaling = 1 / sqrt(head_dim); then o_proj and the MLP, both residual
         scores = (q @ key.transpose(-1, -2)) * attn.scaling
