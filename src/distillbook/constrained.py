@@ -14,7 +14,7 @@ The HMM is ``testbeds.grammar.HMMLanguage`` (x_t emitted by z_t, then z_{t+1} ~ 
 log-likelihood is cross-checked against ``hmmlearn`` in the tests, and the format probabilities against
 brute-force enumeration.
 
-Used by: the ``decoding-helpers`` chapter (in progress).
+Used by: ``decoding-helpers``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ decoding trajectories that ended correct, with a random share of the answer mask
 
 lambda = 2 in the paper ("certainty forcing"). The entropy term sharpens what the model already gets right.
 
-Used by: the ``decoding-helpers`` chapter (in progress).
+Used by: ``decoding-helpers``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Models enter as ``next_probs(x) -> (len(x) + 1, V)``: row i is the next-token di
 The tests check the output law against exact string probabilities, the verification law against
 transformers' own ``_speculative_sampling``, and the block-efficiency formula against measurement.
 
-Used by: the ``decoding-helpers`` chapter (in progress).
+Used by: ``decoding-helpers``.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ for the rewiring.
 model's logits exactly (and with k = L - 1 too: the last layer's KV input *is* h_{L-1}), which the tests
 check.
 
-Used by: the ``decoding-helpers`` chapter (in progress).
+Used by: ``decoding-helpers``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ The token-level divergences take logits of shape (..., V) and an optional
 mask of shape (...) (1 = a real token, 0 = padding) and return the mean over
 unmasked positions. The teacher's logits never receive a gradient.
 
-Used by: ``foundations`` (``hinton_kd_loss``), ``lm-kd-dynamics`` (the token-level divergences).
+Used by: ``foundations`` (``hinton_kd_loss``), ``lm-kd-dynamics`` and ``decoding-helpers`` (the token-level
+divergences).
 """
 
 from __future__ import annotations

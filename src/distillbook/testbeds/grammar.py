@@ -11,7 +11,7 @@ Strings are written over the letters ``a, b, c, ...``; :class:`CharTokenizer`
 maps them one to one, and :func:`train_bpe` trains a byte-pair tokenizer on
 them with the ``tokenizers`` library (for cross-tokenizer distillation).
 
-Used by: ``lm-kd-dynamics``.
+Used by: ``lm-kd-dynamics``, ``decoding-helpers``.
 """
 
 from __future__ import annotations
