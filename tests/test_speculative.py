@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 import torch
+from scipy import stats
 from transformers.generation.utils import _speculative_sampling
 
 from distillbook.speculative import (acceptance_rate, block_efficiency, speculative_sample, verification_law,
@@ -107,3 +108,38 @@ def test_block_efficiency_edges_and_errors():
         block_efficiency(0.5, 0)
     with pytest.raises(ValueError, match="draft rows"):
         verify(torch.ones(2, 3) / 3, torch.ones(2, 3) / 3, torch.tensor([0]), torch.Generator())
+
+
+def test_transformers_assisted_generation_samples_the_target_law():
+    """The end-to-end counterpart: transformers' generate(assistant_model=...) with sampling draws 3-token
+    strings from the target's exact law, as our speculative_sample does (both checked against enumeration)."""
+    from distillbook.models.lm import tiny_gpt2
+
+    torch.manual_seed(0)
+    vocab, bos = 3, 3
+    target, draft = tiny_gpt2(vocab + 1, 16, 1, max_length=12).eval(), tiny_gpt2(vocab + 1, 8, 1, max_length=12).eval()
+    for m in (target, draft):
+        m.generation_config.pad_token_id = bos
+        with torch.no_grad():
+            m.transformer.ln_f.weight.mul_(8)  # peaked, distinct laws (random inits are near uniform)
+    strings = torch.tensor(list(itertools.product(range(vocab + 1), repeat=3)))  # every token, BOS included
+
+    def law(model):
+        with torch.no_grad():
+            logits = model(input_ids=torch.cat([torch.full((len(strings), 1), bos), strings], 1)).logits.double()
+        logp = torch.log_softmax(logits, -1)
+        return logp[torch.arange(len(strings))[:, None], torch.arange(3), strings].sum(1).exp()
+
+    exact = law(target)
+    index = {tuple(s.tolist()): i for i, s in enumerate(strings)}
+    n = 1500
+    counts = torch.zeros(len(strings), dtype=torch.float64)
+    torch.manual_seed(1)
+    prompt = torch.tensor([[bos]])
+    for _ in range(n):
+        out = target.generate(prompt, assistant_model=draft, do_sample=True, max_new_tokens=3, min_new_tokens=3,
+                              top_k=0, num_assistant_tokens=2, num_assistant_tokens_schedule="constant")
+        counts[index[tuple(out[0, 1:4].tolist())]] += 1
+    fits = lambda probs: stats.chisquare(counts, probs * n / probs.sum()).pvalue  # noqa: E731
+    assert fits(exact) > 1e-3          # consistent with the target's law
+    assert fits(law(draft)) < 1e-6     # and the test has the power to reject the draft's
