@@ -10,7 +10,7 @@ back what it recorded for its seed, which is merged into the parent's run.
 CUDA (sharing one GPU between spawned workers is untested here, and the provenance's GPU memory covers
 the parent process only). With tracking on, seeds always run in this process (one wandb run per chapter).
 
-Used by: ``dataset-distillation``, ``dmd-one-step``.
+Used by: ``dataset-distillation``, ``dmd-one-step``, ``decoding-helpers``.
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ class Params(ChapterParams):
                       dg_eval=10),
         "cpu": dict(seeds=[0, 1, 2, 3], language_seed=0, n_states=16, vocab_size=12, length=20, lr=3e-3,
                     batch_size=32, target_dim=64, target_layers=2, target_steps=400, draft_dim=16,
-                    draft_pre_steps=100, draft_steps=150, gamma=4, alpha_strings=256, spec_strings=8, kv_layers=6,
+                    draft_pre_steps=100, draft_steps=150, gamma=4, alpha_strings=256, spec_strings=32, kv_layers=6,
                     kv_dim=64, kv_local=2, kv_k=2, kv_prompt=15, kv_base_steps=400, kv_distil_steps=200,
                     dp_digits=4, dp_dim=64, dp_base_steps=700, dp_tune_steps=200, dp_tau=0.9,
                     dp_entropy_weight=2.0, dp_trajectories=1500, dp_eval=300, dg_lm_steps=500, dg_target_share=0.2,
