@@ -38,7 +38,7 @@ from pydantic import Field
 from distillbook import constrained, masked_diffusion, speculative, swiftkv
 from distillbook.claims import Claim
 from distillbook.losses.kd import DIVERGENCES
-from distillbook.models.lm import sample, tiny_gpt2
+from distillbook.models.lm import sample, symbol_logits, tiny_gpt2
 from distillbook.params import ChapterParams
 from distillbook.results import Run
 from distillbook.testbeds.grammar import HMMLanguage, golden_kl, with_bos
@@ -170,11 +170,7 @@ def bed(run: Run) -> Bed:
 
 
 def _next_token_ce(m, x, V, bos):
-    return F.cross_entropy(m(input_ids=with_bos(x, bos)[:, :-1]).logits[..., :V].reshape(-1, V), x.reshape(-1))
-
-
-def _logits(m, x, V, bos):
-    return m(input_ids=with_bos(x, bos)[:, :-1]).logits[..., :V]
+    return F.cross_entropy(symbol_logits(m, x, V, bos).reshape(-1, V), x.reshape(-1))
 
 
 # ---------------------------------------------------------------- 1. DistillSpec
@@ -189,7 +185,7 @@ def distillspec(run: Run, b: Bed, seed: int) -> dict:
          lambda g: b.lang.sample(p.batch_size, g), p.draft_pre_steps, p.lr)
     eval_x = sample(b.target, p.alpha_strings, p.length, bos, _gen(seed, 1), n_symbols=V)
     with torch.no_grad():
-        target_probs = torch.softmax(_logits(b.target, eval_x, V, bos).double(), -1)
+        target_probs = torch.softmax(symbol_logits(b.target, eval_x, V, bos).double(), -1)
     out = {}
     for arm, (_, divergence, source) in DRAFT_ARMS.items():
         draft = copy.deepcopy(draft0)
@@ -200,8 +196,8 @@ def distillspec(run: Run, b: Bed, seed: int) -> dict:
 
             def loss(m, x, fn=fn):
                 with torch.no_grad():
-                    teacher = _logits(b.target, x, V, bos)
-                return fn(_logits(m, x, V, bos), teacher)
+                    teacher = symbol_logits(b.target, x, V, bos)
+                return fn(symbol_logits(m, x, V, bos), teacher)
 
         if source == "data":
             batches = lambda g: b.lang.sample(p.batch_size, g)  # noqa: E731
@@ -210,7 +206,7 @@ def distillspec(run: Run, b: Bed, seed: int) -> dict:
         _fit(run, f"draft-{arm}", seed, draft, loss, batches, p.draft_steps, p.lr)
         draft.eval()
         with torch.no_grad():
-            q = torch.softmax(_logits(draft, eval_x, V, bos).double(), -1)
+            q = torch.softmax(symbol_logits(draft, eval_x, V, bos).double(), -1)
         alpha = float(speculative.acceptance_rate(target_probs, q).mean())
         measured = _measured_block_efficiency(b, draft, p, seed)
         out.update({f"alpha_{arm}": alpha, f"block_analytic_{arm}": float(speculative.block_efficiency(alpha, p.gamma)),

@@ -26,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 from distillbook.claims import Claim, rise_then_fall
 from distillbook.losses.cross_tokenizer import alm_loss, uld_term
 from distillbook.losses.kd import DIVERGENCES, forward_kl
+from distillbook.models import lm
 from distillbook.models.lm import sample, tiny_gpt2
 from distillbook.params import ChapterParams
 from distillbook.plotting import mean_std_band
@@ -190,8 +191,7 @@ def new_lm(run: Run, bed: Bed, dim: int, layers: int, seed: int) -> torch.nn.Mod
 
 def symbol_logits(model: torch.nn.Module, bed: Bed, x: torch.Tensor) -> torch.Tensor:
     """Logits over the V symbols at every position of ``x`` (the model reads BOS + x[:-1])."""
-    device = next(model.parameters()).device
-    return model(input_ids=with_bos(x, bed.bos)[:, :-1].to(device)).logits[..., : bed.V]
+    return lm.symbol_logits(model, x, bed.V, bed.bos)
 
 
 @torch.no_grad()

@@ -30,6 +30,14 @@ def tiny_gpt2(vocab_size: int, d_model: int, n_layer: int, n_head: int = 2, max_
     return GPT2LMHeadModel(config)
 
 
+def symbol_logits(model: torch.nn.Module, x: torch.Tensor, n_symbols: int, bos_id: int) -> torch.Tensor:
+    """Logits over the first ``n_symbols`` ids at every position of strings ``x`` (n, T): the model reads
+    BOS + x[:-1], so position t predicts x_t."""
+    device = next(model.parameters()).device
+    ids = torch.cat([torch.full((len(x), 1), bos_id, dtype=x.dtype, device=x.device), x[:, :-1]], dim=1)
+    return model(input_ids=ids.to(device)).logits[..., :n_symbols]
+
+
 @torch.no_grad()
 def sample(model: torch.nn.Module, n: int, length: int, bos_id: int, generator: torch.Generator,
            n_symbols: int | None = None) -> torch.Tensor:
