@@ -115,4 +115,8 @@ def test_consistency_step_is_a_ddim_step_and_cds_reduces_without_rescaling():
     z_next = sd.euler_step(x_t / abar.sqrt(), eps, sigma, sigma_next)
     torch.testing.assert_close(z_next * abar_next.sqrt(), ddim)
     a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    torch.testing.assert_close(sd.cds(a, b, sigma.float(), sigma_next.float()), b - a)
+    torch.testing.assert_close(sd.cds(a, b, sigma.float(), sigma_next.float()), a - b)
+    # with std rescaling, eps_hat = eps_cfg + r: g = (sigma/sigma') (-r) + (a + r - b)
+    r = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(sd.cds(a, b, sigma.float(), sigma_next.float(), a + r),
+                               (sigma / sigma_next).float() * (-r) + (a + r - b))

@@ -35,13 +35,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from torch.func import functional_call
 
 from distillbook.claims import Claim
 from distillbook.diffusion import Schedule
 from distillbook.losses import distribution_matching as dm
 from distillbook.metrics import accuracy, frechet_distance, precision_recall, sliced_wasserstein
-from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, guided
+from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, frozen, guided, train_denoiser
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.params import ChapterParams
 from distillbook.plotting import mean_std_band, reference_band
@@ -136,47 +135,6 @@ class Params(ChapterParams):
 
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-class frozen:
-    """``net`` called with its weights detached: gradients reach its inputs, never its weights."""
-
-    def __init__(self, net: torch.nn.Module):
-        self.net, self.n_classes = net, getattr(net, "n_classes", 0)
-        self.weights = {n: p.detach() for n, p in net.named_parameters()}
-
-    def __call__(self, *args, **kwargs):
-        return functional_call(self.net, self.weights, args, kwargs)
-
-    def features(self, *args):
-        return self(*args, return_features=True)
-
-
-def train_teacher(run: Run, name: str, net: torch.nn.Module, schedule: Schedule, sample_data, steps: int,
-                  label_dropout: float = 0.0) -> torch.nn.Module:
-    """Denoising score matching on ``sample_data(gen) -> (x0, labels or None)``; frozen afterwards.
-
-    With labels, ``label_dropout`` of them become the null class (classifier-free guidance training).
-    """
-    def batch(gen):
-        x0, labels = sample_data(gen)
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=gen)
-        if labels is not None:
-            drop = torch.rand(len(labels), generator=gen) < label_dropout
-            labels = torch.where(drop, torch.full_like(labels, net.n_classes), labels)
-        return x0, noise, t, labels
-
-    def loss(m, b):
-        x0, noise, t, labels = b
-        return dm.denoising_loss(m(schedule.add_noise(x0, noise, t), t, labels), schedule.target(x0, noise, t))
-
-    seed = run.seeds[0]
-    run.fit(name, seed, net, loss, batch, steps=steps, optimizer=torch.optim.AdamW(net.parameters(), lr=2e-3),
-            scheduler=None)
-    net.eval()
-    net.requires_grad_(False)
-    return net
 
 
 @dataclass(frozen=True)
@@ -372,7 +330,7 @@ def ring_bed(run: Run) -> RingBed:
     mixture, schedule = ring2d.ring(8), Schedule()
     torch.manual_seed(_seed(run.seeds[0], 21))
     net = MLPDenoiser(2, p.ring_hidden).to(run.device)
-    teacher = train_teacher(run, "ring-teacher", net, schedule,
+    teacher = train_denoiser(run, "ring-teacher", net, schedule,
                             lambda gen: (mixture.sample(p.ring_batch, gen)[0], None), p.ring_teacher_steps)
     return RingBed(mixture, schedule, teacher)
 
@@ -464,7 +422,7 @@ def digits_bed(run: Run) -> DigitsBed:
             i = torch.randint(0, len(y), (p.digits_batch,), generator=gen)
             return x[i], y[i]
 
-        teacher = train_teacher(run, "digits-teacher", net.to(run.device), schedule, sample, p.digits_teacher_steps,
+        teacher = train_denoiser(run, "digits-teacher", net.to(run.device), schedule, sample, p.digits_teacher_steps,
                                 label_dropout=0.1)
     classifier = train_classifier(run, x, y)
     all_x = to_model_space(torch.cat([data.train.x, data.val.x, data.test.x]))

@@ -15,9 +15,10 @@ conditional / unconditional predictions and s the guidance scale, eps_cfg = eps_
 - ASD (ScaleDreamer, paper 15):      g = w(t) (eps_cfg(x_t, t) - eps_y(x_{t+dt}, t + dt)), the same noise
 - CDS (Consistent3D, paper 49):      a fixed noise, one Euler step of the probability-flow ODE from t to t'
                                      (variance-exploding form z = x_t / alpha_t, sigma = sqrt(1 - abar) / sqrt(abar)),
-                                     g = (sigma_t / sigma_t') (eps_hat_t - eps_cfg_t) + (eps_cfg_t' - eps_hat_t)
+                                     g = (sigma_t / sigma_t') (eps_cfg_t - eps_hat_t) + (eps_hat_t - eps_cfg_t'):
+                                     SDS with the injected noise replaced by the prediction one ODE step on
 
-Used by: the ``sds-3d-gradients`` chapter (in progress).
+Used by: the ``sds-3d-gradients`` chapter.
 """
 
 from __future__ import annotations
@@ -77,15 +78,17 @@ def euler_step(z: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor, sigma_ne
 
 def cds(eps_cfg_t: torch.Tensor, eps_cfg_next: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
         eps_hat_t: torch.Tensor | None = None, weight=1.0) -> torch.Tensor:
-    """Consistent3D's gradient: w ((sigma_t / sigma_t') (eps_hat_t - eps_cfg_t) + (eps_cfg_t' - eps_hat_t)).
+    """Consistent3D's gradient: w ((sigma_t / sigma_t') (eps_cfg_t - eps_hat_t) + (eps_hat_t - eps_cfg_t')).
 
-    As in threestudio's ``compute_grad_consistency``: ``eps_hat_t`` is the noise implied by the (optionally
-    std-rescaled) x0 reconstruction, by default the guided prediction itself; the Euler step to z_t' uses
-    eps_hat_t, and eps_cfg_t' is the guided prediction there. Without rescaling the gradient is
-    eps_cfg(z_t', t') - eps_cfg(z_t, t).
+    ``eps_hat_t`` is the noise implied by the (optionally std-rescaled) x0 reconstruction, by default the
+    guided prediction itself; the Euler step to z_t' uses eps_hat_t, and eps_cfg_t' is the guided prediction
+    there. Without rescaling g = eps_cfg(z_t, t) - eps_cfg(z_t', t'): where SDS subtracts the injected noise,
+    CDS subtracts the prediction one deterministic step later. Signs follow :func:`sds` (a descent
+    direction); threestudio's ``compute_grad_consistency`` returns the negative and builds its target as
+    latents + grad, the same update.
     """
     eps_hat_t = eps_cfg_t if eps_hat_t is None else eps_hat_t
-    return weight * ((sigma / sigma_next) * (eps_hat_t - eps_cfg_t) + (eps_cfg_next - eps_hat_t))
+    return weight * ((sigma / sigma_next) * (eps_cfg_t - eps_hat_t) + (eps_hat_t - eps_cfg_next))
 
 
 def surrogate(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:

@@ -6,12 +6,14 @@
   interface, for images given as flat vectors (the gpu profile's teacher).
 - :class:`Generator`: a copy of a denoiser evaluated at fixed timesteps, returning x_0 predictions:
   one step from pure noise, or a few steps with re-noising in between (DMD2, SiD).
+- :func:`train_denoiser`: denoising score matching (with null labels for guidance) in the book's loop.
+- :class:`frozen`: a network called with detached weights, so gradients reach only its inputs.
 
 Every denoiser is called as ``net(x_t, t, labels=None)`` and returns its schedule's prediction type;
 ``net(..., return_features=True)`` (or ``net.features(...)``) gives the last hidden layer, which
 DMD2's GAN head reads.
 
-Used by: ``dmd-one-step``.
+Used by: ``dmd-one-step``, ``sds-3d-gradients``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
+from torch.func import functional_call
 
 from distillbook.diffusion import Schedule
+from distillbook.losses.distribution_matching import denoising_loss
 
 
 class MLPDenoiser(nn.Module):
@@ -164,3 +168,44 @@ class Generator(nn.Module):
             t = torch.full((len(z),), self.timesteps[k], dtype=torch.long, device=z.device)
             x0 = self.denoise(self.schedule.add_noise(x0, noise[k - 1], t), k, labels)
         return x0
+
+
+class frozen:
+    """``net`` called with its weights detached: gradients reach its inputs, never its weights."""
+
+    def __init__(self, net: nn.Module):
+        self.net, self.n_classes = net, getattr(net, "n_classes", 0)
+        self.weights = {n: p.detach() for n, p in net.named_parameters()}
+
+    def __call__(self, *args, **kwargs):
+        return functional_call(self.net, self.weights, args, kwargs)
+
+    def features(self, *args):
+        return self(*args, return_features=True)
+
+
+def train_denoiser(run, name: str, net: nn.Module, schedule: Schedule, sample_data, steps: int,
+                   label_dropout: float = 0.0, lr: float = 2e-3) -> nn.Module:
+    """Denoising score matching, E || net(alpha_t x_0 + sigma_t eps, t, y) - target ||^2, on
+    ``sample_data(gen) -> (x0, labels or None)`` with ``run.fit`` (first seed); frozen afterwards.
+
+    With labels, ``label_dropout`` of them become the null class (classifier-free guidance training).
+    """
+    def batch(gen):
+        x0, labels = sample_data(gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=gen)
+        if labels is not None:
+            drop = torch.rand(len(labels), generator=gen) < label_dropout
+            labels = torch.where(drop, torch.full_like(labels, net.n_classes), labels)
+        return x0, noise, t, labels
+
+    def loss(m, b):
+        x0, noise, t, labels = b
+        return denoising_loss(m(schedule.add_noise(x0, noise, t), t, labels), schedule.target(x0, noise, t))
+
+    run.fit(name, run.seeds[0], net, loss, batch, steps=steps, optimizer=torch.optim.AdamW(net.parameters(), lr=lr),
+            scheduler=None)
+    net.eval()
+    net.requires_grad_(False)
+    return net

@@ -13,7 +13,7 @@ The grid is sampled with ``F.grid_sample`` (trilinear), so renders are different
 tests check those gradients by finite differences. Cameras are drawn with a front bias (a share of views
 within +-45 degrees of azimuth 0), so that a 2-D prior trained on them prefers front views.
 
-Used by: the ``sds-3d-gradients`` chapter (in progress).
+Used by: the ``sds-3d-gradients`` chapter.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class Cameras:
 
     def rays(self, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Ray origins and unit directions, each (n, resolution, resolution, 3); pixel (0, 0) is top-left."""
-        az, el = self.azimuth.double(), self.elevation.double()
+        az, el = self.azimuth.double().cpu(), self.elevation.double().cpu()  # rays are built on the CPU
         eye = self.radius * torch.stack([el.cos() * az.cos(), el.cos() * az.sin(), el.sin()], -1)  # (n, 3)
         forward = -eye / eye.norm(dim=-1, keepdim=True)
         up_world = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand_as(forward)
@@ -82,7 +82,7 @@ def scene_field(name: str, colour: str = "blue"):
         raise ValueError(f"scene {name!r}; allowed: {', '.join(PRIMITIVES + PROBES)}")
     if colour not in COLOURS:
         raise ValueError(f"colour {colour!r}; allowed: {', '.join(COLOURS)}")
-    base = torch.tensor(COLOURS[colour], dtype=torch.float64)
+    base_cpu = torch.tensor(COLOURS[colour], dtype=torch.float64)
 
     def field(p: torch.Tensor):
         x, y, z = p.unbind(-1)
@@ -95,12 +95,13 @@ def scene_field(name: str, colour: str = "blue"):
             inside = (radial <= 0.5) & (z.abs() <= 0.6)
         else:  # cone, apex up
             inside = (z >= -0.6) & (z <= 0.6) & (radial <= 0.5 * (0.6 - z) / 1.2)
+        base = base_cpu.to(p.device)
         rgb = base.expand(*p.shape[:-1], 3).clone()
         if name == "red-front-cube":
-            rgb[x >= 0.35] = torch.tensor(COLOURS["red"], dtype=torch.float64)  # a slab a 24^3 grid resolves
+            rgb[x >= 0.35] = torch.tensor(COLOURS["red"], dtype=torch.float64, device=p.device)  # a slab 24^3 resolves
         if name == "head":
             for side in (-0.25, 0.25):  # two dark eyes on the +x side
-                eye = ((p - torch.tensor([0.55, side, 0.15], dtype=torch.float64)).norm(dim=-1) <= 0.16)
+                eye = ((p - torch.tensor([0.55, side, 0.15], dtype=torch.float64, device=p.device)).norm(dim=-1) <= 0.16)
                 rgb[eye] = 0.05
         return OPAQUE * inside.double(), rgb
 
@@ -125,11 +126,32 @@ def _samples(cameras: Cameras, resolution: int, n_samples: int):
     return points, (far - near) / n_samples
 
 
-def render_field(field, cameras: Cameras, resolution: int, n_samples: int = 64, background: float = 1.0) -> torch.Tensor:
-    """Ground-truth images (n, 3, H, W) of an analytic ``field``."""
+def render_field(field, cameras: Cameras, resolution: int, n_samples: int = 64, background: float = 1.0,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Ground-truth images (n, 3, H, W) of an analytic ``field``, evaluated on ``device``, returned on the CPU."""
     points, delta = _samples(cameras, resolution, n_samples)
-    density, rgb = field(points)
-    return _composite(density, rgb, delta, background).permute(0, 3, 1, 2).float()
+    density, rgb = field(points.to(device))
+    return _composite(density, rgb, delta, background).permute(0, 3, 1, 2).float().cpu()
+
+
+def query_grid(raw_density: torch.Tensor, raw_colour: torch.Tensor, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Trilinear density (...,) and rgb (..., 3) of a raw grid (1, 1, D, D, D) / (1, 3, D, D, D) at ``points``
+    (..., 3): density = softplus, colour = sigmoid, zero density outside the cube."""
+    shape = points.shape[:-1]
+    # grid_sample indexes (x, y, z) as (W, H, D): the grid's last axis is x
+    grid = points.reshape(1, 1, 1, -1, 3).to(raw_density.dtype)
+    density = F.grid_sample(raw_density, grid, align_corners=True).reshape(shape)
+    colour = F.grid_sample(raw_colour, grid, align_corners=True, padding_mode="border").reshape(3, -1).T
+    inside = (points.abs() <= 1).all(-1)
+    return F.softplus(density) * OPAQUE / 4 * inside, torch.sigmoid(colour).reshape(*shape, 3)
+
+
+def render_grid(raw_density: torch.Tensor, raw_colour: torch.Tensor, cameras: Cameras, resolution: int,
+                n_samples: int = 32, background: float = 1.0) -> torch.Tensor:
+    """Differentiable images (n, 3, H, W) of a raw grid (see :func:`query_grid`)."""
+    points, delta = _samples(cameras, resolution, n_samples)
+    density, rgb = query_grid(raw_density, raw_colour, points.to(raw_density.device))
+    return _composite(density, rgb, delta, background).permute(0, 3, 1, 2)
 
 
 class VoxelGrid(torch.nn.Module):
@@ -144,20 +166,11 @@ class VoxelGrid(torch.nn.Module):
 
     def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Trilinear density (...,) and rgb (..., 3) at ``points`` (..., 3); zero density outside the cube."""
-        shape = points.shape[:-1]
-        # grid_sample indexes (x, y, z) as (W, H, D): the grid's last axis is x
-        grid = points.reshape(1, 1, 1, -1, 3).to(self.density.dtype)
-        raw_density = F.grid_sample(self.density, grid, align_corners=True).reshape(shape)
-        raw_colour = F.grid_sample(self.colour, grid, align_corners=True, padding_mode="border").reshape(3, -1).T
-        inside = (points.abs() <= 1).all(-1)
-        density = F.softplus(raw_density) * OPAQUE / 4 * inside
-        return density, torch.sigmoid(raw_colour).reshape(*shape, 3)
+        return query_grid(self.density, self.colour, points)
 
     def render(self, cameras: Cameras, resolution: int, n_samples: int = 32, background: float = 1.0) -> torch.Tensor:
         """Differentiable images (n, 3, H, W)."""
-        points, delta = _samples(cameras, resolution, n_samples)
-        density, rgb = self.query(points)
-        return _composite(density, rgb, delta, background).permute(0, 3, 1, 2)
+        return render_grid(self.density, self.colour, cameras, resolution, n_samples, background)
 
     @torch.no_grad()
     def fit_field(self, field) -> None:
@@ -169,3 +182,63 @@ class VoxelGrid(torch.nn.Module):
         target = (density * 4 / OPAQUE).clamp(1e-4, 20)
         self.density.copy_(torch.log(torch.expm1(target))[None, None].to(self.density.dtype))  # softplus^-1
         self.colour.copy_(torch.logit(rgb.clamp(1e-3, 1 - 1e-3)).permute(3, 0, 1, 2)[None].to(self.colour.dtype))
+
+
+# ---------------------------------------------------------------- measures on renders
+
+VIEWS = ("front", "side", "back")
+
+
+def view_of(azimuth: torch.Tensor) -> torch.Tensor:
+    """DreamFusion's view-dependent prompt index: 0 front (|azimuth| <= 45 deg), 2 back (>= 135 deg), else 1 side."""
+    a = torch.remainder(azimuth + math.pi, 2 * math.pi) - math.pi  # to [-pi, pi)
+    return torch.where(a.abs() <= math.pi / 4, 0, torch.where(a.abs() >= 3 * math.pi / 4, 2, 1))
+
+
+def opacity(on_white: torch.Tensor, on_black: torch.Tensor) -> torch.Tensor:
+    """Per-pixel opacity (n, H, W) from the same renders over a white and a black background:
+    C_white - C_black = (1 - opacity) (1 - 0)."""
+    return (1 - (on_white - on_black).mean(1)).clamp(0, 1)
+
+
+def saturation(images: torch.Tensor, alpha: torch.Tensor, opaque: float = 0.9) -> torch.Tensor:
+    """Mean chroma, max(rgb) - min(rgb) (the distance from grey), over the opaque pixels (``alpha`` > ``opaque``),
+    so that soft edges blended with the background do not count as washed-out colour; 0 with none."""
+    chroma = images.amax(1) - images.amin(1)
+    mask = alpha > opaque
+    return chroma[mask].mean() if mask.any() else chroma.new_zeros(())
+
+
+def front_feature(images: torch.Tensor, probe: str) -> torch.Tensor:
+    """Share of pixels (per image) showing a probe's front feature: red for ``red-front-cube``, the dark eyes
+    for ``head``."""
+    r, g, b = images.unbind(1)
+    if probe == "red-front-cube":
+        hit = (r > 0.6) & (g < 0.4) & (b < 0.4)
+    elif probe == "head":
+        hit = images.amax(1) < 0.3
+    else:
+        raise ValueError(f"probe {probe!r}; allowed: {', '.join(PROBES)}")
+    return hit.float().mean((1, 2))
+
+
+def janus_score(renders: torch.Tensor, truth: torch.Tensor, cameras: Cameras, probe: str) -> torch.Tensor:
+    """The continuous Janus measure: how much of the front feature back views (|azimuth| >= 135 deg) show,
+    beyond what the truth shows there (a slab's edge can be seen from behind), relative to the truth's front
+    view (azimuth 0) minus the same baseline. 0 is the truth, 1 a second full front."""
+    views = view_of(cameras.azimuth)
+    if not (views == 2).any() or not (cameras.azimuth == 0).any():
+        raise ValueError("janus_score needs a camera at azimuth 0 and back views (|azimuth| >= 135 degrees)")
+    baseline = front_feature(truth[views == 2], probe).mean()
+    front = front_feature(truth[cameras.azimuth == 0], probe).mean()
+    return (front_feature(renders[views == 2], probe).mean() - baseline) / (front - baseline).clamp_min(1e-6)
+
+
+def aligned_psnr(renders: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """PSNR (dB, images in [0, 1]) between turntable ``renders`` and ``truth`` (n views each, evenly spaced),
+    after the cyclic azimuth shift that fits best (a shape found facing another way is not penalised);
+    returns (psnr, shift)."""
+    n = len(truth)
+    mse = torch.stack([((renders.roll(k, 0) - truth) ** 2).mean() for k in range(n)])
+    best = int(mse.argmin())
+    return -10 * torch.log10(mse[best]), best
