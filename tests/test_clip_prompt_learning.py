@@ -1,0 +1,447 @@
+"""The captioned test bed, the tiny CLIP's forwards over embeddings, and the prompt-learning losses."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.stats import median_abs_deviation
+from torch.optim.swa_utils import AveragedModel
+from transformers import CLIPConfig, CLIPModel
+
+from distillbook import prompt_learning as pl
+from distillbook.models import clip as toyclip
+from distillbook.testbeds.captioned import DOMAIN_WORDS, Captioned
+from distillbook.training import fit
+
+
+@pytest.fixture(scope="module")
+def bed():
+    return Captioned()
+
+
+@pytest.fixture(scope="module")
+def model(bed):
+    torch.manual_seed(0)
+    return toyclip.tiny_clip(len(bed.tokenizer)).eval()
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+# ---------------------------------------------------------------- test bed
+
+
+def test_bed_is_deterministic_and_well_formed(bed):
+    images, ids = bed.pretraining_batch(64, gen(1))
+    again, ids_again = bed.pretraining_batch(64, gen(1))
+    assert torch.equal(images, again) and torch.equal(ids, ids_again)
+    assert images.shape == (64, 3, 32, 32) and 0 <= images.min() and images.max() <= 1
+    tok = bed.tokenizer
+    assert tok.eos_id != 2 and tok.vocab[tok.eos_id] == "<eos>"
+    assert (ids[:, 0] == tok.bos_id).all() and ((ids == tok.eos_id).sum(1) == 1).all()
+    captions = [tok.decode(row) for row in ids]
+    assert len(set(captions)) > 40  # templates, synonyms and optional attributes
+    colours = {w for c in bed.colours for w in ("red green blue yellow crimson emerald navy golden".split())}
+    assert any(not set(c.split()) & colours for c in captions)  # some captions leave the colour out
+
+
+def test_base_novel_split_covers_every_attribute(bed):
+    base, novel = bed.base_classes, bed.novel_classes
+    assert len(base) == len(novel) == 10 and not set(base) & set(novel)
+    for split in (base, novel):
+        names = [bed.classnames[c] for c in split]
+        assert {n.split()[1] for n in names} == set(bed.shapes)
+        assert {n.split()[0] for n in names} == set(bed.colours)
+
+
+def test_style_share_and_domains(bed):
+    ids = bed.pretraining_batch(2000, gen(2))[1]
+    text = [bed.tokenizer.decode(r) for r in ids]
+    sketches = np.mean([any(f"a {w} of" in t for w in DOMAIN_WORDS["sketch"]) for t in text])
+    assert sketches == pytest.approx(bed.style_share * bed.style_named["sketch"], abs=0.02)  # 10 % sketches, 80 % named
+    photo, _ = bed.labelled("photo", [0], 8, gen(3))
+    sketch, _ = bed.labelled("sketch", [0], 8, gen(3))
+    assert sketch.mean() > 0.7 > 0.3 > photo.mean()  # paper vs dark background
+    with pytest.raises(ValueError, match="domain"):
+        bed.labelled("painting", [0], 2, gen())
+    with pytest.raises(ValueError, match="shapes"):
+        Captioned(shapes=("square", "hexagon"))
+    with pytest.raises(ValueError, match="classes"):
+        bed.labelled("photo", [99], 2, gen())
+
+
+def test_descriptions_with_wrong_indices(bed):
+    texts, wrong = bed.descriptions(10, gen(4), wrong_share=0.3)
+    assert len(texts) == len(bed.classes) and all(len(t) == 10 for t in texts) and int(wrong.sum()) == 3
+    words = {name: set(name.split()) for name in bed.classnames}
+    synonyms = {"crimson": "red", "emerald": "green", "navy": "blue", "golden": "yellow", "box": "square",
+                "disc": "circle", "wedge": "triangle", "saltire": "cross", "donut": "ring"}
+
+    def described(text):  # the class a description is about
+        said = {synonyms.get(w, w) for w in text.split()}
+        return [name for name, w in words.items() if w <= said]
+
+    for c, name in enumerate(bed.classnames):
+        about = [described(texts[c][i]) for i in range(10)]
+        assert all(a == [name] for a, w in zip(about, wrong) if not w)
+        confusers = {a[0] for a, w in zip(about, wrong) if w}
+        assert len(confusers) == 1 and name not in confusers  # one systematic confuser per class
+    with pytest.raises(ValueError, match="wrong_share"):
+        bed.descriptions(10, gen(), wrong_share=1.0)
+
+
+# ---------------------------------------------------------------- tiny CLIP
+
+
+def test_eos_pooling_and_the_legacy_rule(bed, model):
+    with pytest.raises(ValueError, match="eos_id"):
+        toyclip.tiny_clip(len(bed.tokenizer), eos_id=2)
+    ids = bed.tokenizer.encode(["a red square", "a navy donut on the left"], 12)
+    hidden = model.text_model(input_ids=ids).last_hidden_state
+    eos_at = toyclip.eos_positions(ids, bed.tokenizer.eos_id)
+    assert torch.equal(model.text_model(input_ids=ids).pooler_output, hidden[torch.arange(2), eos_at])
+    # with eos_token_id == 2 transformers pools at argmax(ids): a word, not the end token
+    legacy = CLIPModel(CLIPConfig(text_config=dict(vocab_size=len(bed.tokenizer), hidden_size=32, intermediate_size=64,
+                                                   num_hidden_layers=1, num_attention_heads=2, eos_token_id=2),
+                                  vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                                     num_attention_heads=2, image_size=32, patch_size=8)))
+    out = legacy.text_model(input_ids=ids)
+    assert torch.equal(out.pooler_output, out.last_hidden_state[torch.arange(2), ids.argmax(-1)])
+    assert not torch.equal(ids.argmax(-1), eos_at)
+
+
+def test_text_forward_over_embeddings_equals_stock(bed, model):
+    ids = bed.pretraining_batch(16, gen(5))[1]
+    embeddings = model.text_model.embeddings.token_embedding(ids)
+    eos_at = toyclip.eos_positions(ids, bed.tokenizer.eos_id)
+    with torch.no_grad():
+        ours = toyclip.text_features_from_embeddings(model, embeddings, eos_at)
+        torch.testing.assert_close(ours, toyclip.text_features(model, ids), rtol=0, atol=1e-6)
+        # the causal mask is kept: what comes after the end token cannot change the feature
+        noisy = embeddings.clone()
+        after = torch.arange(ids.shape[1]) > eos_at[:, None]
+        noisy[after] += torch.randn(int(after.sum()), embeddings.shape[-1], generator=gen(6))
+        torch.testing.assert_close(toyclip.text_features_from_embeddings(model, noisy, eos_at), ours, rtol=0, atol=1e-6)
+        noisy[:, 1] += torch.randn(len(ids), embeddings.shape[-1], generator=gen(7))  # ... but what comes before does
+        assert not torch.allclose(toyclip.text_features_from_embeddings(model, noisy, eos_at), ours, atol=1e-3)
+
+
+def test_image_forward_equals_stock_and_takes_deep_prompts(bed, model):
+    images = bed.labelled("photo", [0, 1], 3, gen(7))[0]
+    with torch.no_grad():
+        ours = toyclip.image_features(model, images)
+        torch.testing.assert_close(ours, model.get_image_features(pixel_values=images).pooler_output, rtol=0, atol=1e-6)
+        prompts = 0.5 * torch.randn(2, 4, 64, generator=gen(8))
+        assert not torch.allclose(toyclip.image_features(model, images, prompts), ours, atol=1e-3)
+    with pytest.raises(ValueError, match="prompts"):
+        toyclip.image_features(model, images, torch.zeros(3, 4, 64))
+
+
+def test_contrastive_loss_matches_transformers(bed, model):
+    images, ids = bed.pretraining_batch(12, gen(9))
+    with torch.no_grad():
+        stock = model(input_ids=ids, pixel_values=images, return_loss=True).loss
+        ours = toyclip.clip_loss(toyclip.image_features(model, images), toyclip.text_features(model, ids),
+                                 model.logit_scale)
+        assert ours.item() == pytest.approx(stock.item(), rel=1e-6)
+        # closed form with orthonormal, matched features: each row is log(1 + (n-1) e^{-t})
+        eye = torch.eye(4)
+        expected = math.log(1 + 3 * math.exp(-math.exp(1.0)))
+        assert toyclip.clip_loss(eye, eye, torch.tensor(1.0)).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pretraining_with_fit_fits_a_batch(bed):
+    torch.manual_seed(0)
+    clip = toyclip.tiny_clip(len(bed.tokenizer), width=32, layers=1, heads=2, projection_dim=32)
+    batch = bed.pretraining_batch(16, gen(10))
+    result = fit(clip, toyclip.pretrain_loss, lambda g: batch, steps=60, seed=0,
+                 optimizer=torch.optim.AdamW(clip.parameters(), lr=3e-3), eval_every=20, progress=False)
+    losses = result.column("loss")  # starts near log 16 = 2.77
+    assert losses[-1] < losses[0] - 0.8 and "temperature" in result.history[-1]
+
+
+# ---------------------------------------------------------------- zero-shot, CoOp, IVLP
+
+
+def test_coop_from_the_template_is_zero_shot(bed, model):
+    images, labels = bed.labelled("sketch", bed.novel_classes, 2, gen(10))
+    for split in (bed.base_classes, bed.novel_classes):
+        names = [bed.classnames[c] for c in split]
+        weights = pl.zero_shot_weights(model, bed.tokenizer, names, ["a photo of a {}"])
+        learner = pl.coop(model, bed.tokenizer, names)
+        with torch.no_grad():
+            torch.testing.assert_close(learner(images), pl.zero_shot_logits(model, images, weights), rtol=0, atol=1e-5)
+    random_ctx = pl.coop(model, bed.tokenizer, names, ctx_init=None, n_ctx=4, generator=gen(11))
+    with torch.no_grad():
+        assert not torch.allclose(random_ctx(images), learner(images), atol=1e-3)
+
+
+def test_template_ensembles(bed, model):
+    names = bed.classnames[:5]
+    single = pl.zero_shot_weights(model, bed.tokenizer, names, ["a photo of a {}"])
+    ids = bed.tokenizer.encode([f"a photo of a {n}" for n in names], 16)
+    torch.testing.assert_close(single, F.normalize(toyclip.text_features(model, ids), dim=-1), rtol=0, atol=1e-6)
+    torch.testing.assert_close(pl.zero_shot_weights(model, bed.tokenizer, names, ["a photo of a {}"] * 3), single)
+    other = pl.zero_shot_weights(model, bed.tokenizer, names, ["a sketch of a {}"])
+    pair = pl.zero_shot_weights(model, bed.tokenizer, names, ["a photo of a {}", "a sketch of a {}"])
+    torch.testing.assert_close(pair, F.normalize(single + other, dim=-1))
+    with pytest.raises(ValueError, match="templates"):
+        pl.zero_shot_weights(model, bed.tokenizer, names, ["a photo of a"])
+
+
+def test_ivlp_trains_only_prompts(bed, model):
+    names = [bed.classnames[c] for c in bed.base_classes]
+    learner = pl.ivlp(model, bed.tokenizer, names, depth=2, generator=gen(12))
+    assert set(learner.prompts()) == {"ctx", "deep_text", "vision_prompts"}
+    images, labels = bed.labelled("photo", bed.base_classes, 1, gen(13))
+    pl.coop_loss(learner, (images, labels)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.prompts().values())
+    assert all(p.grad is None for p in model.parameters())
+    learner.set_classnames(names[:3])
+    assert learner(images).shape == (len(images), 3)
+    with pytest.raises(ValueError, match="text_depth"):
+        pl.PromptLearner(model, bed.tokenizer, names, text_depth=3)
+    with pytest.raises(ValueError, match="n_ctx"):
+        pl.coop(model, bed.tokenizer, names, ctx_init="a photo of a", n_ctx=2)
+    with pytest.raises(ValueError, match="vocabulary"):
+        pl.coop(model, bed.tokenizer, ["purple hexagon"])
+
+
+def test_harmonic_mean():
+    assert pl.harmonic_mean(0.8, 0.6) == pytest.approx(2 * 0.48 / 1.4)
+    assert pl.harmonic_mean(0.7, 0.7) == pytest.approx(0.7) and pl.harmonic_mean(0.0, 0.0) == 0.0
+    with pytest.raises(ValueError, match="accuracies"):
+        pl.harmonic_mean(80, 60)
+
+
+# ---------------------------------------------------------------- PromptSRC
+
+
+def test_kl_term_matches_the_explicit_formula():
+    logits, zs = torch.randn(6, 5, generator=gen(14)) * 3, torch.randn(6, 5, generator=gen(15)) * 3
+    p_zs, log_p = zs.softmax(-1), logits.log_softmax(-1)
+    expected = (p_zs * (p_zs.log() - log_p)).sum() / logits.numel()
+    assert pl.kl_to_zero_shot(logits, zs).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert pl.kl_to_zero_shot(zs, zs).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_promptsrc_loss_parts():
+    g = gen(16)
+    logits, zs = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    text, frozen_text, image, frozen_image = (F.normalize(torch.randn(n, 8, generator=g), dim=-1) for n in (3, 3, 4, 4))
+    labels = torch.tensor([0, 1, 2, 0])
+    loss, parts = pl.promptsrc_loss(logits, labels, text, frozen_text, image, frozen_image, zs)
+    expected = (F.cross_entropy(logits, labels) + 25 * (text - frozen_text).abs().mean()
+                + 10 * (image - frozen_image).abs().mean() + pl.kl_to_zero_shot(logits, zs))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and set(parts) == {"ce", "l1_text", "l1_image", "kl"}
+    plain, _ = pl.promptsrc_loss(logits, labels, text, frozen_text, image, frozen_image, zs, 0, 0, 0)
+    assert plain.item() == pytest.approx(F.cross_entropy(logits, labels).item())
+    with pytest.raises(ValueError, match="image_weight"):
+        pl.promptsrc_loss(logits, labels, text, frozen_text, image, frozen_image, zs, image_weight=-1)
+
+
+def test_gaussian_weights():
+    w = pl.gaussian_weights(20, mean=15, std=1)
+    assert w.sum().item() == pytest.approx(1.0, abs=1e-12) and int(w.argmax()) == 14  # epoch 15
+    assert w[13].item() == pytest.approx(w[15].item()) and w[0].item() < 1e-20
+    with pytest.raises(ValueError, match="std"):
+        pl.gaussian_weights(10, 5, 0)
+
+
+def test_gpa_equals_averaged_model_and_explicit_average(bed, model):
+    learner = pl.ivlp(model, bed.tokenizer, bed.classnames[:4], depth=2, generator=gen(17))
+    weights = pl.gaussian_weights(6, mean=4, std=1.5)
+    cumulative = weights.cumsum(0)
+    # running weighted mean: A_1 = P_1, A_k = A_{k-1} + (a_k / sum_{j<=k} a_j) (P_k - A_{k-1}); A_E = sum_k a_k P_k
+    reference = AveragedModel(learner, avg_fn=lambda avg, p, n: avg + float(weights[n] / cumulative[n]) * (p - avg))
+    gpa = pl.GaussianPromptAggregation(learner, weights)
+    snapshots = []
+    for epoch in range(6):
+        with torch.no_grad():
+            for p in learner.prompts().values():
+                p.add_(torch.randn(p.shape, generator=gen(100 + epoch)))
+        snapshots.append({k: v.detach().clone() for k, v in learner.prompts().items()})
+        gpa.update(learner)
+        reference.update_parameters(learner)
+    with pytest.raises(ValueError, match="epochs"):
+        gpa.update(learner)
+    gpa.load_into(learner)
+    averaged = dict(reference.module.named_parameters())
+    for name, p in learner.prompts().items():
+        explicit = sum(float(a) * s[name] for a, s in zip(weights, snapshots))
+        torch.testing.assert_close(p.detach(), explicit, rtol=0, atol=1e-6)
+        torch.testing.assert_close(p.detach(), averaged[name].detach(), rtol=0, atol=1e-5)
+
+
+def test_promptsrc_objective_is_zero_regularised_at_zero_shot(bed, model):
+    names = [bed.classnames[c] for c in bed.base_classes]
+    frozen = pl.zero_shot_weights(model, bed.tokenizer, names, ["a photo of a {}"])
+    images, labels = bed.labelled("photo", bed.base_classes, 1, gen(18))
+    loss, parts = pl.promptsrc_objective(frozen)(pl.coop(model, bed.tokenizer, names), (images, labels))
+    assert parts["l1_text"] < 1e-6 and parts["l1_image"] == 0 and parts["kl"] < 1e-6
+    assert loss.item() == pytest.approx(parts["ce"], abs=1e-4)
+    with pytest.raises(ValueError, match="frozen_text_features"):
+        pl.promptsrc_objective(frozen[:3])(pl.coop(model, bed.tokenizer, names), (images, labels))
+
+
+# ---------------------------------------------------------------- BiomedCoOp
+
+
+def test_robust_z_scores_match_scipy():
+    scores = torch.randn(31, generator=gen(19), dtype=torch.float64)
+    scores[[3, 7]] = torch.tensor([9.0, -7.0], dtype=torch.float64)
+    x = scores.numpy()
+    expected = (x - np.median(x)) / median_abs_deviation(x, scale="normal")
+    np.testing.assert_allclose(pl.robust_z_scores(scores).numpy(), expected, rtol=1e-4)  # 1.4826 vs 1/Phi^-1(3/4)
+    even = scores[:30].numpy()  # the median of an even count is the mean of the middle two
+    expected = (even - np.median(even)) / median_abs_deviation(even, scale="normal")
+    np.testing.assert_allclose(pl.robust_z_scores(scores[:30]).numpy(), expected, rtol=1e-4)
+    keep = pl.prune_descriptions(scores, tau=3.0)
+    assert not keep[3] and not keep[7] and keep.sum() >= 27
+    assert pl.prune_descriptions(scores, tau=1e-3).sum() == 1  # the median is always kept
+    with pytest.raises(ValueError, match="tau"):
+        pl.prune_descriptions(scores, tau=0)
+
+
+def test_description_scores_and_ensembles(bed, model):
+    texts, _ = bed.descriptions(3, gen(20))
+    features = pl.description_features(model, bed.tokenizer, texts[:4])
+    assert features.shape == (4, 3, 64)
+    u = F.normalize(torch.randn(5, 64, generator=gen(21)), dim=-1)
+    scores = pl.description_scores(u, features, torch.tensor(10.0))
+    for i in range(3):
+        assert scores[i].item() == pytest.approx((10 * u @ features[:, i].T).max(1).values.mean().item(), rel=1e-5)
+    # a one-description ensemble is that description's classifier
+    only_first = torch.tensor([True, False, False])
+    torch.testing.assert_close(pl.ensemble(features, only_first), features[:, 0])
+    torch.testing.assert_close(pl.ensemble(features), F.normalize(features.mean(1), dim=-1))
+
+
+def test_biomedcoop_loss_and_objective(bed, model):
+    names = bed.classnames[:4]
+    texts, wrong = bed.descriptions(10, gen(22), wrong_share=0.2)
+    features = pl.description_features(model, bed.tokenizer, texts[:4])
+    learner = pl.coop(model, bed.tokenizer, names)
+    images, labels = bed.labelled("medical", [0, 1, 2, 3], 2, gen(23))
+    loss, parts = pl.biomedcoop_objective(features, tau=1.0)(learner, (images, labels))
+    text = learner.text_features()
+    assert parts["mse"] == pytest.approx(F.mse_loss(text, pl.ensemble(features)).item(), rel=1e-5)
+    assert 0 < parts["kept"] <= 1
+    assert loss.item() == pytest.approx(parts["ce"] + parts["mse"] + parts["kl"], rel=1e-5)
+    _, parts_all = pl.biomedcoop_objective(features, tau=None)(learner, (images, labels))
+    assert "kept" not in parts_all and parts_all["mse"] == pytest.approx(parts["mse"])
+    with pytest.raises(ValueError, match="mse_weight"):
+        pl.biomedcoop_loss(text, labels, text, text, text, mse_weight=-1)
+
+
+# ---------------------------------------------------------------- the chapter
+
+from distillbook.chapters import clip_prompt_learning as chapter  # noqa: E402
+from distillbook.params import ParameterError  # noqa: E402
+from distillbook.results import Run  # noqa: E402
+
+
+def test_chapter_claims_read_the_right_arms(scratch):
+    p = chapter.Params.for_profile("smoke", seeds=[0, 1, 2, 3])
+    run = Run("clip-prompt-learning", p)
+    lo, hi, w = min(p.shots), max(p.shots), f"{p.wrong_share:g}"
+    accs = {"zeroshot": (0.6, 0.6), "ensemble": (0.62, 0.62), f"coop-{hi}": (0.8, 0.5), "ivlp": (0.8, 0.55),
+            "ivlp_l1": (0.79, 0.6), "ivlp_l1_kl": (0.79, 0.62), "promptsrc": (0.795, 0.64)}
+    for k in p.shots:
+        accs.setdefault(f"coop-{k}", (0.7, 0.55))
+    med = {("coop", w, lo): (0.4, 0.3), ("biomed", w, lo): (0.5, 0.5), ("coop", w, hi): (0.7, 0.6),
+           ("biomed", w, hi): (0.72, 0.62)}
+    for s in run.seeds:
+        e = 0.001 * s
+        values = {}
+        for arm, (b, n) in accs.items():
+            values |= {f"{arm}/base": b + e, f"{arm}/novel": n + e, f"{arm}/hm": 2 * b * n / (b + n) + e}
+        for wrong in (w, "0"):
+            for k in p.shots:
+                for arm in chapter.BIOMED_ARMS:
+                    b, n = med.get((arm, wrong, k), (0.5, 0.5))
+                    if arm == "biomed_noprune":  # pruning: +2 points with wrong descriptions, +0.2 without
+                        b, n = med.get(("biomed", wrong, k), (0.5, 0.5))
+                        b, n = b - (0.02 if wrong == w else 0.002), n - (0.02 if wrong == w else 0.002)
+                    values |= {f"medical/{arm}-w{wrong}-{k}/base": b + e, f"medical/{arm}-w{wrong}-{k}/novel": n + e,
+                               f"medical/{arm}-w{wrong}-{k}/hm": 2 * b * n / (b + n) + e}
+        run.record(s, **values)
+    verdicts = {r["id"]: r["verdict"] for r in chapter.evaluate_claims(run)}
+    assert verdicts == {
+        "promptsrc-raises-novel": "reproduced", "promptsrc-keeps-base": "reproduced",
+        "promptsrc-raises-hm": "reproduced", "gpa-raises-hm": "reproduced",
+        "coop-forgets-novel": "reproduced",  # 0.5 vs 0.6
+        "biomedcoop-gains-most-at-few-shots": "reproduced", "biomedcoop-gains-on-novel": "reproduced",
+        "pruning-helps-with-wrong-descriptions": "reproduced", "pruning-neutral-without-wrong": "reproduced",
+    }
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"shots": [4, 1]}, "shots must increase"),
+    ({"ivlp_depth": 5}, "ivlp_depth"),
+    ({"prompt_steps": 5, "gpa_epochs": 2}, "multiple of gpa_epochs"),
+    ({"shapes": ["square", "torus"]}, "shapes"),
+    ({"domain": "cartoon"}, "domain"),
+])
+def test_chapter_bad_parameters_are_named(override, match):
+    with pytest.raises(ParameterError, match=match):
+        chapter.Params.for_profile("smoke", **override)
+
+
+def test_trained_prompts_resume_with_gpa(tmp_path):
+    """A PromptSRC run killed after its first checkpoint and started again ends with the same prompts (the
+    GPA sums live in the checkpointed module)."""
+    bed_ = Captioned(("square", "circle"), ("red", "green"), 16)
+    torch.manual_seed(0)
+    clip = toyclip.tiny_clip(len(bed_.tokenizer), 16, 8, 16, 2, 2, 16).eval().requires_grad_(False)
+    names = bed_.classnames[:2]
+    images, labels = bed_.labelled("sketch", [0, 1], 4, gen(3))
+    weights = pl.gaussian_weights(4, 3.0, 1.0)
+
+    calls = []
+
+    def train(steps, checkpoint, crash_at=None):
+        calls.clear()
+        learner = pl.ivlp(clip, bed_.tokenizer, names, depth=2, n_vision_ctx=2, generator=gen(5))
+        trainee = chapter.Trainee(learner, pl.GaussianPromptAggregation(learner, weights))
+
+        def after(m):
+            if int(m.step) % 2 == 0:
+                m.gpa.update(m.learner)
+
+        def loss(m, b):
+            m.step += 1
+            calls.append(int(m.step))
+            if int(m.step) == crash_at:
+                raise KeyboardInterrupt  # the interrupt, after the checkpoint at step 4
+            return pl.coop_loss(m.learner, b)
+
+        opt = torch.optim.SGD(list(learner.prompts().values()), lr=0.05, momentum=0.9)
+        fit(trainee, loss, lambda g: (images, labels), steps=steps, optimizer=opt, seed=0, checkpoint=checkpoint,
+            checkpoint_every=4, after_step=after, progress=False)
+        trainee.gpa.load_into(learner)
+        return {k: v.detach().clone() for k, v in learner.prompts().items()}
+
+    straight = train(8, tmp_path / "a.pt")
+    with pytest.raises(KeyboardInterrupt):
+        train(8, tmp_path / "b.pt", crash_at=7)
+    resumed = train(8, tmp_path / "b.pt")
+    assert calls == [5, 6, 7, 8]  # it did resume: the GPA updates of epochs 1-2 came from the checkpoint
+    for name in straight:
+        torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
+
+
+def test_clip_checkpoint_loads_a_saved_model_and_checks_it(tmp_path):
+    """The online path (``clip_checkpoint``), exercised on a tiny model saved locally."""
+    data = chapter.make_bed(chapter.Params.for_profile("smoke"))
+    torch.manual_seed(0)
+    saved = toyclip.tiny_clip(len(data.tokenizer), 16, 8, 16, 2, 2, 16)
+    saved.save_pretrained(tmp_path / "clip")
+    loaded = chapter.load_clip(str(tmp_path / "clip"), len(data.tokenizer), 16)
+    ids = data.tokenizer.encode(["a red square"], 8)
+    torch.testing.assert_close(toyclip.text_features(loaded, ids), toyclip.text_features(saved, ids))
+    with pytest.raises(ValueError, match="image size"):
+        chapter.load_clip(str(tmp_path / "clip"), len(data.tokenizer), 32)
