@@ -38,6 +38,9 @@ def test_measures_on_ground_truth():
     truth = v3.render_field(field, cams, 16)
     alpha = v3.opacity(truth, v3.render_field(field, cams, 16, background=0.0))
     assert chapter.image_metrics(truth, alpha, truth, alpha, "red-front-cube")["janus"] == 0.0
+    for turn in (4, 8, 11):  # the truth facing another way is not two-faced
+        assert chapter.image_metrics(truth.roll(turn, 0), alpha, truth, alpha, "red-front-cube")["janus"] == \
+            pytest.approx(0.0, abs=0.01)
 
     def two_faced(points):
         mirrored = points.clone()
@@ -95,20 +98,31 @@ def test_ddim_inversion_is_the_closed_form_deterministic_step():
     torch.testing.assert_close(x_t, x)
 
 
-def test_vsd_vanishes_when_particles_render_what_the_prior_knows():
-    """ProlificDreamer's fixed point, with exact finite-set scores: at CFG 1, if the particles' renders are the
-    prior's images, the exact fake score is the prior's score and g = 0, whatever the noise; SDS is not 0."""
+def test_vsd_with_exact_scores_vanishes_at_the_prior_and_points_back_to_it():
+    """ProlificDreamer's fixed point, with exact finite-set scores at CFG 1: when the particles' renders are the
+    prior's images the fake score is the prior's and g = 0, whatever the noise (SDS is not 0). When they are the
+    images shifted by u, the noise-averaged g points along u, so descending it moves the particles back."""
     gen = torch.Generator().manual_seed(3)
     images = torch.randn(6, 12, generator=gen, dtype=torch.float64)
-    alpha = torch.tensor([0.8, 0.5], dtype=torch.float64)
+    alpha = torch.full((6,), 0.8, dtype=torch.float64)
     sigma = (1 - alpha ** 2).sqrt()
-    x = images[:2]
-    noise = torch.randn(2, 12, generator=gen, dtype=torch.float64)
-    x_t = alpha[:, None] * x + sigma[:, None] * noise
-    eps = lambda pool: (x_t - alpha[:, None] * sd.finite_set_x0(x_t, alpha, sigma, pool)) / sigma[:, None]  # noqa: E731
-    real, fake = eps(images), eps(images[torch.randperm(6, generator=gen)])
-    torch.testing.assert_close(sd.vsd(real, fake, 1.0), torch.zeros_like(x))
+
+    def eps(x_t, pool):
+        return (x_t - alpha[:, None] * sd.finite_set_x0(x_t, alpha, sigma, pool)) / sigma[:, None]
+
+    noise = torch.randn(6, 12, generator=gen, dtype=torch.float64)
+    x_t = alpha[:, None] * images + sigma[:, None] * noise
+    real, fake = eps(x_t, images), eps(x_t, images[torch.randperm(6, generator=gen)])
+    torch.testing.assert_close(sd.vsd(real, fake, 1.0), torch.zeros_like(images))
     assert sd.sds(real, noise, 1.0).abs().max() > 1e-3
+    u = torch.randn(12, generator=gen, dtype=torch.float64)
+    particles = images + 0.3 * u
+    g = torch.zeros(6, 12, dtype=torch.float64)
+    for _ in range(200):
+        x_t = alpha[:, None] * particles + sigma[:, None] * torch.randn(6, 12, generator=gen, dtype=torch.float64)
+        g += sd.vsd(eps(x_t, images), eps(x_t, particles), 1.0) / 200
+    cosine = torch.nn.functional.cosine_similarity(g, u.expand_as(g), dim=1)
+    assert (cosine > 0.5).all(), cosine
 
 
 def test_amortised_generator_starts_empty_and_prompts_are_spread():

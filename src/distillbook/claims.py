@@ -176,6 +176,12 @@ def rise_then_fall(curves: Sequence[Sequence[float]]) -> np.ndarray:
     return out
 
 
+def mean_std_text(values: Sequence[float], digits: int = 3) -> str:
+    """'mean ± std' (sample std) of per-seed values to ``digits`` significant digits; the mean alone for one seed."""
+    x = np.asarray(values, dtype=float)
+    return f"{x.mean():.{digits}g} ± {x.std(ddof=1):.{digits}g}" if len(x) > 1 else f"{x.mean():.{digits}g}"
+
+
 def format_mean_std(mean: float, std: float, digits: int = 3) -> str:
     if math.isnan(mean):
         return "n/a"

@@ -20,6 +20,17 @@ import torch
 DEFAULT_THREADS = 1
 
 
+def derived_seed(*parts: int) -> int:
+    """A 32-bit seed for one purpose of one run seed, e.g. ``derived_seed(seed, arm, role)``: numpy's
+    ``SeedSequence`` mixes the parts, so no two distinct tuples collide in practice."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
+
+
+def derived_generator(*parts: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`derived_seed` of ``parts``."""
+    return torch.Generator().manual_seed(derived_seed(*parts))
+
+
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's global generators (CPU and CUDA)."""
     random.seed(seed)

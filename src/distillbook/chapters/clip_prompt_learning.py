@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 
 from distillbook import prompt_learning as pl
-from distillbook.claims import Claim
+from distillbook.claims import Claim, mean_std_text
 from distillbook.models import clip as toyclip
 from distillbook.params import ChapterParams
+from distillbook.runtime import derived_generator, derived_seed
 from distillbook.plotting import mean_std_band, reference_band
 from distillbook.results import Run
 from distillbook.testbeds.captioned import DOMAIN_WORDS, Captioned
@@ -121,14 +122,6 @@ class Params(ChapterParams):
         return self
 
 
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
-def _gen(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(_seed(*parts))
-
-
 # ---------------------------------------------------------------- the pretrained CLIP
 
 
@@ -163,7 +156,7 @@ def pretrain(run: Run) -> Bed:
     if p.clip_checkpoint is not None:
         clip = load_clip(p.clip_checkpoint, len(data.tokenizer), p.image_size)
     else:
-        torch.manual_seed(_seed(run.seeds[0], 1))
+        torch.manual_seed(derived_seed(run.seeds[0], 1))
         clip = toyclip.tiny_clip(len(data.tokenizer), p.image_size, p.patch_size, p.clip_width, p.clip_layers,
                                  p.clip_heads, p.clip_width, data.max_length)
         optimizer = torch.optim.AdamW(clip.parameters(), lr=p.pretrain_lr, weight_decay=0.1)
@@ -201,7 +194,7 @@ class TestSet:
 
 
 def test_set(bed: Bed, domain: str, classes: list[int], per_class: int, seed: int) -> TestSet:
-    gen = _gen(seed, 7, len(classes), list(DOMAIN_WORDS).index(domain))
+    gen = derived_generator(seed, 7, sum(classes), len(classes), list(DOMAIN_WORDS).index(domain))
     images, labels = bed.data.labelled(domain, classes, per_class, gen)
     images, labels = images.to(bed.device), labels.to(bed.device)
     with torch.no_grad():
@@ -273,12 +266,12 @@ def train_prompts(run: Run, name: str, seed: int, learner: pl.PromptLearner, obj
 
 
 def coop_learner(bed: Bed, names: list[str], seed: int) -> pl.PromptLearner:
-    return pl.coop(bed.clip, bed.data.tokenizer, names, generator=_gen(seed, 3)).to(bed.device)
+    return pl.coop(bed.clip, bed.data.tokenizer, names, generator=derived_generator(seed, 3)).to(bed.device)
 
 
 def ivlp_learner(p: Params, bed: Bed, names: list[str], seed: int) -> pl.PromptLearner:
     return pl.ivlp(bed.clip, bed.data.tokenizer, names, depth=p.ivlp_depth, n_vision_ctx=p.vision_tokens,
-                   generator=_gen(seed, 3)).to(bed.device)
+                   generator=derived_generator(seed, 3)).to(bed.device)
 
 
 def ensemble_weights(bed: Bed, names: list[str], templates=TEMPLATES) -> torch.Tensor:
@@ -299,7 +292,7 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict:
     for arm, weights in (("zeroshot", single), ("ensemble", ensemble)):
         for k, v in base_novel(None, tests, bed, weights).items():
             out[f"{arm}/{k}"] = v
-    few_shot = {k: bed.data.labelled(p.domain, bed.base, k, _gen(seed, 11, k)) for k in p.shots}
+    few_shot = {k: bed.data.labelled(p.domain, bed.base, k, derived_generator(seed, 11, k)) for k in p.shots}
     for k in p.shots:
         learner = train_prompts(run, f"coop-{k}", seed, coop_learner(bed, bed.base_names, seed), pl.coop_loss, few_shot[k])
         for name, v in base_novel(learner, tests, bed).items():
@@ -325,9 +318,9 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict:
                   (("base", bed.base_names), ("novel", bed.novel_names))}
     for name, v in base_novel(None, med, bed, med_single).items():
         out[f"medical/zeroshot/{name}"] = v
-    med_shots = {k_: bed.data.labelled("medical", bed.base, k_, _gen(seed, 13, k_)) for k_ in p.shots}
+    med_shots = {k_: bed.data.labelled("medical", bed.base, k_, derived_generator(seed, 13, k_)) for k_ in p.shots}
     for wrong in (p.wrong_share, 0.0):
-        texts, _ = bed.data.descriptions(p.descriptions, _gen(seed, 17, int(100 * wrong)), wrong, domain="medical")
+        texts, _ = bed.data.descriptions(p.descriptions, derived_generator(seed, 17, int(100 * wrong)), wrong, domain="medical")
         features = pl.description_features(bed.clip, bed.data.tokenizer, [texts[c] for c in bed.base])
         arms = BIOMED_ARMS if wrong else ("biomed_noprune", "biomed")
         for k_ in p.shots:
@@ -404,11 +397,6 @@ def evaluate_claims(run: Run) -> list[dict]:
     ]
 
 
-def _ms(values, digits: int = 3) -> str:
-    x = np.asarray(values, dtype=float)
-    return f"{x.mean():.{digits}g} ± {x.std(ddof=1):.{digits}g}" if len(x) > 1 else f"{x.mean():.{digits}g}"
-
-
 ARM_LABELS = {"zeroshot": "zero-shot, 'a photo of a {}'", "ensemble": f"zero-shot, {len(TEMPLATES)}-template ensemble",
               "ivlp": "IVLP", "ivlp_l1": "IVLP + L1 features", "ivlp_l1_kl": "IVLP + L1 + KL",
               "promptsrc": "PromptSRC (+ GPA)", "coop": "CoOp", "coop_mse": "CoOp + ensemble MSE",
@@ -424,14 +412,14 @@ def summary_markdown(run: Run) -> str:
     rows = ["zeroshot", "ensemble"] + [f"coop-{k}" for k in p.shots] + list(SRC_ARMS)
     for arm in rows:
         label = ARM_LABELS.get(arm) or f"CoOp, {arm.split('-')[1]} shots"
-        lines.append(f"| {label} | {_ms(v(f'{arm}/base'))} | {_ms(v(f'{arm}/novel'))} | {_ms(v(f'{arm}/hm'))} |")
-    lines += ["", f"**medical-like**, HM (zero-shot with 'a scan of a {{}}': {_ms(v('medical/zeroshot/hm'))}):", "",
+        lines.append(f"| {label} | {mean_std_text(v(f'{arm}/base'))} | {mean_std_text(v(f'{arm}/novel'))} | {mean_std_text(v(f'{arm}/hm'))} |")
+    lines += ["", f"**medical-like**, HM (zero-shot with 'a scan of a {{}}': {mean_std_text(v('medical/zeroshot/hm'))}):", "",
               "| method | wrong descriptions | " + " | ".join(f"{k} shots" for k in p.shots) + " |",
               "|---|---|" + "---|" * len(p.shots)]
     for wrong, arms in ((f"{p.wrong_share:g}", BIOMED_ARMS), ("0", ("biomed_noprune", "biomed"))):
         for arm in arms:
             lines.append(f"| {ARM_LABELS[arm]} | {wrong} | " +
-                         " | ".join(_ms(v(f"medical/{arm}-w{wrong}-{k}/hm")) for k in p.shots) + " |")
+                         " | ".join(mean_std_text(v(f"medical/{arm}-w{wrong}-{k}/hm")) for k in p.shots) + " |")
     return "\n".join(lines)
 
 
@@ -444,7 +432,7 @@ def plot_domains(bed: Bed, per_domain: int = 6):
                              layout="constrained")
     classes = list(range(0, len(bed.data.classes), max(1, len(bed.data.classes) // per_domain)))[:per_domain]
     for r, domain in enumerate(DOMAIN_WORDS):
-        images, labels = bed.data.labelled(domain, classes, 1, _gen(0, 99, r))
+        images, labels = bed.data.labelled(domain, classes, 1, derived_generator(0, 99, r))
         for ax, image, label in zip(axes[r], images, labels):
             ax.imshow(image.permute(1, 2, 0).numpy())
             ax.set_xticks([])

@@ -37,6 +37,7 @@ from distillbook.metrics import accuracy
 from distillbook.models.convnet import ConvNet
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.params import ChapterParams
+from distillbook.runtime import derived_seed
 from distillbook.plotting import mean_std_band
 from distillbook.results import Run
 from distillbook.testbeds import digits, shapes
@@ -121,10 +122,6 @@ class Params(ChapterParams):
 # ---------------------------------------------------------------- shared pieces
 
 
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
-
-
 @dataclass(frozen=True)
 class Data:
     """A test bed's splits (images flattened), image shape and number of classes."""
@@ -201,9 +198,9 @@ def evaluate_set(run: Run, data: Data, x: torch.Tensor, targets: torch.Tensor | 
         return xa, (relabel(xa) if relabel is not None else targets)
 
     def train_one(lr, k):
-        net = new_net(p, data, _seed(seed, 7, k))
+        net = new_net(p, data, derived_seed(seed, 7, k))
         fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=p.eval_steps,  # ids or probabilities
-            optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 8, k), progress=False)
+            optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=derived_seed(seed, 8, k), progress=False)
         return net
 
     return best_on_validation(run, data, (*p.eval_lrs, *extra_lrs), train_one)
@@ -244,9 +241,9 @@ def experts(run: Run, data: Data, seed: int, smooth: bool) -> list:
     p = run.params
     out = []
     for e in range(p.n_experts):
-        model = new_net(p, data, _seed(seed, 1, e))
+        model = new_net(p, data, derived_seed(seed, 1, e))
         out.append(expert_trajectory(model, data.train.x, data.train.y, epochs=p.expert_epochs, lr=p.expert_lr,
-                                     batch_size=p.expert_batch, generator=torch.Generator().manual_seed(_seed(seed, 2, e)),
+                                     batch_size=p.expert_batch, generator=torch.Generator().manual_seed(derived_seed(seed, 2, e)),
                                      gradient_penalty=p.ast_penalty if smooth else 0.0,
                                      loss_scales=p.ast_loss_ramp if smooth else ()))
     return out
@@ -283,7 +280,7 @@ def train_teachers(run: Run, data: Data, seed: int) -> list[torch.nn.Module]:
     p = run.params
     teachers = []
     for a, hidden in enumerate(p.teacher_hiddens):
-        net = new_net(p, data, _seed(seed, 3, a), batch_norm=True, hidden=hidden)
+        net = new_net(p, data, derived_seed(seed, 3, a), batch_norm=True, hidden=hidden)
         x, y = data.train.x, data.train.y
 
         def batch(gen):
@@ -365,7 +362,7 @@ def run_seed(run: Run, seed: int) -> dict[str, torch.Tensor]:
             size[method] = label_bytes(len(y), "hard", p.eval_steps, k)
             shown[f"{method}-ipc{ipc}"] = x
         # the same teachers for both: the contrast is class-wise synthesis + dynamic labels vs INFER + static labels
-        noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=torch.Generator().manual_seed(_seed(seed, 4)))
+        noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=torch.Generator().manual_seed(derived_seed(seed, 4)))
         relabel = lambda xa: soft_labels(teachers, xa, p.label_temperature)  # noqa: E731
         x_sre2l = synthesise(run, teachers, noise, anchors.y, k, shared_per_slot=False)
         acc["sre2l"], lrs["sre2l"] = evaluate_set(run, data, x_sre2l, None, seed, relabel=relabel)
@@ -408,9 +405,9 @@ def evaluate_full(run: Run, data: Data, seed: int) -> float:
         return shift(x[i], gen, p.eval_shift, data.image_shape), y[i]
 
     def train_one(lr, k):
-        net = new_net(p, data, _seed(seed, 9, k))
+        net = new_net(p, data, derived_seed(seed, 9, k))
         fit(net, lambda m, b: F.cross_entropy(m(b[0]), b[1]), batch, steps=3 * p.eval_steps,
-            optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=_seed(seed, 10, k),
+            optimizer=torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9), seed=derived_seed(seed, 10, k),
             progress=False)
         return net
 

@@ -40,6 +40,7 @@ from distillbook.claims import Claim
 from distillbook.losses.kd import DIVERGENCES
 from distillbook.models.lm import sample, symbol_logits, tiny_gpt2
 from distillbook.params import ChapterParams
+from distillbook.runtime import derived_generator
 from distillbook.results import Run
 from distillbook.testbeds.grammar import HMMLanguage, golden_kl, with_bos
 
@@ -119,10 +120,6 @@ class Params(ChapterParams):
     }
 
 
-def _gen(*parts: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(parts)).generate_state(1)[0]))
-
-
 def _fit(run: Run, name: str, seed: int, model, loss, batches, steps: int, lr: float, params=None):
     optimizer = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr)
     return run.fit(name, seed, model, loss, batches, steps=steps, optimizer=optimizer)
@@ -183,7 +180,7 @@ def distillspec(run: Run, b: Bed, seed: int) -> dict:
     draft0 = tiny_gpt2(V + 1, p.draft_dim, 1, max_length=p.length + p.gamma + 2)
     _fit(run, "draft-pre", seed, draft0, lambda m, x: _next_token_ce(m, x, V, bos),
          lambda g: b.lang.sample(p.batch_size, g), p.draft_pre_steps, p.lr)
-    eval_x = sample(b.target, p.alpha_strings, p.length, bos, _gen(seed, 1), n_symbols=V)
+    eval_x = sample(b.target, p.alpha_strings, p.length, bos, derived_generator(seed, 1), n_symbols=V)
     with torch.no_grad():
         target_probs = torch.softmax(symbol_logits(b.target, eval_x, V, bos).double(), -1)
     out = {}
@@ -223,7 +220,7 @@ def _next_probs(model, V, bos):
 
 
 def _measured_block_efficiency(b: Bed, draft, p: Params, seed: int) -> float:
-    gen = _gen(seed, 2)
+    gen = derived_generator(seed, 2)
     tokens = calls = 0
     for _ in range(p.spec_strings):
         result = speculative.speculative_sample(_next_probs(b.target, b.V, b.bos), _next_probs(draft, b.V, b.bos),
@@ -239,7 +236,7 @@ def _measured_block_efficiency(b: Bed, draft, p: Params, seed: int) -> float:
 def swift_kv(run: Run, b: Bed, seed: int) -> dict:
     p = run.params
     V, bos, L, k = b.V, b.bos, p.kv_layers, p.kv_k
-    x = b.lang.sample(256, _gen(seed, 3))
+    x = b.lang.sample(256, derived_generator(seed, 3))
     ids = with_bos(x, bos)[:, :-1]
     oracle = b.lang.next_token_probs(x)[:, p.kv_prompt - 1:]
 
@@ -336,11 +333,11 @@ def _decode(p: Params, model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def dparallel(run: Run, b: Bed, seed: int) -> dict:
     p = run.params
     with torch.no_grad():
-        out, _ = _decode(p, b.dp_base, _perm_problems(p, p.dp_trajectories, _gen(seed, 4)))
+        out, _ = _decode(p, b.dp_base, _perm_problems(p, p.dp_trajectories, derived_generator(seed, 4)))
     valid = _valid(p, out)
     # the model's own correct trajectories (all of them if none is correct, as in a few-step smoke run)
     trajectories = out[valid] if valid.any() else out
-    test = _perm_problems(p, p.dp_eval, _gen(seed, 5))
+    test = _perm_problems(p, p.dp_eval, derived_generator(seed, 5))
     result = {"dp_kept": valid.double().mean().item()}
     for name, weight in (("base", None), ("ce", 0.0), ("dparallel", p.dp_entropy_weight)):
         model = b.dp_base
@@ -411,14 +408,14 @@ def decog(run: Run, b: Bed, seed: int) -> dict:
     _fit(run, "decog-lm", seed, lm, lambda m, x: _next_token_ce(m, x, DG_V, DG_BOS),
          lambda g: _dg_strings(p.batch_size, g, p.dg_target_share), p.dg_lm_steps, p.lr)
     lm.eval()
-    gen = _gen(seed, 6)
+    gen = derived_generator(seed, 6)
     # the HMM is distilled from the LM's own answers (prompts drawn as in use)
     prompts = _dg_strings(p.dg_hmm_samples, gen, p.dg_target_share)[:, :4]
     answers = _continue(lm, prompts, gen)
     hmm, _ = constrained.fit_hmm(answers, p.dg_hmm_states, DG_V, p.dg_em_iterations, gen)
     dfa = format_dfa()
     beta, ok = constrained.format_backward(hmm, dfa, DG_ANSWER), constrained.reachable(dfa, DG_ANSWER)
-    test = _dg_strings(p.dg_eval, _gen(seed, 7), p.dg_target_share)[:, :4]
+    test = _dg_strings(p.dg_eval, derived_generator(seed, 7), p.dg_target_share)[:, :4]
     result = {}
     for name, kwargs in (("prompt", None), ("hard", {"ok": ok}), ("decog", {"hmm": hmm, "beta": beta})):
         strings = _continue(lm, test, gen, dfa=dfa, constraint=kwargs, greedy=True)

@@ -36,13 +36,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from distillbook.claims import Claim
+from distillbook.claims import Claim, mean_std_text
 from distillbook.diffusion import Schedule
 from distillbook.losses import distribution_matching as dm
 from distillbook.metrics import accuracy, frechet_distance, precision_recall, sliced_wasserstein
 from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, frozen, guided, train_denoiser
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.params import ChapterParams
+from distillbook.runtime import derived_seed
 from distillbook.plotting import mean_std_band, reference_band
 from distillbook.results import Run
 from distillbook.testbeds import digits, ring2d
@@ -131,10 +132,6 @@ class Params(ChapterParams):
 
 
 # ---------------------------------------------------------------- shared pieces
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 @dataclass(frozen=True)
@@ -284,7 +281,7 @@ def distil(run: Run, name: str, seed: int, teacher, schedule: Schedule, arm: Arm
     """Train one student for ``steps`` generator updates; return it and the evaluation curve of its EMA
     generator (the initial generator's value first, then ``eval_points`` evenly spaced ones)."""
     p = run.params
-    torch.manual_seed(_seed(seed, 11))
+    torch.manual_seed(derived_seed(seed, 11))
     student = Student(teacher, schedule, arm)
     loss = lambda m, b: distillation_loss(m, b, teacher, schedule, arm, p.sid_alpha, p.sim_c, p.gan_weight)  # noqa: E731
     total = steps * arm.ratio
@@ -303,7 +300,7 @@ def distil(run: Run, name: str, seed: int, teacher, schedule: Schedule, arm: Arm
 def _generate(generator: Generator, z: torch.Tensor, labels=None, seed: int = 0) -> torch.Tensor:
     """All of a (few-step) generator's steps, re-noising from a stream seeded by ``seed`` (on the CPU)."""
     device = next(generator.parameters()).device
-    renoise_gen = torch.Generator().manual_seed(_seed(seed, 13))
+    renoise_gen = torch.Generator().manual_seed(derived_seed(seed, 13))
     noise = [torch.randn(z.shape, generator=renoise_gen).to(device) for _ in generator.timesteps[1:]]
     with torch.no_grad():
         return generator(z.to(device), None if labels is None else labels.to(device), noise=noise).cpu()
@@ -328,7 +325,7 @@ def ring_bed(run: Run) -> RingBed:
     """The 8-mode ring and its deliberately under-trained MLP teacher (v-prediction)."""
     p = run.params
     mixture, schedule = ring2d.ring(8), Schedule()
-    torch.manual_seed(_seed(run.seeds[0], 21))
+    torch.manual_seed(derived_seed(run.seeds[0], 21))
     net = MLPDenoiser(2, p.ring_hidden).to(run.device)
     teacher = train_denoiser(run, "ring-teacher", net, schedule,
                             lambda gen: (mixture.sample(p.ring_batch, gen)[0], None), p.ring_teacher_steps)
@@ -348,7 +345,7 @@ def run_ring_seed(run: Run, seed: int, bed: RingBed) -> dict[str, torch.Tensor]:
     """Teacher baselines and every ``ring2d`` student for one seed; returns samples to show."""
     p = run.params
     n = p.ring_eval_samples
-    gen = lambda k: torch.Generator().manual_seed(_seed(seed, k))  # noqa: E731
+    gen = lambda k: torch.Generator().manual_seed(derived_seed(seed, k))  # noqa: E731
     data, _ = bed.mixture.sample(n, gen(1))
     z = torch.randn(n, 2, generator=gen(2))
     projections = torch.randn(2, 256, generator=gen(3), dtype=torch.float64)
@@ -358,7 +355,7 @@ def run_ring_seed(run: Run, seed: int, bed: RingBed) -> dict[str, torch.Tensor]:
     shown = {"data": data}
     teacher_fn = lambda x, t: bed.teacher(x, t)  # noqa: E731
     for nfe in p.teacher_nfes:
-        x = _sample_teacher(bed.schedule, teacher_fn, z.to(run.device), nfe, p.sampler, _seed(seed, 5))
+        x = _sample_teacher(bed.schedule, teacher_fn, z.to(run.device), nfe, p.sampler, derived_seed(seed, 5))
         metrics[f"ring_sw_teacher{nfe}"] = sw(x)
         metrics[f"ring_modes_teacher{nfe}"] = ring2d.modes_covered(x, bed.mixture)
         shown[f"teacher{nfe}"] = x
@@ -367,7 +364,7 @@ def run_ring_seed(run: Run, seed: int, bed: RingBed) -> dict[str, torch.Tensor]:
         alpha, sigma = bed.schedule.coefficients(t)
         return bed.schedule.convert(bed.mixture.posterior_mean(x, alpha, sigma), x, t, "v_prediction", source="sample")
 
-    metrics["ring_sw_oracle"] = sw(_sample_teacher(bed.schedule, oracle, z, max(p.teacher_nfes), p.sampler, _seed(seed, 5)))
+    metrics["ring_sw_oracle"] = sw(_sample_teacher(bed.schedule, oracle, z, max(p.teacher_nfes), p.sampler, derived_seed(seed, 5)))
 
     def real_data(g):
         return bed.mixture.sample(p.ring_batch, g)[0], None
@@ -409,7 +406,7 @@ def digits_bed(run: Run) -> DigitsBed:
     data = digits.load(run.seeds[0])
     x, y = to_model_space(data.train.x), data.train.y
     schedule = Schedule()
-    torch.manual_seed(_seed(run.seeds[0], 31))
+    torch.manual_seed(derived_seed(run.seeds[0], 31))
     if p.teacher_checkpoint is not None:
         teacher = load_teacher(p.teacher_checkpoint).to(run.device)
     else:
@@ -455,7 +452,7 @@ def load_teacher(name_or_path: str) -> UNetDenoiser:
 
 def train_classifier(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
     """The measuring instrument: an MLP digit classifier whose last hidden layer gives the features."""
-    torch.manual_seed(_seed(run.seeds[0], 32))
+    torch.manual_seed(derived_seed(run.seeds[0], 32))
     net = mlp(64, [256, 128], digits.N_CLASSES)
 
     def batch(gen):
@@ -502,7 +499,7 @@ def run_digits_seed(run: Run, seed: int, bed: DigitsBed) -> dict[str, torch.Tens
     """Teacher baselines and every ``digits`` student for one seed; returns samples to show."""
     p = run.params
     n = p.digits_eval_samples
-    gen = lambda k: torch.Generator().manual_seed(_seed(seed, k))  # noqa: E731
+    gen = lambda k: torch.Generator().manual_seed(derived_seed(seed, k))  # noqa: E731
     labels = torch.arange(n) % digits.N_CLASSES
     z = torch.randn(n, 64, generator=gen(41))
     metrics, shown = {}, {}
@@ -516,7 +513,7 @@ def run_digits_seed(run: Run, seed: int, bed: DigitsBed) -> dict[str, torch.Tens
         fn = lambda x, t: guided(bed.teacher, x, t, labels.to(run.device), scale)  # noqa: E731
         for nfe in p.teacher_nfes if scale == p.guidance_scale else [max(p.teacher_nfes)]:
             record(f"teacher{nfe}_w{scale:g}", _sample_teacher(bed.schedule, fn, z.to(run.device), nfe, p.sampler,
-                                                               _seed(seed, 42)))
+                                                               derived_seed(seed, 42)))
 
     for name, arm in digit_arms(p).items():
         student, curve = distil(run, f"digits-{name}", seed, bed.teacher, bed.schedule, arm, steps=p.digits_steps,
@@ -629,36 +626,31 @@ def evaluate_claims(run: Run) -> list[dict]:
     ]
 
 
-def _ms(values, digits: int = 3) -> str:
-    x = np.asarray(values, dtype=float)
-    return f"{x.mean():.{digits}g} ± {x.std(ddof=1):.{digits}g}" if len(x) > 1 else f"{x.mean():.{digits}g}"
-
-
 def summary_markdown(run: Run) -> str:
     p = run.params
     v = run.values
     lines = [f"Over {len(run.seeds)} seeds (profile `{run.profile}`), mean ± std.", "",
-             f"**ring2d** (SW to data; data against fresh data: {_ms(v('ring_sw_data'))}; the exact-score oracle "
-             f"with {max(p.teacher_nfes)} steps: {_ms(v('ring_sw_oracle'))}):", ""]
+             f"**ring2d** (SW to data; data against fresh data: {mean_std_text(v('ring_sw_data'))}; the exact-score oracle "
+             f"with {max(p.teacher_nfes)} steps: {mean_std_text(v('ring_sw_oracle'))}):", ""]
     lines.append("| sampler | SW | modes covered (of 8) | share near a mode |")
     lines.append("|---|---|---|---|")
     for nfe in p.teacher_nfes:
-        lines.append(f"| teacher, {nfe} step(s) | {_ms(v(f'ring_sw_teacher{nfe}'))} | "
-                     f"{_ms(v(f'ring_modes_teacher{nfe}'))} | |")
+        lines.append(f"| teacher, {nfe} step(s) | {mean_std_text(v(f'ring_sw_teacher{nfe}'))} | "
+                     f"{mean_std_text(v(f'ring_modes_teacher{nfe}'))} | |")
     for arm in RING_ARMS:
         label = RING_LABELS.get(arm.removesuffix("_fast"), arm)
         if arm.endswith("_fast"):
             label += f", {p.lr_multiplier:g}x learning rates"
-        lines.append(f"| {label} | {_ms(v(f'ring_sw_{arm}'))} | {_ms(v(f'ring_modes_{arm}'))} | "
-                     f"{_ms(v(f'ring_quality_{arm}'))} |")
+        lines.append(f"| {label} | {mean_std_text(v(f'ring_sw_{arm}'))} | {mean_std_text(v(f'ring_modes_{arm}'))} | "
+                     f"{mean_std_text(v(f'ring_quality_{arm}'))} |")
     lines += ["", f"**digits** (classifier features; guidance {p.guidance_scale:g} unless marked):", "",
               "| sampler | cFID | class accuracy | precision | recall |", "|---|---|---|---|---|"]
     names = [f"teacher{n}_w{p.guidance_scale:g}" for n in p.teacher_nfes] + [f"teacher{max(p.teacher_nfes)}_w1"]
     for name in names + list(DIGIT_ARMS):
         label = DIGIT_LABELS.get(name) or (f"teacher, {name.split('_w')[0].removeprefix('teacher')} step(s), "
                                           f"guidance {name.split('_w')[1]}")
-        lines.append(f"| {label} | {_ms(v(f'digits_cfid_{name}'))} | {_ms(v(f'digits_accuracy_{name}'))} | "
-                     f"{_ms(v(f'digits_precision_{name}'))} | {_ms(v(f'digits_recall_{name}'))} |")
+        lines.append(f"| {label} | {mean_std_text(v(f'digits_cfid_{name}'))} | {mean_std_text(v(f'digits_accuracy_{name}'))} | "
+                     f"{mean_std_text(v(f'digits_precision_{name}'))} | {mean_std_text(v(f'digits_recall_{name}'))} |")
     return "\n".join(lines)
 
 

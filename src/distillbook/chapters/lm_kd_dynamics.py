@@ -29,6 +29,7 @@ from distillbook.losses.kd import DIVERGENCES, forward_kl
 from distillbook.models import lm
 from distillbook.models.lm import sample, tiny_gpt2
 from distillbook.params import ChapterParams
+from distillbook.runtime import derived_generator
 from distillbook.plotting import mean_std_band
 from distillbook.regimes import regime_batches
 from distillbook.results import Run
@@ -171,17 +172,12 @@ class Bed:
         self.V = p.vocab_size
         self.bos = p.vocab_size  # models read BOS then predict every symbol
         self.length = p.length
-        self.golden_x = self.lang.sample(p.golden_strings, _gen(p.language_seed, GOLDEN_STREAM))
+        self.golden_x = self.lang.sample(p.golden_strings, derived_generator(p.language_seed, GOLDEN_STREAM))
         self.golden_probs = self.lang.next_token_probs(self.golden_x)
         self.entropy_rate = float(-self.lang.log_likelihood(self.golden_x).mean() / p.length)
 
 
 GOLDEN_STREAM = 999  # the golden strings' stream, keyed by the language seed rather than the run's seed
-
-
-def _gen(seed: int, stream: int) -> torch.Generator:
-    """An independent generator per (seed, purpose): SeedSequence mixing, so no two pairs collide."""
-    return torch.Generator().manual_seed(int(np.random.SeedSequence([seed, stream]).generate_state(1)[0]))
 
 
 def new_lm(run: Run, bed: Bed, dim: int, layers: int, seed: int) -> torch.nn.Module:
@@ -268,7 +264,7 @@ def oracle_batches(bed: Bed, batch_size: int):
 def imperfect_teacher(run: Run, bed: Bed, seed: int) -> torch.nn.Module:
     """The teacher of experiments 1-2: trained on a limited oracle sample, so it is imperfect."""
     p = run.params
-    strings = bed.lang.sample(p.teacher_train_strings, _gen(seed, 1))
+    strings = bed.lang.sample(p.teacher_train_strings, derived_generator(seed, 1))
     teacher = new_lm(run, bed, p.teacher_dim, p.teacher_layers, seed)
     batches = regime_batches("offline", batch_size=p.batch_size, length=bed.length, bos_id=bed.bos, n_symbols=bed.V,
                              offline_set=strings)
@@ -280,8 +276,8 @@ def imperfect_teacher(run: Run, bed: Bed, seed: int) -> torch.nn.Module:
 def divergence_zoo(run: Run, bed: Bed, teacher, seed: int) -> None:
     """One student per divergence, on the same fixed set of teacher samples."""
     p = run.params
-    zoo_set = sample(teacher, p.zoo_offline_strings, bed.length, bed.bos, _gen(seed, 2), n_symbols=bed.V)
-    held_out = sample(teacher, p.golden_strings, bed.length, bed.bos, _gen(seed, 3), n_symbols=bed.V)
+    zoo_set = sample(teacher, p.zoo_offline_strings, bed.length, bed.bos, derived_generator(seed, 2), n_symbols=bed.V)
+    held_out = sample(teacher, p.golden_strings, bed.length, bed.bos, derived_generator(seed, 3), n_symbols=bed.V)
     gold, prox, valid = [], [], []
     for div in p.zoo_divergences:
         student = new_lm(run, bed, p.student_dim, p.student_layers, seed + 100)
@@ -290,9 +286,9 @@ def divergence_zoo(run: Run, bed: Bed, teacher, seed: int) -> None:
         distill(run, bed, student, teacher_targets(bed, teacher), batches, div, p.zoo_steps, seed, f"zoo-{div}")
         gold.append(golden(bed, student))
         prox.append(proxy(bed, student, teacher_targets(bed, teacher), held_out))
-        valid.append(valid_share(bed, student, p.golden_strings, _gen(seed, 4)))
+        valid.append(valid_share(bed, student, p.golden_strings, derived_generator(seed, 4)))
     run.record(seed, zoo_golden=gold, zoo_proxy=prox, zoo_valid_share=valid,
-               teacher_valid_share=valid_share(bed, teacher, p.golden_strings, _gen(seed, 4)))
+               teacher_valid_share=valid_share(bed, teacher, p.golden_strings, derived_generator(seed, 4)))
 
 
 def hacking_arms(p: Params) -> list[tuple[str, str, int | None, str]]:
@@ -314,9 +310,9 @@ def teacher_hacking(run: Run, bed: Bed, teacher, seed: int) -> None:
     the offline sets are prefixes of one pool of teacher samples (of oracle samples for the control).
     """
     p = run.params
-    pools = {"teacher": sample(teacher, p.offline_sizes[-1], bed.length, bed.bos, _gen(seed, 5), n_symbols=bed.V),
-             "oracle": bed.lang.sample(p.offline_sizes[0], _gen(seed, 8))}
-    held_out = sample(teacher, p.golden_strings, bed.length, bed.bos, _gen(seed, 9), n_symbols=bed.V)
+    pools = {"teacher": sample(teacher, p.offline_sizes[-1], bed.length, bed.bos, derived_generator(seed, 5), n_symbols=bed.V),
+             "oracle": bed.lang.sample(p.offline_sizes[0], derived_generator(seed, 8))}
+    held_out = sample(teacher, p.golden_strings, bed.length, bed.bos, derived_generator(seed, 9), n_symbols=bed.V)
     targets = {"teacher": teacher_targets(bed, teacher), "oracle": oracle_targets(bed)}
     steps = None
     for name, regime, size, source in hacking_arms(p):
@@ -342,7 +338,7 @@ def capacity_gap(run: Run, bed: Bed, seed: int) -> None:
     teacher differs.
     """
     p = run.params
-    pool = bed.lang.sample(p.capacity_steps * p.batch_size, _gen(seed, 10))
+    pool = bed.lang.sample(p.capacity_steps * p.batch_size, derived_generator(seed, 10))
     teachers, students = [], []
     for dim in p.capacity_teacher_dims:
         teacher = new_lm(run, bed, dim, p.capacity_teacher_layers, seed + 300)
@@ -373,10 +369,10 @@ def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
     """
     p = run.params
     dev = run.device
-    bpe = train_bpe(to_strings(bed.lang.sample(4096, _gen(seed, 7))), p.bpe_vocab, ALPHABET[: bed.V])
+    bpe = train_bpe(to_strings(bed.lang.sample(4096, derived_generator(seed, 7))), p.bpe_vocab, ALPHABET[: bed.V])
     bpe_bos = bpe.token_to_id("<bos>")
-    x = bed.lang.sample(p.xtok_train_strings, _gen(seed, 6))
-    val_x = bed.lang.sample(p.xtok_val_strings, _gen(seed, 11))
+    x = bed.lang.sample(p.xtok_train_strings, derived_generator(seed, 6))
+    val_x = bed.lang.sample(p.xtok_val_strings, derived_generator(seed, 11))
     ids, mask, chunk = encode_bpe(bpe, x, bpe_bos)
 
     torch.manual_seed(seed + 500)

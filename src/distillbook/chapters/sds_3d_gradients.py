@@ -38,13 +38,14 @@ from diffusers import DDIMInverseScheduler
 from pydantic import Field, model_validator
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from distillbook.claims import Claim
+from distillbook.claims import Claim, mean_std_text
 from distillbook.diffusion import Schedule
 from distillbook.losses import score_distillation as sd
 from distillbook.losses.distribution_matching import denoising_loss
 from distillbook.models.denoiser import MLPDenoiser, UNetDenoiser, train_denoiser
 from distillbook.models.mlp import mlp
 from distillbook.params import ChapterParams
+from distillbook.runtime import derived_seed
 from distillbook.plotting import mean_std_band, reference_band
 from distillbook.results import Run
 from distillbook.testbeds import voxel3d as v3
@@ -86,7 +87,7 @@ class Params(ChapterParams):
     camera_dropout: float = Field(ge=0, lt=1, description="share of the fake score's training labels without view")
     low_guidance: float = Field(ge=1, description="the usual CFG scale (7.5)")
     high_guidance: float = Field(ge=1, description="DreamFusion's large CFG scale (100)")
-    bsd_guidance: float = Field(ge=1, description="CFG scale of BSD's classifier term")
+    bsd_scale: float = Field(gt=0, description="BSD's classifier-term scale (15 in PlacidDreamer's train_step_BSD)")
     particles: PositiveInt = Field(description="VSD particles (and independent SDS runs for diversity)")
     esd_lambda: float = Field(ge=0, lt=1, description="ESD's camera guidance on the fake score (1 is VSD)")
     cds_gap: list[PositiveInt] = Field(min_length=2, max_length=2, description="CDS's t - t' range (timesteps)")
@@ -111,7 +112,7 @@ class Params(ChapterParams):
                       prior_hidden=[32], unet_channels=[16, 32], prior_steps=20, prior_batch=32, prior_lr=2e-3,
                       colour_dropout=0.2, view_dropout=0.8, label_dropout=0.1, iterations=4, views_per_step=2,
                       grid_lr=0.05, fake_lr=1e-4, camera_dropout=0.1, low_guidance=7.5, high_guidance=100.0,
-                      bsd_guidance=100.0, particles=2, esd_lambda=0.5, cds_gap=[20, 80], inversion_steps=4,
+                      bsd_scale=15.0, particles=2, esd_lambda=0.5, cds_gap=[20, 80], inversion_steps=4,
                       fidelity_objects=["green cube"], diversity_shape="cube", variance_draws=4,
                       amortised_sizes=[2, 4], amortised_grid=4, amortised_hidden=16, amortised_steps=4,
                       amortised_batch=2, amortised_lr=1e-3, asd_shift=[0, 100], eval_views=4, eval_points=2),
@@ -119,7 +120,7 @@ class Params(ChapterParams):
                     front_share=0.7, prior_hidden=[512, 512, 512], unet_channels=[32, 64], prior_steps=2000,
                     prior_batch=128, prior_lr=2e-3, colour_dropout=0.2, view_dropout=0.8, label_dropout=0.1,
                     iterations=200, views_per_step=4, grid_lr=0.05, fake_lr=1e-4, camera_dropout=0.1,
-                    low_guidance=7.5, high_guidance=100.0, bsd_guidance=100.0, particles=4, esd_lambda=0.5,
+                    low_guidance=7.5, high_guidance=100.0, bsd_scale=15.0, particles=4, esd_lambda=0.5,
                     cds_gap=[20, 80], inversion_steps=10, fidelity_objects=["green cube", "red sphere"],
                     diversity_shape="cube", variance_draws=32, amortised_sizes=[4, 16], amortised_grid=12,
                     amortised_hidden=64, amortised_steps=250, amortised_batch=8, amortised_lr=1e-3,
@@ -128,7 +129,7 @@ class Params(ChapterParams):
                     front_share=0.7, prior="unet", prior_hidden=[1024, 1024, 1024], unet_channels=[64, 128],
                     prior_steps=8000, prior_batch=256, prior_lr=1e-3, colour_dropout=0.2, view_dropout=0.8,
                     label_dropout=0.1, iterations=1000, views_per_step=8, grid_lr=0.03, fake_lr=1e-4,
-                    camera_dropout=0.1, low_guidance=7.5, high_guidance=100.0, bsd_guidance=100.0, particles=4,
+                    camera_dropout=0.1, low_guidance=7.5, high_guidance=100.0, bsd_scale=15.0, particles=4,
                     esd_lambda=0.5, cds_gap=[20, 80], inversion_steps=20,
                     fidelity_objects=["green cube", "red sphere", "blue cylinder"], diversity_shape="cube",
                     variance_draws=64, amortised_sizes=[4, 16], amortised_grid=16, amortised_hidden=256,
@@ -164,10 +165,6 @@ def parse_object(text: str) -> tuple[str, str]:
         raise ValueError(f"object {text!r}: write 'colour shape' with colour in {', '.join(v3.COLOURS)} and shape "
                          f"in {', '.join(v3.PRIMITIVES)}")
     return parts[1], parts[0]
-
-
-def _seed(*parts: int) -> int:
-    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------- prompts, renders and the prior
@@ -254,7 +251,7 @@ def build_bed(run: Run) -> Bed:
     """Render the scenes and train the prior (first seed; checkpointed like any ``fit``)."""
     p = run.params
     prompts = Prompts()
-    gen = torch.Generator().manual_seed(_seed(run.seeds[0], 1))
+    gen = torch.Generator().manual_seed(derived_seed(run.seeds[0], 1))
     renders, azimuths = render_objects(prompts, p.views_per_object, p.resolution, p.front_share, gen, run.device)
     flat, n_views = to_model(renders.flatten(0, 1)), renders.shape[1]
     object_ids = torch.arange(len(prompts.objects)).repeat_interleave(n_views)
@@ -268,10 +265,10 @@ def build_bed(run: Run) -> Bed:
         drop_colour = (torch.rand(len(i), generator=g) < p.colour_dropout) & (shape_ids[i] >= 0)
         prompt = torch.where(drop_colour, shape_ids[i], prompt)
         view = torch.where(torch.rand(len(i), generator=g) < p.view_dropout, NO_VIEW, views[i])
-        return flat[i].to(run.device), (prompt * 4 + view).to(run.device)
+        return flat[i], prompt * 4 + view  # on the CPU; fit moves the batch to the prior's device
 
     schedule = Schedule()
-    torch.manual_seed(_seed(run.seeds[0], 2))
+    torch.manual_seed(derived_seed(run.seeds[0], 2))
     prior = make_prior(p, prompts).to(run.device)
     prior = train_denoiser(run, "prior", prior, schedule, sample, p.prior_steps, p.label_dropout, p.prior_lr)
     cams = v3.turntable(p.eval_views)
@@ -410,9 +407,11 @@ def image_gradient(p: Params, schedule: Schedule, prior, method: Method, x: torc
         if method.kind in ("csd", "csm"):
             return sd.csd(eps_uncond, eps_cond, method.guidance, w)
         if method.kind == "bsd":
-            # c = s (eps_y - eps_0) and d = eps_0 - eps; SDS is c + d
-            g, _ = sd.bsd(method.guidance * (eps_cond - eps_uncond), eps_uncond - noise)
-            return w * g
+            # PlacidDreamer's train_step_BSD: c = s_c (eps_y - eps_0), d = eps_0 (no noise subtracted; E[eps] = 0),
+            # g = sqrt(abar_t) (a c + (1 - a) d), a the min-norm mix
+            g, _ = sd.bsd(method.guidance * (eps_cond - eps_uncond), eps_uncond)
+            alpha, _ = schedule.coefficients(t, 2)
+            return alpha * g
         if method.kind == "vsd":
             eps_fake_camera = _eps(schedule, fake(x_t, t, fake_lab), x_t, t)
             eps_fake = eps_fake_camera
@@ -454,14 +453,15 @@ def object_loss(scene: Scene, batch: dict, p: Params, bed: Bed, method: Method, 
         return 0.5 * ((images - target) ** 2).reshape(n, -1).sum(1).mean(), {}
     x = to_model(images)
     azimuth = cams.azimuth if method.view_prompt else None
-    lab = labels(torch.full((n,), prompt), azimuth)
-    fake_lab = labels(torch.full((n,), prompt), cams.azimuth)
+    prompts = torch.full((n,), prompt, device=images.device)
+    lab = labels(prompts, azimuth)
+    fake_lab = labels(prompts, cams.azimuth.to(images.device))
     if method.annealed:  # CDS: t' falls linearly over the run (Consistent3D's schedule), t = t' + gap
         hi = round(0.98 * bed.schedule.num_train_timesteps) - p.cds_gap[1]  # t <= 0.98 T, as the other methods
         batch = {**batch, "fixed_noise": scene.fixed_noise,
                  "t_next": torch.full_like(batch["t"], round(hi - (hi - 20) * progress))}
     else:  # the ablation: SDS's random t and fresh noise, only the gradient is CDS's
-        batch = {**batch, "fixed_noise": batch["noise"], "t_next": (batch["t"] - p.cds_gap[1]).clamp(min=20)}
+        batch = {**batch, "fixed_noise": batch["noise"], "t_next": (batch["t"] - batch["gap"]).clamp(min=1)}
     g = image_gradient(p, bed.schedule, bed.prior, method, x, lab, batch, fake=scene.fake, fake_lab=fake_lab)
     loss = sd.surrogate(x, g)
     if scene.fake is not None:
@@ -537,7 +537,7 @@ def arm_method(p: Params, arm: str) -> Method:
             "vsd": Method("vsd", low, particles=p.particles),
             "vsd_noview": Method("vsd", low, view_prompt=False),
             "esd_noview": Method("vsd", low, view_prompt=False, esd_lambda=p.esd_lambda),
-            "bsd": Method("bsd", p.bsd_guidance),
+            "bsd": Method("bsd", p.bsd_scale),
             "cds": Method("cds", low), "cds_random": Method("cds", low, annealed=False), "csd": Method("csd", low),
             "csm": Method("csm", low)}[arm]
 
@@ -555,7 +555,7 @@ def optimise_object(run: Run, bed: Bed, seed: int, name: str, method: Method, pr
     """Optimise one object's particles; return the scene, its final metrics and its PSNR at ``eval_points`` + 1
     points (empty without a ground truth)."""
     p = run.params
-    scene = Scene(p, method, bed.prior, _seed(seed, prompt, len(name), sum(map(ord, name)))).to(run.device)
+    scene = Scene(p, method, bed.prior, derived_seed(seed, prompt, len(name), sum(map(ord, name)))).to(run.device)
     probe = shape if shape in v3.PROBES else None
     field = v3.scene_field(shape, colour)
 
@@ -577,7 +577,7 @@ def optimise_object(run: Run, bed: Bed, seed: int, name: str, method: Method, pr
 def gradient_variance(bed: Bed, p: Params, scene: Scene, prompt: int, seed: int, timesteps: list[int]) -> dict:
     """E || g - E g ||^2 over noise draws at fixed renders, per timestep: SDS (fresh noise each draw) against
     CDS (the noise fixed per draw, one ODE step of ``cds_gap`` mean length), both at the low guidance."""
-    gen = torch.Generator().manual_seed(_seed(seed, 77))
+    gen = torch.Generator().manual_seed(derived_seed(seed, 77))
     cams = v3.Cameras(torch.tensor([0.0, math.pi / 2, math.pi, -math.pi / 2]), torch.full((4,), math.radians(15)))
     with torch.no_grad():
         x = to_model(scene.grids[0].render(cams, p.resolution, p.ray_samples)).to(run_device(bed))
@@ -732,7 +732,7 @@ def run_amortised(run: Run, seed: int, bed: Bed) -> dict:
         method = Method(kind, p.low_guidance)
         for size in p.amortised_sizes:
             pool = amortised_prompts(size)
-            model = Amortised(p, kind, bed.prior, _seed(seed, 500 + size)).to(run.device)
+            model = Amortised(p, kind, bed.prior, derived_seed(seed, 500 + size)).to(run.device)
             groups = [{"params": list(model.generator.parameters()), "lr": p.amortised_lr}]
             if model.fake is not None:
                 groups.append({"params": list(model.fake.parameters()), "lr": p.fake_lr})
@@ -864,28 +864,23 @@ def evaluate_claims(run: Run) -> list[dict]:
     ]
 
 
-def _ms(values, digits: int = 3) -> str:
-    x = np.asarray(values, dtype=float)
-    return f"{x.mean():.{digits}g} ± {x.std(ddof=1):.{digits}g}" if len(x) > 1 else f"{x.mean():.{digits}g}"
-
-
 def summary_markdown(run: Run) -> str:
     p = run.params
     lines = [f"Over {len(run.seeds)} seeds (profile `{run.profile}`), mean ± std; single objects averaged over "
              f"{', '.join(p.fidelity_objects)}.", "",
              "| method | PSNR (dB) | SSIM | saturation error |", "|---|---|---|---|"]
     for arm in OBJECT_ARMS:
-        lines.append(f"| {ARM_LABELS[arm]} | {_ms(object_mean(run, arm, 'psnr'))} | "
-                     f"{_ms(object_mean(run, arm, 'ssim'))} | {_ms(object_mean(run, arm, 'saturation_error'))} |")
+        lines.append(f"| {ARM_LABELS[arm]} | {mean_std_text(object_mean(run, arm, 'psnr'))} | "
+                     f"{mean_std_text(object_mean(run, arm, 'ssim'))} | {mean_std_text(object_mean(run, arm, 'saturation_error'))} |")
     lines += ["", "| method | Janus, " + " | Janus, ".join(PROBE_COLOURS) + " |", "|---|" + "---|" * len(PROBE_COLOURS)]
     for arm in JANUS_ARMS:
-        lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(_ms(run.values(f'{probe}/{arm}/janus'))
+        lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(mean_std_text(run.values(f'{probe}/{arm}/janus'))
                                                          for probe in PROBE_COLOURS) + " |")
     small, large = p.amortised_sizes
     lines += ["", f"| amortised generator | PSNR, {small} prompts | PSNR, {large} prompts |", "|---|---|---|"]
     for kind in AMORTISED_ARMS:
-        lines.append(f"| {kind.upper()} | {_ms(run.values(f'amortised/{kind}-{small}/psnr'))} | "
-                     f"{_ms(run.values(f'amortised/{kind}-{large}/psnr'))} |")
+        lines.append(f"| {kind.upper()} | {mean_std_text(run.values(f'amortised/{kind}-{small}/psnr'))} | "
+                     f"{mean_std_text(run.values(f'amortised/{kind}-{large}/psnr'))} |")
     return "\n".join(lines)
 
 

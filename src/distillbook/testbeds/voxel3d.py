@@ -223,15 +223,22 @@ def front_feature(images: torch.Tensor, probe: str) -> torch.Tensor:
 
 
 def janus_score(renders: torch.Tensor, truth: torch.Tensor, cameras: Cameras, probe: str) -> torch.Tensor:
-    """The continuous Janus measure: how much of the front feature back views (|azimuth| >= 135 deg) show,
-    beyond what the truth shows there (a slab's edge can be seen from behind), relative to the truth's front
-    view (azimuth 0) minus the same baseline. 0 is the truth, 1 a second full front."""
-    views = view_of(cameras.azimuth)
-    if not (views == 2).any() or not (cameras.azimuth == 0).any():
-        raise ValueError("janus_score needs a camera at azimuth 0 and back views (|azimuth| >= 135 degrees)")
-    baseline = front_feature(truth[views == 2], probe).mean()
-    front = front_feature(truth[cameras.azimuth == 0], probe).mean()
-    return (front_feature(renders[views == 2], probe).mean() - baseline) / (front - baseline).clamp_min(1e-6)
+    """The continuous Janus measure: how much of the front feature the object shows from behind, beyond what the
+    truth shows there (a slab's edge can be seen from behind), relative to the truth's front view minus the same
+    baseline. The object's front is the view showing most of the feature, so an object that faces another way
+    is not counted as two-faced. 0 is the truth (turned or not), about 0.8 a second full front.
+
+    ``cameras`` are evenly spaced turntable views whose first azimuth is the truth's front."""
+    def back_share(images: torch.Tensor) -> torch.Tensor:
+        shares = front_feature(images, probe)
+        front = cameras.azimuth[shares.argmax()]
+        return shares[view_of(cameras.azimuth - front) == 2].mean()
+
+    if not (view_of(cameras.azimuth) == 2).any():
+        raise ValueError("janus_score needs turntable cameras with back views (|azimuth| >= 135 degrees)")
+    truth_shares = front_feature(truth, probe)
+    baseline = back_share(truth)
+    return (back_share(renders) - baseline) / (truth_shares.max() - baseline).clamp_min(1e-6)
 
 
 def aligned_psnr(renders: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, int]:
