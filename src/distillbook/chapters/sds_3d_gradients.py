@@ -42,7 +42,7 @@ from distillbook.claims import Claim, mean_std_text
 from distillbook.diffusion import Schedule
 from distillbook.losses import score_distillation as sd
 from distillbook.losses.distribution_matching import denoising_loss
-from distillbook.models.denoiser import MLPDenoiser, UNetDenoiser, train_denoiser
+from distillbook.models.denoiser import MLPDenoiser, UNetDenoiser, guided, train_denoiser
 from distillbook.models.mlp import mlp
 from distillbook.params import ChapterParams
 from distillbook.runtime import derived_seed
@@ -287,15 +287,8 @@ def prior_samples(bed: Bed, prompt: int, view: int, n: int, guidance: float, ste
     device = next(bed.prior.parameters()).device
     lab = torch.full((n,), prompt * 4 + view, dtype=torch.long, device=device)
     noise = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    out = bed.schedule.sample(lambda x, t: _guided(bed.prior, x, t, lab, guidance), noise, steps)
+    out = bed.schedule.sample(lambda x, t: guided(bed.prior, x, t, lab, guidance), noise, steps)
     return ((out.reshape(n, 3, *(2 * [int(math.sqrt(dim // 3))])) + 1) / 2).clamp(0, 1)
-
-
-def _guided(net, x_t, t, lab, scale):
-    """The prior's guided output in one batched call: uncond + s (cond - uncond)."""
-    both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([lab, torch.full_like(lab, net.n_classes)]))
-    cond, uncond = both.chunk(2)
-    return uncond + scale * (cond - uncond)
 
 
 # ---------------------------------------------------------------- single-object optimisation
@@ -388,10 +381,10 @@ def image_gradient(p: Params, schedule: Schedule, prior, method: Method, x: torc
             sigma_next = ((1 - abar_next) / abar_next).sqrt()[:, None]
             z_t = x + sigma * batch["fixed_noise"]
             x_t = z_t / (1 + sigma ** 2).sqrt()                  # back to the VP input of the prior
-            eps_t = _eps(schedule, _guided(prior, x_t, t, lab, method.guidance), x_t, t)
+            eps_t = _eps(schedule, guided(prior, x_t, t, lab, method.guidance), x_t, t)
             z_next = sd.euler_step(z_t, eps_t, sigma, sigma_next)
             x_next = z_next / (1 + sigma_next ** 2).sqrt()
-            eps_next = _eps(schedule, _guided(prior, x_next, t_next, lab, method.guidance), x_next, t_next)
+            eps_next = _eps(schedule, guided(prior, x_next, t_next, lab, method.guidance), x_next, t_next)
             return sd.cds(eps_t, eps_next, sigma, sigma_next, weight=(1 - abar)[:, None])
         if method.kind == "csm":
             x_t, t = ddim_invert(prior, schedule, x, lab, p.inversion_steps, batch["inversion"])
