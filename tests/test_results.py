@@ -26,7 +26,8 @@ def test_run_writes_metrics_claims_and_provenance(scratch):
     run = Run("foundations", params)
     for s in run.seeds:
         run.record(s, acc=0.5 + 0.1 * s, curve=[s, s + 1])
-    claim = Claim("c", None, "acc above a quarter", a="acc", statistic="value", region=(">", 0.25))
+    claim = Claim("c", None, "acc above a quarter", a="acc", statistic="value", region=(">", 0.25), margin=0.0,
+                  rationale="chance level is 0.25")
     run.finish([claim.evaluate(run.values("acc"))])
     out = load_results("foundations", "smoke")
     assert set(out) == {f.removesuffix(".json") for f in RESULT_FILES}
@@ -44,7 +45,8 @@ def _finished_run(acc_offset: float) -> dict:
     run = Run("foundations", params_class("foundations").for_profile("smoke", seeds=[0, 1, 2]))
     for s in run.seeds:
         run.record(s, acc=acc_offset + 0.1 * s)
-    claim = Claim("c", None, "acc above a quarter", a="acc", statistic="value", region=(">", 0.25))
+    claim = Claim("c", None, "acc above a quarter", a="acc", statistic="value", region=(">", 0.25), margin=0.0,
+                  rationale="chance level is 0.25")
     return run.finish([claim.evaluate(run.values("acc"))])
 
 
@@ -110,3 +112,23 @@ def test_digits_splits_are_disjoint_and_seeded():
     assert (a.train.without_class(3).y != 3).all()
     with pytest.raises(ValueError, match="per_class=500"):
         digits.labelled_subset(a.train, 500, seed=0)
+
+
+def test_health_table_and_diagnosis_links(scratch):
+    run = Run("foundations", params_class("foundations").for_profile("smoke", seeds=[0, 1, 2]))
+    for s in run.seeds:
+        run.record(s, teacher_sw=0.17 + 0.01 * s, oracle_sw=0.108, floor_sw=0.096 + 0.001 * s, acc=0.5 + 0.1 * s)
+    run.health("teacher (50 steps)", "sliced Wasserstein to data", "teacher_sw", lower_is_better=True,
+               references={"exact-score oracle": "oracle_sw", "data vs data": "floor_sw"})
+    table = run.health_markdown()
+    assert "teacher (50 steps)" in table and "0.18 ± 0.01" in table and "0.108 ± 0" in table
+    claim = Claim("c", None, "acc above 0.9", a="acc", statistic="value", region=(">", 0.9), margin=0.0,
+                  rationale="made up", explanation="too few steps", diagnosis="no-such-metric")
+    with pytest.raises(ValueError, match="diagnosis 'no-such-metric'"):
+        run.finish([claim.evaluate(run.values("acc"))])
+    ok = Claim("c", None, "acc above 0.9", a="acc", statistic="value", region=(">", 0.9), margin=0.0,
+               rationale="made up", explanation="the teacher is far from the oracle", diagnosis="teacher_sw")
+    run.finish([ok.evaluate(run.values("acc"))])
+    out = load_results("foundations", "smoke")
+    assert out["metrics"]["health"][0]["references"]["data vs data"]["mean"] == pytest.approx(0.097)
+    assert out["claims"][0]["diagnosis_status"] == "tested by teacher_sw"

@@ -111,3 +111,12 @@ def test_non_finite_loss_stops_with_the_step():
     with pytest.raises(FloatingPointError, match="step 0"):
         fit(model, lambda m, b: m(b).sum() * float("nan"), lambda g: torch.zeros(1, 2), steps=3,
             optimizer=torch.optim.SGD(model.parameters(), 0.1), seed=0, progress=False)
+
+
+def test_fit_result_reads_the_tail_and_its_drift():
+    from distillbook.training import FitResult
+
+    r = FitResult(history=[{"step": k, "acc": v} for k, v in enumerate([0.1, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9])])
+    assert r.final("acc") == pytest.approx(0.9)
+    assert r.drift("acc") == pytest.approx(abs(0.9 - (0.5 + 0.8 + 0.9) / 3) / 0.9)
+    assert r.final("acc", window=1) == pytest.approx(0.9)

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillbook.claims import VERDICTS
+from distillbook.claims import VERDICTS, format_mean_std
 from distillbook.params import ChapterParams
 from distillbook.paths import NOTEBOOKS_DIR, checkpoints_dir, results_root
 from distillbook.provenance import git_commit, imported_modules, notebook_hashes, package_versions, sha256_bytes
@@ -115,6 +115,7 @@ class Run:
         notebook = NOTEBOOKS_DIR / f"{chapter}.ipynb"
         self.notebook = notebook_hashes(notebook)
         self.per_seed: dict[int, dict[str, Any]] = {int(s): {} for s in params.seeds}
+        self.health_rows: list[dict[str, Any]] = []
         self.tracker = Tracker(params.tracking, name=f"{chapter}-{params.profile}", group=chapter,
                                config=params.model_dump())
 
@@ -159,6 +160,38 @@ class Run:
             raise KeyError(f"metric {name!r} not recorded for seeds {missing}")
         return [self.per_seed[s][name] for s in self.seeds]
 
+    def health(self, component: str, metric: str, measured: str, *, lower_is_better: bool,
+               references: dict[str, str | float] | None = None, note: str = "") -> None:
+        """A row of the test-bed health table: a teacher, prior or base model against its oracle or floor.
+
+        ``measured`` and each reference name a recorded per-seed scalar metric
+        (or give a number, e.g. a ceiling of 1.0). The row stores their seed
+        means and stds, so a reader sees whether the component leaves a claim
+        room above its oracle or floor.
+        """
+        def stats(x):
+            v = np.asarray(self.values(x) if isinstance(x, str) else [x], dtype=float)
+            return {"source": x if isinstance(x, str) else "constant", "mean": float(v.mean()),
+                    "std": float(v.std(ddof=1)) if v.size > 1 else 0.0}
+
+        row = {"component": component, "metric": metric, "lower_is_better": lower_is_better,
+               "measured": stats(measured), "references": {k: stats(v) for k, v in (references or {}).items()},
+               "note": note}
+        self.health_rows.append(row)
+
+    def health_markdown(self, digits: int = 3) -> str:
+        """The computed test-bed health table (component vs oracle / floor / ceiling)."""
+        if not self.health_rows:
+            raise ValueError("no health rows recorded: call run.health(...) for each teacher, prior or base model")
+        rows = ["| component | metric | measured (mean ± std) | references | note |", "|---|---|---|---|---|"]
+        for r in self.health_rows:
+            refs = "; ".join(f"{k}: {format_mean_std(v['mean'], v['std'], digits)}" for k, v in r["references"].items())
+            arrow = "lower is better" if r["lower_is_better"] else "higher is better"
+            rows.append(f"| {r['component']} | {r['metric']} ({arrow}) | "
+                        f"{format_mean_std(r['measured']['mean'], r['measured']['std'], digits)} | {refs or '—'} | "
+                        f"{r['note']} |")
+        return "\n".join(rows)
+
     def figure(self, name: str, fig) -> None:
         """Send a chapter figure to the tracker (the notebook shows it inline)."""
         self.tracker.log_figure(name, fig)
@@ -178,9 +211,15 @@ class Run:
     def finish(self, claims: Iterable[dict]) -> dict[str, Any]:
         """Write metrics, claims and provenance; return the provenance."""
         claims = list(claims)
+        ids = {c.get("id") for c in claims}
+        recorded = {k for m in self.per_seed.values() for k in m}
         for c in claims:
             if c.get("verdict") not in VERDICTS:
                 raise ValueError(f"claim {c.get('id')!r} has no computed verdict")
+            diagnosis = c.get("diagnosis")
+            if diagnosis and diagnosis not in ids and diagnosis not in recorded:
+                raise ValueError(f"claim {c['id']!r}: diagnosis {diagnosis!r} is neither a claim of this chapter nor a "
+                                 "recorded metric")
         wall = time.perf_counter() - self.started
         modules = imported_modules()
         changed = sorted(m for m, digest in self.code.items() if modules.get(m) != digest)
@@ -205,7 +244,8 @@ class Run:
             "modules": modules,
         }
         metrics = {"chapter": self.chapter, "profile": self.profile, "seeds": self.seeds,
-                   "per_seed": {str(s): m for s, m in self.per_seed.items()}, "aggregate": self.aggregate()}
+                   "per_seed": {str(s): m for s, m in self.per_seed.items()}, "aggregate": self.aggregate(),
+                   "health": self.health_rows}
         write_results(results_dir(self.chapter, self.profile),
                       {"metrics.json": metrics, "claims.json": claims, "provenance.json": provenance})
         self.tracker.summary({f"claims/{c['id']}": c["verdict"] for c in claims})

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.std import tqdm
 
+from distillbook.claims import WINDOW, relative_change, tail_mean
 from distillbook.runtime import seed_everything
 
 Batch = Any
@@ -41,6 +42,14 @@ class FitResult:
 
     def column(self, name: str) -> list[float]:
         return [row[name] for row in self.history if name in row]
+
+    def final(self, name: str, window: int = WINDOW) -> float:
+        """The converged reading of an evaluated metric: the mean of its last ``window`` evaluations."""
+        return tail_mean(self.column(name), window)
+
+    def drift(self, name: str, window: int = WINDOW) -> float:
+        """How much the metric still moves: relative change of the last window's mean against the one before."""
+        return relative_change(self.column(name), window)
 
 
 def fit(
