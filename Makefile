@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CHAPTER ?=
 PROFILE ?= auto
 
-.PHONY: install book build test status run clean
+.PHONY: install book build test status run mutate clean
 
 # Creates the venv if missing and installs the pinned requirements; reruns only when they change.
 $(STAMP): requirements.txt pyproject.toml
@@ -36,5 +36,11 @@ run: install
 	@test -n "$(CHAPTER)" || { echo "usage: make run CHAPTER=<id> [PROFILE=smoke|cpu|gpu|auto]"; exit 2; }
 	$(PY) -m distillbook run $(CHAPTER) --profile $(PROFILE)
 
+# Mutation testing of the losses, the speculative sampler, the diffusion samplers and claims.py (config in
+# pyproject.toml): mutmut mutates a copy in mutants/, never src/, and lists the surviving mutants at the end.
+mutate: install
+	$(VENV)/bin/mutmut run --max-children 1
+	$(VENV)/bin/mutmut results
+
 clean:
-	rm -rf _build runs
+	rm -rf _build runs mutants

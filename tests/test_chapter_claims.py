@@ -3,67 +3,94 @@
 import numpy as np
 import pytest
 
-from distillbook.chapters import foundations, lm_kd_dynamics
+from distillbook.chapters import foundations
 from distillbook.results import Run
 
 SEEDS = [0, 1, 2, 3]
+N_EVALS = 8  # evaluations per made-up learning curve (the claims need >= 2 windows of 3)
 
 
-def _noise(seed: int) -> float:
-    return 0.001 * ((seed * 7919) % 5)  # small, seed-dependent, deterministic
+def _noise(seed: int, arm: float = 0.0) -> float:
+    """Small, deterministic, different per seed and per arm (so that no difference is the same in every seed)."""
+    return float(np.random.default_rng([seed, int(1000 * arm)]).uniform(0.0, 0.004))
 
 
-def test_foundations_claims_read_the_right_arms(scratch):
-    params = foundations.Params.for_profile("smoke", seeds=SEEDS)  # temperatures [1, 4, 20]
+def _flat(level: float, seed: int) -> list[float]:
+    """A converged learning curve: rises, then sits at ``level`` (+ seed noise) for its last 6 evaluations."""
+    e = _noise(seed, level)  # the noise differs between arms, so no difference is a constant
+    return [level - 0.2, level - 0.1] + [level + e] * (N_EVALS - 2)
+
+
+def _rising(level: float, seed: int) -> list[float]:
+    """A curve still climbing 1 point per evaluation at the end (tail moves > 0.5% against the window before)."""
+    return list(level - 0.01 * np.arange(N_EVALS)[::-1] + _noise(seed, level))
+
+
+# (label-only, arg-max, T = 1, T = 4, T = 20 on the whole training set; T = 1 and T = 4 on the labelled set;
+#  longer-training arg-max and soft; omitted-digit accuracy at T = 20 per seed) and the expected verdicts.
+VARIANTS = {
+    "reproduced": dict(
+        levels=dict(label=0.80, argmax=0.90, t1=0.90, t4=0.95, t20=0.96, lab_t1=0.82, lab_t4=0.86,
+                    long_argmax=0.90, long_soft=0.96),
+        rising=(), omitted=[0.90, 0.92, 0.88, 0.91],
+        verdict="reproduced"),
+    "not reproduced": dict(
+        levels=dict(label=0.90, argmax=0.97, t1=0.96, t4=0.90, t20=0.85, lab_t1=0.88, lab_t4=0.84,
+                    long_argmax=0.97, long_soft=0.90),
+        rising=(), omitted=[0.10, 0.20, 0.15, 0.12],
+        verdict="not reproduced"),
+    "inconclusive": dict(
+        # every claim's a arm still climbing (not converged); the omitted digit's interval spans the 0.52 line
+        levels=dict(label=0.80, argmax=0.90, t1=0.90, t4=0.95, t20=0.96, lab_t1=0.82, lab_t4=0.86,
+                    long_argmax=0.90, long_soft=0.96),
+        rising=("t4", "t20", "lab_t4", "long_soft"), omitted=[0.30, 0.80, 0.45, 0.60],
+        verdict="inconclusive"),
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_foundations_claims_reach_every_verdict(scratch, variant):
+    spec = VARIANTS[variant]
+    params = foundations.Params.for_profile("smoke", seeds=SEEDS)  # temperatures [1, 4, 20], ablation_steps [60]
+    assert params.temperatures == [1.0, 4.0, 20.0] and foundations.longest_ablation(params) == 60
     run = Run("foundations", params)
     for s in SEEDS:
-        e = _noise(s)
-        run.record(s, label_only_test_acc=0.80 + e, pseudo_label_test_acc=0.99 + e,
-                   soft_all_test_acc=[0.96 + e, 0.90 + e, 0.95 + e],  # T = 1, 4, 20: softening hurts here
-                   soft_labelled_test_acc=[0.70 + e, 0.85 + e, 0.60 + e],
-                   omit_class_adjusted_acc=[0.05 + e, 0.10 + e, 0.40 + e])
-    verdicts = {r["id"]: r["verdict"] for r in foundations.evaluate_claims(run)}
-    assert verdicts == {
-        "distilled-beats-labels": "reproduced",  # 0.95 (T = 20) vs 0.80
-        "soft-beats-pseudo-labels": "not reproduced",  # 0.95 vs 0.99
-        "temperature-above-1-helps": "not reproduced",  # T = 4: 0.90 vs T = 1: 0.96
-        "temperature-above-1-helps-small-transfer": "reproduced",  # 0.85 vs 0.70
-        "soft-targets-regularise": "reproduced",  # 0.85 (T = 4) vs 0.80
-        "omitted-class-recognised": "not reproduced",  # 0.40 at T = 20, claimed > 0.5
-    }
+        c = {k: (_rising if k in spec["rising"] else _flat)(v, s) for k, v in spec["levels"].items()}
+        run.record(s, label_only_curve=c["label"], pseudo_label_curve=c["argmax"],
+                   soft_all_curves=[c["t1"], c["t4"], c["t20"]],
+                   soft_labelled_curves=[c["lab_t1"], c["lab_t4"], _flat(0.5, s)],
+                   ablation_steps60_argmax_curve=c["long_argmax"], ablation_steps60_soft_curve=c["long_soft"],
+                   omit_class_adjusted_acc=[0.1, 0.2, spec["omitted"][s]])
+    results = foundations.evaluate_claims(run)
+    assert [r["id"] for r in results] == [
+        "distilled-beats-labels", "soft-beats-pseudo-labels", "soft-beats-pseudo-labels-60-steps",
+        "temperature-above-1-helps", "temperature-above-1-helps-small-transfer", "soft-targets-regularise",
+        "omitted-class-recognised"]
+    assert {r["id"]: r["verdict"] for r in results} == {r["id"]: spec["verdict"] for r in results}
+    if variant == "inconclusive":
+        reasons = {r["id"]: r["reason"] for r in results}
+        assert reasons.pop("omitted-class-recognised") == "interval spans the region"
+        assert set(reasons.values()) == {"not converged"}
+    for r in results:  # every claim says what it reads and why its margin
+        assert r["margin"] > 0 and r["rationale"]
+        assert r["explanation"] and r["diagnosis"]
 
 
-def _curve(values, seed):
-    return (np.asarray(values, dtype=float) + _noise(seed)).tolist()
-
-
-def test_lm_kd_claims_read_the_right_arms(scratch):
-    params = lm_kd_dynamics.Params.for_profile("smoke", seeds=SEEDS)  # offline sizes [4, 16]
-    run = Run("lm-kd-dynamics", params)
-    u_shape, falling = [0.6, 0.3, 0.35, 0.4], [0.6, 0.4, 0.3, 0.25]
+def test_foundations_claims_read_tail_means_and_saturate_at_the_ceiling(scratch):
+    params = foundations.Params.for_profile("smoke", seeds=SEEDS)
+    run = Run("foundations", params)
     for s in SEEDS:
-        run.record(s, **{
-            "hacking_offline4_golden": _curve(u_shape, s), "hacking_offline4_proxy": _curve(falling, s),
-            "hacking_offline16_golden": _curve([0.6, 0.35, 0.3, 0.28], s), "hacking_offline16_proxy": _curve(falling, s),
-            "hacking_oracle4_golden": _curve([0.6, 0.3, 0.32, 0.33], s), "hacking_oracle4_proxy": _curve(falling, s),
-            "hacking_online_golden": _curve(falling, s), "hacking_online_proxy": _curve(falling, s),
-            "hacking_on_policy_golden": _curve([0.6, 0.4, 0.35, 0.45], s), "hacking_on_policy_proxy": _curve(falling, s),
-            "capacity_student_golden": _curve([0.3, 0.2, 0.25], s),
-            "xtok_ntp_bpc": 2.5 + _noise(s), "xtok_uld_bpc": 2.1 + _noise(s), "xtok_alm_bpc": 2.3 + _noise(s),
-        })
-    verdicts = {r["id"]: r["verdict"] for r in lm_kd_dynamics.evaluate_claims(run)}
-    assert verdicts == {
-        "offline-golden-turns-up": "reproduced",
-        "proxy-falls-while-golden-rises": "reproduced",
-        "turn-up-is-teacher-hacking": "reproduced",  # U-depth 0.10 vs the oracle control's 0.03
-        "online-turns-up-less": "reproduced",
-        "online-beats-offline": "reproduced",  # 0.40 vs 0.25
-        "on-policy-beats-offline": "not reproduced",  # 0.40 vs 0.45
-        "diverse-offline-helps": "reproduced",  # 0.40 vs 0.28
-        "capacity-gap-u-shape": "reproduced",
-        "alm-beats-uld": "not reproduced",  # ULD 2.1 < ALM 2.3
-        "alm-beats-next-token": "reproduced",  # next-token 2.5 > ALM 2.3
-    }
+        top = [0.999, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0 - 0.001 * (s % 2)]
+        run.record(s, label_only_curve=_flat(0.8, s), pseudo_label_curve=top, soft_all_curves=[top, top, top],
+                   soft_labelled_curves=[_flat(0.8, s), _flat(0.85, s), _flat(0.9, s)], ablation_steps60_argmax_curve=top,
+                   ablation_steps60_soft_curve=top, omit_class_adjusted_acc=[0.1, 0.2, 0.9 + _noise(s)])
+    by_id = {r["id"]: r for r in foundations.evaluate_claims(run)}
+    # both arms within one test image (0.002) of perfect accuracy in every seed: the test bed cannot decide
+    assert by_id["soft-beats-pseudo-labels"]["verdict"] == "inconclusive"
+    assert by_id["soft-beats-pseudo-labels"]["reason"] == "saturated"
+    # the arm is the mean of the last 3 evaluations, not the last point
+    expected = np.mean([1.0, 1.0, 1.0 - 0.001 * (1 % 2)])
+    assert by_id["distilled-beats-labels"]["a"]["per_seed"][1] == pytest.approx(expected)
 
 
 def test_run_settings_are_not_overrides():
@@ -72,11 +99,8 @@ def test_run_settings_are_not_overrides():
     assert foundations.Params.for_profile("cpu", alpha=0.3).overrides_from_preset() == {"alpha": 0.3}
 
 
-@pytest.mark.parametrize("field", ["student_dim", "teacher_dim", "xtok_student_dim", "capacity_student_dim"])
-def test_lm_kd_widths_must_suit_two_heads(field):
+def test_claims_need_enough_evaluations():
     from distillbook.params import ParameterError
 
-    with pytest.raises(ParameterError, match="even and >= 4"):
-        lm_kd_dynamics.Params.for_profile("smoke", **{field: 15})
-    with pytest.raises(ParameterError, match="even and >= 4"):
-        lm_kd_dynamics.Params.for_profile("smoke", capacity_teacher_dims=[0, 2, 4])
+    with pytest.raises(ParameterError, match="evaluations"):
+        foundations.Params.for_profile("smoke", eval_every=10)  # 30 steps: 3 evaluations

@@ -1,5 +1,7 @@
 """The verdict rule on synthetic numbers, its interval against scipy, and why it is a t-interval."""
 
+import json
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -247,6 +249,10 @@ def test_excess_ratio_with_denominator_at_the_floor_is_saturated():
     c = _claim(statistic="ratio", region=("<", 1.5), floor=0.10)
     r = c.evaluate([0.2, 0.21, 0.22], [0.10, 0.12, 0.11])
     assert (r["verdict"], r["reason"]) == (INCONCLUSIVE, SATURATED)
+    assert r["measured"]["per_seed"][0] is None and r["measured"]["mean"] == pytest.approx(0.11 / 0.02 / 2 + 0.12 / 0.01 / 2)
+    r = c.evaluate([0.2, 0.21, 0.22], [0.10, 0.09, 0.10])  # undefined in every seed: nulls, valid JSON
+    assert r["measured"]["mean"] is None and r["measured"]["ci95"] == [None, None]
+    json.dumps(r, allow_nan=False)
 
 
 def test_arms_at_a_ceiling_are_saturated():
@@ -364,3 +370,15 @@ def test_markdown_table_shows_margin_reason_and_groups():
                    {"cube": [0.8, 0.8, 0.81], "sphere": [0.8, 0.8, 0.81]})
     table = markdown_table([r, BEATS.evaluate([0.9, 0.95], [0.1, 0.2])])
     assert "by ≥ 0.01" in table and "sphere: not reproduced" in table and "(too few seeds)" in table
+
+
+def test_curve_difference_reads_both_tails_and_the_larger_drift():
+    from distillbook.claims import curve_difference
+
+    high = [[0.5, 0.4, 0.35, 0.35, 0.35, 0.35 + 0.001 * s] for s in range(3)]
+    low = [[0.5, 0.3, 0.2, 0.2, 0.2, 0.2 + 0.002 * s] for s in range(3)]
+    arm = curve_difference(high, low)
+    assert arm.values() == pytest.approx([np.mean(h[-3:]) - np.mean(lo[-3:]) for h, lo in zip(high, low)])
+    assert arm.drift() == pytest.approx([max(relative_change(h), relative_change(lo)) for h, lo in zip(high, low)])
+    r = Claim("rise", 1, "SW rises", a="rise", statistic="value", margin=0.05, rationale=WHY).evaluate(arm)
+    assert r["reason"] == NOT_CONVERGED

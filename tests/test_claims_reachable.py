@@ -31,8 +31,14 @@ def _chapter_claims():
 def _targets(claim: Claim) -> dict[str, np.ndarray]:
     """Per-seed statistics d_s that must give each verdict."""
     line = decision_line(claim.region, claim.margin)
-    lo_b = claim.floor if claim.floor is not None else -np.inf
-    hi_b = claim.ceiling if claim.ceiling is not None else np.inf
+    lo_m = claim.floor if claim.floor is not None else -np.inf  # the metric's own bounds (for the arms)
+    hi_m = claim.ceiling if claim.ceiling is not None else np.inf
+    if claim.statistic == "value":
+        lo_b, hi_b = lo_m, hi_m  # where the statistic d can lie
+    elif claim.statistic == "difference":
+        lo_b, hi_b = -(hi_m - lo_m), hi_m - lo_m
+    else:
+        lo_b, hi_b = 0.0, np.inf
     if claim.region[0] == "within":
         a, b = line
         width = b - a
@@ -40,8 +46,10 @@ def _targets(claim: Claim) -> dict[str, np.ndarray]:
         spread = width
     else:
         scale = (hi_b - lo_b) if np.isfinite(hi_b - lo_b) else max(1.0, abs(line))
-        step = 0.05 * scale
         sign = 1.0 if claim.region[0] == ">" else -1.0
+        room = (hi_b - line) if sign > 0 else (line - lo_b)  # how far the region reaches inside the bounds
+        assert room > 0, f"{claim.id}: the claimed region lies beyond the metric's own bound"
+        step = min(0.05 * scale, room / 2)
         inside, outside, spread = line + sign * step, line - sign * step, 4 * step
     tiny = 1e-3 * abs(spread)
     centre = (inside + outside) / 2

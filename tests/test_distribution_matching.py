@@ -92,16 +92,37 @@ def test_sim_l2_gradient_is_the_score_divergence_gradient(mu0, s0):
     assert measured == pytest.approx(_analytic(mu0, s0, _fisher_frozen_sampling), rel=0.02, abs=2e-3)
 
 
+def _fisher_frozen_score(m, v, m0, v0):
+    """sigma^2 E_{q_t} (s_q0 - s_p)^2 / 2 with the fake score held at the current generator (m0, v0) and the
+    sampling distribution moving: the part of the Fisher divergence that flows through x_t alone."""
+    slope = 1 - 1 / v0
+    return 0.5 * SIGMA ** 2 * ((slope * m + m0 / v0) ** 2 + slope ** 2 * v)
+
+
+def _sid_gradient(mu, s, x, y_r, y_f, alpha):
+    """sid_loss's gradient in (mu, s), its per-sample weight sg(mean_d |x - y_r|) undone: the chain rule through
+    sid_loss's three inputs, each input's per-sample gradient multiplied back by that sample's weight."""
+    leaves = [t.detach().requires_grad_(True) for t in (x, y_r, y_f)]
+    grads = torch.autograd.grad(dm.sid_loss(*leaves, alpha=alpha), leaves)
+    weight = (x - y_r).abs().mean(1, keepdim=True).detach()
+    surrogate = sum((g * weight * t).sum() for g, t in zip(grads, (x, y_r, y_f)))
+    return [v.item() for v in torch.autograd.grad(surrogate, [mu, s], retain_graph=True)]
+
+
 @pytest.mark.parametrize("mu0,s0", CASES)
 def test_sid_at_half_is_the_full_fisher_gradient(mu0, s0):
-    """SiD's alpha = 1/2, its weight taken out, is the gradient of sigma^2 E_q ||s_q - s_p||^2 / 2
-    (times alpha^2 / sigma^2 in x0 units)."""
+    """SiD's alpha = 1/2, its weight taken out, is the gradient of F = sigma^2 E_q ||s_q - s_p||^2 / 2 (times
+    alpha_t^2 / sigma^2 in x0 units). Each unit of alpha above 1/2 subtracts twice the gradient of H, the same
+    divergence with the fake score frozen (the path through x_t only): grad F + (1 - 2 alpha) grad H, which at
+    alpha = 1 is SIM's frozen-sampling gradient."""
     mu, s, x, x_t, eps, eps_real, eps_fake = _gaussian_case(mu0, s0)
     y_r, y_f = _x0(x_t, eps_real), _x0(x_t, eps_fake)
-    diff = y_r - y_f
-    unweighted = (diff * ((y_r - x) - 0.5 * diff)).sum(1).mean()
-    measured = [ALPHA ** 2 / SIGMA ** 2 * v.item() for v in torch.autograd.grad(unweighted, [mu, s])]
-    assert measured == pytest.approx(_analytic(mu0, s0, _fisher), rel=0.02, abs=2e-3)
+    full, frozen_score = _analytic(mu0, s0, _fisher), _analytic(mu0, s0, _fisher_frozen_score)
+    assert [f - h for f, h in zip(full, frozen_score)] == pytest.approx(_analytic(mu0, s0, _fisher_frozen_sampling))
+    for alpha in (0.5, 1.2):
+        measured = [ALPHA ** 2 / SIGMA ** 2 * v for v in _sid_gradient(mu, s, x, y_r, y_f, alpha)]
+        expected = [f + (1 - 2 * alpha) * h for f, h in zip(full, frozen_score)]
+        assert measured == pytest.approx(expected, rel=0.02, abs=2e-3), alpha
 
 
 def _nets():
@@ -149,6 +170,17 @@ def test_sid_alpha_subtracts_the_squared_disagreement():
         torch.testing.assert_close(lhs, rhs)
         torch.testing.assert_close(torch.autograd.grad(lhs, theta, retain_graph=True)[0],
                                    torch.autograd.grad(rhs, theta, retain_graph=True)[0])
+
+
+def test_defaults_are_the_reference_settings():
+    """SiD's alpha defaults to 1.2 (the reference training loop's), SIM's pseudo-Huber c to 1."""
+    real, fake = _nets()
+    theta, x, x_t, eps = _diffused_batch()
+    y_r, y_f = _x0(x_t, real(x_t)), _x0(x_t, fake(x_t))
+    torch.testing.assert_close(dm.sid_loss(x, y_r, y_f), dm.sid_loss(x, y_r, y_f, alpha=1.2))
+    assert not torch.allclose(dm.sid_loss(x, y_r, y_f), dm.sid_loss(x, y_r, y_f, alpha=1.0))
+    torch.testing.assert_close(dm.sim_loss(real(x_t), fake(x_t), eps), dm.sim_loss(real(x_t), fake(x_t), eps, c=1.0))
+    assert not torch.allclose(dm.sim_loss(real(x_t), fake(x_t), eps), dm.sim_loss(real(x_t), fake(x_t), eps, c=2.0))
 
 
 def test_pseudo_huber_limit_is_l2():

@@ -1,11 +1,13 @@
 """The dmd-one-step chapter's pieces: generator and fake-score initialisation, frozen calls, the two-player
 step, the UNet denoiser, seed workers, and parameter errors."""
 
+import numpy as np
 import pytest
 import torch
 
 from distillbook import parallel
 from distillbook.chapters import dmd_one_step as chapter
+from distillbook.claims import curve_difference
 from distillbook.diffusion import Schedule
 from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, guided
 from distillbook.params import ParameterError
@@ -154,7 +156,9 @@ def test_parameter_errors_name_the_field():
     with pytest.raises(ParameterError, match="digits_denoiser"):
         chapter.Params.for_profile("smoke", digits_denoiser="transformer")
     with pytest.raises(ParameterError, match="eval_points"):
-        chapter.Params.for_profile("smoke", ring_steps=5)
+        chapter.Params.for_profile("smoke", ring_steps=7)
+    with pytest.raises(ParameterError, match="eval_points"):  # the claims read 2 windows of 3 evaluations
+        chapter.Params.for_profile("smoke", eval_points=4, ring_steps=8, digits_steps=8)
     with pytest.raises(ParameterError, match="workers"):
         chapter.Params.for_profile("smoke", workers=0)
 
@@ -199,3 +203,132 @@ def test_unet_denoiser_pickles_after_a_forward_pass():
     net(x, torch.tensor([3, 4])).sum().backward()
     copy = pickle.loads(pickle.dumps(net))
     torch.testing.assert_close(copy(x, torch.tensor([3, 4])), net(x, torch.tensor([3, 4])))
+
+
+# ---------------------------------------------------------------- claims (issue 13)
+
+SEEDS = [0, 1, 2, 3]
+N_EVAL = 11  # eval_points = 10: the initial evaluation and ten more
+
+
+def _noise(name: str, seed: int, scale: float) -> float:
+    """Small, deterministic, different per metric and seed (so no statistic is identical in every seed)."""
+    import zlib
+
+    return scale * ((((seed + 1) * zlib.crc32(name.encode())) % 7) - 3) / 3
+
+
+def _curve(value: float, *, start: float | None = None, settled: bool = True) -> list[float]:
+    """An evaluation curve ending at ``value``: flat over its last two windows (settled) or falling onto it."""
+    if settled:
+        return [value if start is None else start] + [value] * (N_EVAL - 1)
+    return [1.5 * value] * (N_EVAL - 3) + [value] * 3
+
+
+# per claim variant: {metric: (value, noise scale, start)}; curves are settled except in the inconclusive variant
+VARIANTS = {
+    "reproduced": dict(
+        sw_data=0.10, sw_teacher=0.17, dmd2=0.18, dmd=0.25, gan=0.12, sid=0.20, sid_fast=0.30, sim=0.20, sim_fast=0.20,
+        dmd_fast=0.30, modes_dmd2=8.0, modes_dmd=6.0, q_dmd2=0.7, q_dmd=0.4, cfid_data=1.0, cfid_teacher=11.0,
+        vsd=12.0, sds=30.0, cfg=12.0, four=8.0, four_start=10.0, r_zero=0.3, r_cfg=0.2, r_anti=0.3, a_zero=0.90,
+        a_cfg=0.905),
+    "not reproduced": dict(
+        sw_data=0.10, sw_teacher=0.17, dmd2=0.30, dmd=0.20, gan=0.35, sid=0.20, sid_fast=0.20, sim=0.20, sim_fast=0.40,
+        dmd_fast=0.20, modes_dmd2=5.0, modes_dmd=6.0, q_dmd2=0.4, q_dmd=0.7, cfid_data=1.0, cfid_teacher=11.0,
+        vsd=30.0, sds=31.0, cfg=12.0, four=15.0, four_start=10.0, r_zero=0.2, r_cfg=0.3, r_anti=0.2, a_zero=0.80,
+        a_cfg=0.90),
+    # modes and accuracies at their ceilings (saturated); every other curve still falling (not converged)
+    "inconclusive": dict(
+        sw_data=0.10, sw_teacher=0.17, dmd2=0.18, dmd=0.25, gan=0.12, sid=0.20, sid_fast=0.30, sim=0.20, sim_fast=0.20,
+        dmd_fast=0.30, modes_dmd2=8.0, modes_dmd=8.0, q_dmd2=0.7, q_dmd=0.4, cfid_data=1.0, cfid_teacher=11.0,
+        vsd=12.0, sds=30.0, cfg=12.0, four=8.0, four_start=None, r_zero=0.3, r_cfg=0.2, r_anti=0.3, a_zero=0.998,
+        a_cfg=0.998),
+}
+SATURATED_CLAIMS = {"ttur-covers-more-modes", "dmd2-covers-all-modes", "zero-cfg-same-accuracy"}
+
+
+def _made_up_run(variant: str) -> Run:
+    x = VARIANTS[variant]
+    settled = variant != "inconclusive"
+    params = chapter.Params.for_profile("smoke", seeds=SEEDS, ring_steps=10, digits_steps=10, eval_points=10)
+    top, w = max(params.teacher_nfes), params.guidance_scale
+    run = Run(chapter.CHAPTER, params)
+    curves = {  # metric: (value, noise scale, start)
+        "ring_curve_dmd2": (x["dmd2"], 0.002, None), "ring_curve_dmd": (x["dmd"], 0.002, None),
+        "ring_curve_dmd2_gan": (x["gan"], 0.002, None), "ring_curve_sid": (x["sid"], 0.002, None),
+        "ring_curve_sid_fast": (x["sid_fast"], 0.002, None), "ring_curve_sim": (x["sim"], 0.002, None),
+        "ring_curve_sim_fast": (x["sim_fast"], 0.002, None), "ring_curve_dmd_fast": (x["dmd_fast"], 0.002, None),
+        "ring_modes_curve_dmd2": (x["modes_dmd2"], 0.0 if x["modes_dmd2"] == 8 else 0.3, None),
+        "ring_modes_curve_dmd": (x["modes_dmd"], 0.0 if x["modes_dmd"] == 8 else 0.3, None),
+        "ring_quality_curve_dmd2": (x["q_dmd2"], 0.005, None), "ring_quality_curve_dmd": (x["q_dmd"], 0.005, None),
+        "digits_curve_vsd": (x["vsd"], 0.05, None), "digits_curve_sds": (x["sds"], 0.05, None),
+        "digits_curve_sid_cfg": (x["cfg"], 0.05, None), "digits_curve_sid_4step": (x["four"], 0.05, x["four_start"]),
+        "digits_recall_curve_sid_zero": (x["r_zero"], 0.002, None),
+        "digits_recall_curve_sid_cfg": (x["r_cfg"], 0.002, None),
+        "digits_recall_curve_sid_anti": (x["r_anti"], 0.002, None),
+        "digits_accuracy_curve_sid_zero": (x["a_zero"], 0.001, None),
+        "digits_accuracy_curve_sid_cfg": (x["a_cfg"], 0.001, None),
+    }
+    scalars = {"ring_sw_data": (x["sw_data"], 0.002), f"ring_sw_teacher{top}": (x["sw_teacher"], 0.002),
+               "digits_cfid_data": (x["cfid_data"], 0.05), f"digits_cfid_teacher{top}_w{w:g}": (x["cfid_teacher"], 0.05)}
+    for s in SEEDS:
+        metrics = {}
+        for name, (value, scale, start) in curves.items():
+            e = _noise(name, s, scale)
+            saturated_arm = name.startswith(("ring_modes", "digits_accuracy")) and variant == "inconclusive"
+            metrics[name] = [v + e for v in _curve(value, start=start, settled=settled or saturated_arm)]
+            metrics[name][0] += _noise(name + "/start", s, scale)  # the starting point varies by seed on its own
+        metrics.update({name: value + _noise(name, s, scale) for name, (value, scale) in scalars.items()})
+        run.record(s, **metrics)
+    return run
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_claims_read_the_right_arms(scratch, variant):
+    """Made-up per-seed numbers give every claim each of the three verdicts across the variants (issue 13)."""
+    results = chapter.evaluate_claims(_made_up_run(variant))
+    assert [r["id"] for r in results] == [c.id for c in chapter.claims(chapter.Params.for_profile("smoke"))]
+    verdicts = {r["id"]: r["verdict"] for r in results}
+    assert verdicts == {r["id"]: variant for r in results}, verdicts
+    if variant == "inconclusive":
+        reasons = {r["id"]: r["reason"] for r in results}
+        assert reasons == {i: "saturated" if i in SATURATED_CLAIMS else "not converged" for i in reasons}
+
+
+def test_every_unreproduced_claim_names_an_explanation_and_a_recorded_diagnosis(scratch):
+    run = _made_up_run("not reproduced")
+    results = chapter.evaluate_claims(run)
+    ids = {r["id"] for r in results}
+    for claim in chapter.claims(run.params):
+        assert claim.explanation, claim.id
+        if claim.diagnosis:  # a claim of the chapter or a metric the chapter records
+            assert claim.diagnosis in ids or claim.diagnosis.startswith(("ring_", "digits_")), claim.id
+
+
+def test_near_teacher_ratio_is_taken_on_sw_squared_above_the_data_floor(scratch):
+    run = _made_up_run("reproduced")
+    r = chapter.evaluate_claims(run)[0]
+    assert r["id"] == "dmd2-near-teacher"
+    sw = lambda name: np.asarray(run.values(name))  # noqa: E731
+    dmd2 = np.asarray([c[-1] for c in run.values("ring_curve_dmd2")])
+    expected = (dmd2 ** 2 - sw("ring_sw_data") ** 2) / (sw("ring_sw_teacher4") ** 2 - sw("ring_sw_data") ** 2)
+    np.testing.assert_allclose(r["measured"]["per_seed"], expected)
+
+
+def test_rise_reads_curve_tails_and_the_less_settled_curve():
+    fast = [[1.0, 1.0, 1.0, 2.0, 2.0, 2.0], [0.0, 0.0, 0.0, 3.0, 3.0, 3.0]]
+    default = [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0], [2.0, 2.0, 2.0, 1.0, 1.0, 1.0]]
+    rise = curve_difference(fast, default, 3)
+    np.testing.assert_allclose(rise.values(), [1.0, 2.0])
+    np.testing.assert_allclose(rise.drift(), [0.5, 1.0])  # |2-1|/2 and max(|3-0|/3, |1-2|/1)
+
+
+def test_share_near_a_mode_of_ring_data_matches_the_gaussian_closed_form():
+    """ring_quality_data: the share of ring data within 3 std of a mode is P(chi2_2 <= 9) = 1 - exp(-4.5)."""
+    from distillbook.testbeds import ring2d
+
+    mixture = ring2d.ring(8)
+    n = 200_000
+    x, _ = mixture.sample(n, torch.Generator().manual_seed(0))
+    p = 1 - np.exp(-4.5)
+    assert abs(ring2d.high_quality_share(x, mixture) - p) < 4 * np.sqrt(p * (1 - p) / n)

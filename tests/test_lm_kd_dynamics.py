@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from distillbook.chapters import lm_kd_dynamics
 from distillbook.chapters.lm_kd_dynamics import proxy_fall_after_golden_minimum
 from distillbook.losses.cross_tokenizer import alm_loss, uld_term
 from distillbook.models.lm import tiny_gpt2
 from distillbook.regimes import regime_batches
+from distillbook.results import Run
 from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, encode_bpe, to_strings, train_bpe
 
 
@@ -129,3 +131,120 @@ def test_oracle_targets_are_the_oracle_distribution():
     x = bed.golden_x[:5]
     probs = torch.softmax(oracle_targets(bed)(x).double(), -1)
     torch.testing.assert_close(probs, bed.lang.next_token_probs(x), atol=1e-6, rtol=0)
+
+
+# Claim wiring (moved from test_chapter_claims.py): made-up per-seed numbers reach every verdict of every claim
+SEEDS = [0, 1, 2, 3]
+N_EVALS = 12
+SPREAD = np.array([0.0, 1.0, -1.0, 0.5])  # a per-seed pattern whose t-interval is wide
+
+
+def _ramp(seed: int, k: float, n: int) -> np.ndarray:
+    """Seed- and arm-specific noise that grows along the curve, so that no statistic is the same in every seed."""
+    return 0.0001 * k * ((seed * 7919) % 5 + 1) * np.linspace(0.0, 1.0, n)
+
+
+def _curve(values, seed, k=1.0):
+    values = np.asarray(values, dtype=float)
+    return (values + _ramp(seed, k, len(values))).tolist()
+
+
+def _u_curve(depth):
+    """Falls from 1 to 0.3 by evaluation 3, then plateaus at 0.3 * (1 + depth): relative U-depth = depth."""
+    top = 0.3 * (1 + depth)
+    return [1.0, 0.6, 0.4, 0.3, (0.3 + top) / 2] + [top] * (N_EVALS - 5)
+
+
+def _flat(level):
+    return [1.0, 0.6, 0.4, 0.3 + (level - 0.3) / 2] + [level] * (N_EVALS - 4)
+
+
+FALLING = np.linspace(1.0, 0.2, N_EVALS).tolist()  # still moving at the end: not converged
+CONVERGED_BPC = [2.52, 2.5, 2.5, 2.5, 2.5, 2.5]  # 6 evaluations, as the profiles record: flat over both windows
+
+
+def _variant(kind: str, s: int) -> dict:
+    """Per-seed metrics of one seed for the variant that should give ``kind`` for every claim."""
+    if kind == "reproduced":
+        off, off_proxy = _u_curve(0.4), _flat(0.15)
+        oracle, online, on_policy, large = _flat(0.3), _flat(0.27), _flat(0.27), _flat(0.3)
+        capacity = [0.4, 0.25, 0.35]
+        xtok = {"ntp": CONVERGED_BPC, "uld": CONVERGED_BPC, "alm": (np.asarray(CONVERGED_BPC) - 0.2).tolist()}
+    elif kind == "not reproduced":
+        off, off_proxy = _flat(0.3), _flat(0.15)
+        oracle, online, on_policy, large = _u_curve(0.4), _flat(0.35), _flat(0.35), _flat(0.35)
+        capacity = [0.4, 0.3, 0.25]
+        xtok = {"ntp": CONVERGED_BPC, "uld": CONVERGED_BPC, "alm": (np.asarray(CONVERGED_BPC) + 0.2).tolist()}
+    else:  # seed-to-seed spread straddling the decision line, or curves still moving at the end
+        depth = 0.06 + 0.06 * SPREAD[s]
+        off, off_proxy = _u_curve(depth), FALLING
+        oracle, online, on_policy, large = _flat(0.3), _flat(0.31), FALLING, FALLING  # online: within the margin
+        capacity = [0.4, 0.3, 0.3 * (1 + depth)]
+        xtok = {"ntp": CONVERGED_BPC, "uld": CONVERGED_BPC, "alm": [3.0, 2.8, 2.6, 2.4, 2.2, 2.0]}
+    return {
+        "teacher_golden": 0.27, "oracle_bits_per_char": 1.8,
+        "hacking_offline4_golden": _curve(off, s, 1), "hacking_offline4_proxy": _curve(off_proxy, s, 2),
+        "hacking_offline16_golden": _curve(large, s, 3), "hacking_oracle4_golden": _curve(oracle, s, 4),
+        "hacking_online_golden": _curve(online, s, 5), "hacking_on_policy_golden": _curve(on_policy, s, 6),
+        "capacity_student_golden": _curve(capacity, s, 7),
+        **{f"xtok_{m}_bpc_curve": _curve(c, s, 8 + i) for i, (m, c) in enumerate(xtok.items())},
+    }
+
+
+@pytest.mark.parametrize("kind", ["reproduced", "not reproduced", "inconclusive"])
+def test_lm_kd_claims_reach_every_verdict(scratch, kind):
+    params = lm_kd_dynamics.Params.for_profile("smoke", seeds=SEEDS)  # offline sizes [4, 16]
+    run = Run("lm-kd-dynamics", params)
+    for s in SEEDS:
+        run.record(s, **_variant(kind, s))
+    results = lm_kd_dynamics.evaluate_claims(run)
+    assert [r["id"] for r in results] == [c.id for c in lm_kd_dynamics.claims(params)]
+    assert {r["id"]: r["verdict"] for r in results} == {r["id"]: kind for r in results}
+    if kind == "inconclusive":
+        reasons = {r["id"]: r["reason"] for r in results}
+        for cid in ("on-policy-beats-offline", "diverse-offline-helps", "alm-beats-uld", "alm-beats-next-token"):
+            assert reasons[cid] == "not converged", cid
+        assert reasons["offline-golden-turns-up"] == "interval spans the region"
+
+
+def test_final_golden_claims_saturate_at_the_teachers_golden_kl(scratch):
+    """Both arms within the tolerance of the teacher's golden KL (their floor) in every seed: no room to compare."""
+    params = lm_kd_dynamics.Params.for_profile("smoke", seeds=SEEDS)
+    run = Run("lm-kd-dynamics", params)
+    for s in SEEDS:
+        metrics = _variant("reproduced", s)
+        metrics.update(hacking_offline4_golden=_curve(_flat(0.272), s, 1),
+                       hacking_online_golden=_curve(_flat(0.27), s, 5), teacher_golden=0.27 + 0.001 * s)
+        run.record(s, **metrics)
+    result = {r["id"]: r for r in lm_kd_dynamics.evaluate_claims(run)}["online-beats-offline"]
+    assert (result["verdict"], result["reason"]) == ("inconclusive", "saturated")
+
+
+def test_relative_u_depth_against_its_closed_form():
+    curves = np.array([[1.0, 0.5, 0.4, 0.6, 0.7, 0.8], [1.2, 0.45, 0.5, 0.55, 0.6, 0.9],
+                       [0.9, 0.6, 0.3, 0.3, 0.3, 0.3]])
+    # window 3: interior arg-min over indices 1..2 of the other seeds' mean curve
+    # seed 0: others' mean [.., 0.525, 0.4] -> k = 2; end = mean(0.6, 0.7, 0.8) = 0.7
+    # seed 1: others' mean [.., 0.55, 0.35] -> k = 2; end = mean(0.55, 0.6, 0.9) = 0.6833
+    # seed 2: others' mean [.., 0.475, 0.45] -> k = 2; end = 0.3
+    expected = [min(1.0 - 0.4, 0.7 - 0.4) / 0.4, min(1.2 - 0.5, (0.55 + 0.6 + 0.9) / 3 - 0.5) / 0.5,
+                min(0.9 - 0.3, 0.0) / 0.3]
+    assert lm_kd_dynamics.relative_u_depth(curves, window=3).tolist() == pytest.approx(expected)
+    # window 1 on a 3-point sweep: the only interior point is the minimum
+    assert lm_kd_dynamics.relative_u_depth([[0.4, 0.2, 0.3], [0.5, 0.25, 0.2]]).tolist() == pytest.approx(
+        [min(0.2, 0.1) / 0.2, min(0.25, -0.05) / 0.25])
+    proxy = np.array([[1.0, 0.8, 0.6, 0.5, 0.4, 0.3], [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], [1.0, 0.5, 0.5, 0.5, 0.5, 0.5]])
+    drop = lm_kd_dynamics.proxy_fall_after_golden_minimum(curves, proxy, window=3, relative=True)
+    assert drop.tolist() == pytest.approx([(0.6 - 0.4) / 0.6, (0.8 - 0.6) / 0.8, 0.0])
+    with pytest.raises(ValueError, match="window"):
+        lm_kd_dynamics.relative_u_depth(curves[:, :4], window=3)
+
+
+@pytest.mark.parametrize("field", ["student_dim", "teacher_dim", "xtok_student_dim", "capacity_student_dim"])
+def test_lm_kd_widths_must_suit_two_heads(field):
+    from distillbook.params import ParameterError
+
+    with pytest.raises(ParameterError, match="even and >= 4"):
+        lm_kd_dynamics.Params.for_profile("smoke", **{field: 15})
+    with pytest.raises(ParameterError, match="even and >= 4"):
+        lm_kd_dynamics.Params.for_profile("smoke", capacity_teacher_dims=[0, 2, 4])

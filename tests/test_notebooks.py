@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from conftest import page_problems
 from distillbook import catalog, pipeline
 from distillbook.claims import VERDICTS
 from distillbook.provenance import notebook_hashes
@@ -36,6 +37,8 @@ def test_notebook_runs_at_smoke(chapter, scratch):
     injected = [c for c in executed["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and "hide-cell" in injected[0]["metadata"]["tags"]
     assert any(o.get("data", {}).get("image/png") for c in executed["cells"] for o in c.get("outputs", [])), "no figure"
+    assert page_problems(executed) == [], "the page shows the machine it ran on (see test_clean_pages)"
+    assert executed["metadata"]["papermill"]["input_path"] == f"notebooks/{chapter}.ipynb"
 
     results = load_results(chapter, "smoke")
     assert results is not None, "the notebook wrote no results"

@@ -65,9 +65,9 @@ def test_unknown_profile_and_chapter():
 
 
 def test_none_keeps_the_preset_and_overrides_are_recorded():
-    params = Params.for_profile("cpu", seeds=None, student_steps=100)
+    params = Params.for_profile("cpu", seeds=None, student_steps=300)
     assert params.seeds == Params.PRESETS["cpu"]["seeds"]
-    assert params.overrides_from_preset() == {"student_steps": 100}
+    assert params.overrides_from_preset() == {"student_steps": 300}
 
 
 def test_auto_profile(monkeypatch):

@@ -79,6 +79,7 @@ REASONS = (TOO_FEW_SEEDS, SPANS, NOT_CONVERGED, SATURATED)
 MIN_SEEDS = 3
 CONFIDENCE = 0.95
 WINDOW = 3
+CONVERGENCE_TOL = 0.02  # default: a tail mean that moves by more than 2% against the window before
 
 
 class ClaimError(ValueError):
@@ -187,6 +188,53 @@ class Curves:
         return np.array([relative_change(c, self.window) for c in self.per_seed])
 
 
+@dataclass(frozen=True)
+class CurveDifference(Curves):
+    """An arm that is the difference of two curves per seed (e.g. SW at a high learning rate minus SW at the
+    default): its value is tail(a) - tail(b), and its drift the larger of the two curves' own drifts (the
+    relative change of a difference near zero would be ill-posed)."""
+
+    minus: Sequence[Sequence[float]] = ()
+
+    def values(self) -> np.ndarray:
+        return np.array([tail_mean(a, self.window) - tail_mean(b, self.window)
+                         for a, b in zip(self.per_seed, self.minus, strict=True)])
+
+    def drift(self) -> np.ndarray:
+        return np.array([max(relative_change(a, self.window), relative_change(b, self.window))
+                         for a, b in zip(self.per_seed, self.minus, strict=True)])
+
+
+def curve_difference(curves_a: Sequence[Sequence[float]], curves_b: Sequence[Sequence[float]],
+                     window: int = WINDOW) -> CurveDifference:
+    """Mark an arm as the per-seed difference of two curves' tails (see :class:`CurveDifference`)."""
+    if len(curves_a) != len(curves_b):
+        raise ValueError(f"curve_difference needs one curve per seed in each, got {len(curves_a)} and {len(curves_b)}")
+    return CurveDifference([list(map(float, c)) for c in curves_a], window, [list(map(float, c)) for c in curves_b])
+
+
+@dataclass(frozen=True)
+class Derived(Curves):
+    """An arm whose value is not its own curve's tail but whose convergence is read from curves (e.g. a
+    weight-averaged model's accuracy, judged by the drift of the live model it averages)."""
+
+    value: Sequence[float] = ()
+    drifts: Sequence[float] = ()
+
+    def values(self) -> np.ndarray:
+        return np.asarray(self.value, dtype=float)
+
+    def drift(self) -> np.ndarray:
+        return np.asarray(self.drifts, dtype=float)
+
+
+def derived(values: Sequence[float], drifts: Sequence[float], window: int = WINDOW) -> Derived:
+    """Mark an arm as per-seed values with the per-seed drifts of the curves they come from."""
+    if len(values) != len(drifts):
+        raise ValueError(f"derived needs one drift per value, got {len(values)} and {len(drifts)}")
+    return Derived((), window, tuple(map(float, values)), tuple(map(float, drifts)))
+
+
 def curve(per_seed: Sequence[Sequence[float]], window: int = WINDOW) -> Curves:
     """Mark an arm as read off training curves (see the module docstring, rule 2)."""
     if window < 1:
@@ -228,7 +276,7 @@ class Claim:
     ceiling: float | None = None
     saturation_tol: float = 0.0
     reaches: Literal["floor", "ceiling"] | None = None
-    convergence_tol: float = 0.02
+    convergence_tol: float = CONVERGENCE_TOL
     budget_matched: str | None = None
     pooled: str | None = None
     explanation: str | None = None
@@ -400,7 +448,7 @@ class Claim:
             "margin": float(self.margin),
             "decision_line": _plain_line(decision_line(self.region, self.margin)),
             "rationale": self.rationale,
-            "measured": {**_summary(finite if finite.size else d), "ci95": [float(x) for x in interval]},
+            "measured": _measured(d, interval),
             "a": {"name": self.a, **_summary(a_vals)},
             "b": None if b_vals is None else {"name": self.b, **_summary(b_vals)},
             "n_seeds": int(n),
@@ -470,6 +518,17 @@ def _mean_over_groups(arms):
         stacked = np.mean([np.asarray(x.per_seed, dtype=float) for x in arms], axis=0)
         return Curves(stacked.tolist(), arms[0].window)
     return np.mean([_resolve(x)[0] for x in arms], axis=0)
+
+
+def _measured(d: np.ndarray, interval) -> dict:
+    """Summary of the per-seed statistic; a seed whose excess ratio is undefined is null (JSON has no NaN)."""
+    finite = d[np.isfinite(d)]
+    if finite.size == 0:
+        return {"mean": None, "std": None, "per_seed": [None] * d.size, "ci95": [None, None]}
+    out = _summary(finite)
+    out["per_seed"] = [float(v) if np.isfinite(v) else None for v in d]
+    out["ci95"] = [float(x) for x in interval]
+    return out
 
 
 def _first_reason(reasons):
@@ -565,11 +624,16 @@ def markdown_table(results: Sequence[dict], digits: int = 3) -> str:
         if r.get("b"):
             ours += f"; B = {r['b']['name']}: {format_mean_std(r['b']['mean'], r['b']['std'], digits)}"
         m = r["measured"]
-        stat = (f"{claimed_text(r, digits)} → {m['mean']:.{digits}g} "
-                f"[{m['ci95'][0]:.{digits}g}, {m['ci95'][1]:.{digits}g}]")
+        stat = (f"{claimed_text(r, digits)} → {m['mean']:.{digits}g} [{m['ci95'][0]:.{digits}g}, "
+                f"{m['ci95'][1]:.{digits}g}]" if m["mean"] is not None else f"{claimed_text(r, digits)} → undefined")
         mark = VERDICT_MARK[r["verdict"]] + (f" ({r['reason']})" if r.get("reason") else "")
         if r.get("groups"):
             mark += "<br>" + "; ".join(f"{g}: {verdict_text(x)}" for g, x in r["groups"].items())
+        conv = r.get("convergence") or {}
+        if conv.get("budget_matched"):
+            mark += f"<br>at the paper's fixed budget ({conv['budget_matched']})"
+        if r.get("pooled"):
+            mark += f"<br>pooled over groups: {r['pooled']}"
         rows.append(f"| **{r['id']}**: {r['statement']} | {paper} | {figure} | {ours} | {stat} | {mark} |")
     return "\n".join(rows)
 

@@ -11,6 +11,7 @@ and the results come from the same run.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from distillbook import catalog
-from distillbook.paths import EXECUTED_DIR, RUNS_DIR, checkpoints_dir, results_root as default_results_root
+from distillbook.paths import EXECUTED_DIR, REPO_ROOT, RUNS_DIR, checkpoints_dir, results_root as default_results_root
 from distillbook.profiles import resolve_profile
 from distillbook.provenance import FRESH, MISSING, STALE, check_fresh
 
@@ -89,17 +90,15 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
 
     from distillbook.results import replace_folder
 
-    env = {"DISTILLBOOK_RESULTS_ROOT": str(staging / "results"), "DISTILLBOOK_RUN_ID": run_id, "PYTHONHASHSEED": "0",
-           "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+    env = {"DISTILLBOOK_RESULTS_ROOT": str(staging / "results"), "DISTILLBOOK_RUN_ID": run_id}
     try:
-        with _environment(**env):
-            papermill.execute_notebook(str(chapter.notebook), str(staged_notebook), parameters=injected,
-                                       kernel_name=kernel_name, cwd=str(chapter.notebook.parent), progress_bar=False,
-                                       log_output=log_output)
+        execute_notebook(chapter.notebook, staged_notebook, parameters=injected, env=env, kernel_name=kernel_name,
+                         log_output=log_output)
         staged_results = staging / "results" / chapter.id / profile
         if not staged_results.exists():
             raise RunFailed(f"{chapter.id} ({profile}) ran but wrote no results: its last cell must call run.finish()")
-        tidy_executed_notebook(staged_notebook, run_id=run_id, profile=profile)
+        tidy_executed_notebook(staged_notebook, run_id=run_id, profile=profile, source=chapter.notebook,
+                               destination=output_dir / f"{chapter.id}.ipynb")
         output_dir.mkdir(parents=True, exist_ok=True)
         (final_results / chapter.id).mkdir(parents=True, exist_ok=True)
         replace_folder(staged_results, final_results / chapter.id / profile)
@@ -116,6 +115,76 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
     return {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
             "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+# Warnings the kernel would print into the published pages. ``tqdm.auto`` (imported by transformers, diffusers
+# and torchmetrics) warns "IProgress not found. Please update jupyter and ipywidgets" whenever it is imported in
+# a Jupyter kernel without ipywidgets; the warning carries tqdm's absolute path under the virtual environment.
+# The book does not want widget progress bars (a static page cannot show them), so the warning is noise here:
+# filtered by its message through PYTHONWARNINGS, which the kernel reads at start-up, before any chapter import.
+KERNEL_WARNING_FILTERS = ("ignore:IProgress not found",)
+
+
+def kernel_environment(**values: str) -> dict[str, str]:
+    """Environment variables of a chapter's kernel: ``values``, fixed hashing and plotting, quiet imports."""
+    filters = [f for f in os.environ.get("PYTHONWARNINGS", "").split(",") if f]
+    filters += [f for f in KERNEL_WARNING_FILTERS if f not in filters]
+    return {"PYTHONHASHSEED": "0", "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+            "PYTHONWARNINGS": ",".join(filters), **values}
+
+
+def kernel_config():
+    """Configuration of the kernel manager papermill starts the kernel with.
+
+    ipykernel (7.4 on) logs "Kernel is running over TCP without encryption ..." to stderr, so to the CLI's
+    output, unless the manager provisions CurveZMQ keys. jupyter_client (8.10 on) does so when asked with
+    ``transport_encryption`` and the kernelspec declares ``supported_encryption: curve`` (ipykernel's does):
+    the kernel then runs encrypted and says nothing. "auto" keeps older kernelspecs working, unencrypted.
+    """
+    import zmq
+    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
+
+    config = Config()
+    if KernelManager.class_traits().get("transport_encryption") is not None and zmq.has("curve"):
+        config.KernelManager.transport_encryption = "auto"
+    return config
+
+
+@functools.cache
+def kernel_manager_class() -> type:
+    """jupyter_client's kernel manager, less the SIGINT it sends a kernel just before shutting it down.
+
+    ``shutdown_kernel`` interrupts the kernel (SIGINT to its process group), then asks it to shut down.
+    nbclient shuts the kernel down once the notebook has finished or failed, so the kernel is idle and
+    ignores SIGINT, except when the signal lands while it is still finishing its last reply: then it logs
+    "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel." to the CLI's stderr (seen at random on a
+    loaded machine). Without the interrupt the kernel shuts down on the request alone; a kernel still busy
+    (the CLI interrupted mid-cell) is terminated, with its process group, after ``shutdown_wait_time / 2``.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    class QuietShutdownKernelManager(AsyncKernelManager):
+        async def _async_interrupt_kernel(self) -> None:
+            # Only shutdown calls this method under this name: AsyncKernelManager.interrupt_kernel is the base
+            # class's function, so an interrupt asked for (nbclient's cell timeout) still goes through.
+            if self.shutting_down:
+                return
+            await super()._async_interrupt_kernel()
+
+    return QuietShutdownKernelManager
+
+
+def execute_notebook(source: Path, target: Path, *, parameters: dict[str, Any] | None = None,
+                     env: dict[str, str] | None = None, kernel_name: str = "python3", log_output: bool = False) -> None:
+    """Run ``source`` with papermill into ``target``, in ``source``'s folder, with :func:`kernel_environment`,
+    :func:`kernel_config` and :func:`kernel_manager_class`."""
+    import papermill
+
+    with _environment(**kernel_environment(**(env or {}))):
+        papermill.execute_notebook(str(source), str(target), parameters=parameters or {}, kernel_name=kernel_name,
+                                   cwd=str(Path(source).parent), progress_bar=False, log_output=log_output,
+                                   config=kernel_config(), kernel_manager_class=kernel_manager_class())
 
 
 @contextmanager
@@ -137,10 +206,29 @@ def _collapse_carriage_returns(text: str) -> str:
     return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
-def tidy_executed_notebook(path: Path, run_id: str, profile: str) -> None:
-    """Record the run, collapse the injected-parameters cell on the page, keep only final progress-bar states."""
+def repo_relative(path: Path) -> str:
+    """``path`` relative to the repository (POSIX), or only its file name when it lies outside."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return path.name
+
+
+def tidy_executed_notebook(path: Path, run_id: str, profile: str, source: Path | None = None,
+                           destination: Path | None = None) -> None:
+    """Record the run, collapse the injected-parameters cell on the page, keep only final progress-bar states.
+
+    papermill records the absolute paths it read and wrote (``metadata.papermill.input_path`` and
+    ``output_path``: the checkout and the staging folder); they become ``source`` and ``destination`` relative
+    to the repository, so that a committed page names no machine's folders.
+    """
     nb = json.loads(path.read_text(encoding="utf-8"))
     nb["metadata"]["distillbook"] = {"run_id": run_id, "profile": profile}
+    papermill_meta = nb["metadata"].get("papermill", {})
+    for key, value in (("input_path", source), ("output_path", destination or path)):
+        if papermill_meta.get(key):
+            papermill_meta[key] = repo_relative(value if value is not None else papermill_meta[key])
     for cell in nb["cells"]:
         tags = cell.setdefault("metadata", {}).setdefault("tags", [])
         if "injected-parameters" in tags and "hide-cell" not in tags:

@@ -1,11 +1,19 @@
-"""The static site: generated pages (table of contents, papers, scoreboard), local MathJax, and the build.
+"""The static site: generated pages (table of contents, papers, scoreboard, the landing page's summary and
+worked example), the scoreboard's forest plot, local MathJax, and the build.
 
 Everything the site loads is served from the build folder: MathJax comes from
 the npm registry at build time into the git-ignored ``book/_static/mathjax``.
+The generated pages are committed (``generate_pages``; a test checks they are
+current); the forest plots are rendered into the git-ignored
+``book/_generated/*.svg`` by every build, so they always match the results.
+Verdict badges and the card layout of claims tables are styled by
+``book/_static/distillbook.css``; ``book/_static/distillbook.js`` turns the
+claims tables of chapter pages into cards with the verdict first.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 import sys
@@ -13,12 +21,17 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 from distillbook import catalog
-from distillbook.claims import VERDICT_MARK, format_mean_std
+from distillbook.claims import (INCONCLUSIVE, NOT_CONVERGED, NOT_REPRODUCED, REASONS, REPRODUCED, SATURATED, SPANS,
+                                VERDICTS, count_verdicts, format_mean_std)
 from distillbook.paths import BOOK_DIR, EXECUTED_DIR, REPO_ROOT
 
 MATHJAX_VERSION = "3.2.2"
 MATHJAX_DIR = BOOK_DIR / "_static" / "mathjax"
+GENERATED_DIR = BOOK_DIR / "_generated"  # included pages (committed) and figures (git-ignored)
 PROFILE_ORDER = ("cpu", "gpu")
 
 
@@ -26,10 +39,14 @@ def _executed(chapter: catalog.Chapter) -> bool:
     return (EXECUTED_DIR / f"{chapter.id}.ipynb").exists()
 
 
-def _load_claims(chapter_id: str, profile: str) -> list[dict] | None:
+def _load_results(chapter_id: str, profile: str) -> dict | None:
     from distillbook.results import load_results
 
-    results = load_results(chapter_id, profile)
+    return load_results(chapter_id, profile)
+
+
+def _load_claims(chapter_id: str, profile: str) -> list[dict] | None:
+    results = _load_results(chapter_id, profile)
     return None if results is None else results["claims"]
 
 
@@ -49,14 +66,20 @@ def toc_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def _verdict_counts(claims: list[dict]) -> dict[str, int]:
+    counts = count_verdicts(claims)
+    return {**counts, **{f"inconclusive: {r}": counts.get(f"inconclusive: {r}", 0) for r in REASONS}}
+
+
 def chapter_state(chapter: catalog.Chapter) -> str:
     if not chapter.written:
         return "planned"
     for profile in PROFILE_ORDER:
         claims = _load_claims(chapter.id, profile)
         if claims:
-            k = sum(c["verdict"] == "reproduced" for c in claims)
-            return f"claims reproduced {k} of {len(claims)} ({profile})"
+            counts = _verdict_counts(claims)
+            parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]]
+            return f"{len(claims)} claims ({profile}): " + ", ".join(parts)
     return "written"
 
 
@@ -65,9 +88,9 @@ def papers_page() -> str:
     linkable = {c.id for c in catalog.CHAPTERS if _executed(c)}
     lines = ["# The papers", "",
              f"All {len(catalog.papers())} papers the book covers, by number, with their chapter and its state: "
-             "*planned* (no notebook yet), *written* (a notebook without committed results), or how many of the "
-             "chapter's claims reproduced. The foundations chapter reproduces Hinton, Vinyals & Dean (2015), "
-             "which is not among them.", "",
+             "*planned* (no notebook yet), *written* (a notebook without committed results), or how the chapter's "
+             "claims fared (see the [scoreboard](scoreboard.md)). The foundations chapter reproduces Hinton, "
+             "Vinyals & Dean (2015), which is not among them.", "",
              "| # | paper | date | chapter | state |", "|---:|---|---|---|---|"]
     for p in catalog.papers():
         chapter = f"[{p.chapter}](chapters/{p.chapter}.ipynb)" if p.chapter in linkable else f"`{p.chapter}`"
@@ -76,44 +99,288 @@ def papers_page() -> str:
     return "\n".join(lines) + "\n"
 
 
+# ----------------------------------------------------------------------------------------------- scoreboard
+
+DEFECTS = (SATURATED, NOT_CONVERGED)
+DEFECT_SENTENCE = ("A *saturated* or *not converged* claim is a defect of the test bed to fix (arms pinned at a "
+                   "floor or ceiling that leaves them no room to move, or curves still moving when they are read), "
+                   "not a result about the paper.")
+
+
+def badge(verdict: str, reason: str | None = None) -> str:
+    """A verdict as a coloured badge (``book/_static/distillbook.css``), its reason beside it."""
+    html = f'<span class="verdict verdict-{verdict.replace(" ", "-")}">{verdict}</span>'
+    return html + (f' <span class="verdict-reason">{reason}</span>' if reason else "")
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _profile_claims(profile: str) -> list[tuple[catalog.Chapter, list[dict]]]:
+    """(chapter, claims) for every written chapter with committed results at ``profile``, in book order."""
+    out = []
+    for chapter in catalog.CHAPTERS:
+        claims = _load_claims(chapter.id, profile) if chapter.written else None
+        if claims:
+            out.append((chapter, claims))
+    return out
+
+
+def _chapter_link(chapter: catalog.Chapter) -> str:
+    return f"[{chapter.id}](chapters/{chapter.id}.ipynb)" if _executed(chapter) else f"`{chapter.id}`"
+
+
+def _counts_lines(claims: list[dict]) -> list[str]:
+    counts = _verdict_counts(claims)
+    reasons = ", ".join(f"{r}: {counts[f'inconclusive: {r}']}" for r in REASONS)
+    return [f"- {badge(REPRODUCED)} {counts[REPRODUCED]}",
+            f"- {badge(NOT_REPRODUCED)} {counts[NOT_REPRODUCED]}",
+            f"- {badge(INCONCLUSIVE)} {counts[INCONCLUSIVE]}; by reason: {reasons}"]
+
+
+def _defects_sentence(rows: list[tuple[catalog.Chapter, list[dict]]]) -> str:
+    defects = [(ch, c) for ch, claims in rows for c in claims if c["verdict"] == INCONCLUSIVE and c.get("reason") in
+               DEFECTS]
+    if not defects:
+        return DEFECT_SENTENCE + " This profile has none."
+    listed = "; ".join(f"**{c['id']}** ({ch.id}, {c['reason']})" for ch, c in defects)
+    return DEFECT_SENTENCE + f" This profile has {len(defects)}: {listed}."
+
+
+def _claimed(c: dict) -> str:
+    text = f"{c['quantity']} {c['region']}"
+    margin, line = c.get("margin"), c.get("decision_line")
+    if margin:
+        where = f"[{line[0]:.3g}, {line[1]:.3g}]" if isinstance(line, list) else f"{line:.3g}"
+        text += f", margin {margin:.3g} (decision line {where})"
+    return text
+
+
+def _measured(c: dict) -> str:
+    m = c["measured"]
+    if m.get("mean") is None or not math.isfinite(m["mean"]):
+        return f"no interval, n = {c['n_seeds']}"
+    lo, hi = m["ci95"]
+    return f"{format_mean_std(m['mean'], m['std'])} [{lo:.3g}, {hi:.3g}], n = {c['n_seeds']}"
+
+
+def _claim_row(chapter: catalog.Chapter, c: dict) -> str:
+    paper = f"paper #{c['paper']}" if c["paper"] is not None else (c.get("reference") or "")
+    head = badge(c["verdict"], c.get("reason"))
+    claim = f"**{c['id']}**: {_cell(c['statement'])}"
+    where = f"{_chapter_link(chapter)} · {_cell(paper)}"
+    extra = ""
+    if c.get("groups"):
+        lead = "pooled, judged on the mean over groups; " if c.get("pooled") else "per group: "
+        per_group = (f"{_cell(g)}: {x['verdict']}" + (f" ({x['reason']})" if x.get("reason") else "")
+                     for g, x in c["groups"].items())
+        extra = "<br>" + lead + "; ".join(per_group)
+    numbers = f"claimed: {_cell(_claimed(c))}<br>measured: {_measured(c)}"
+    sat, conv = c.get("saturation") or {}, c.get("convergence") or {}
+    if c.get("reason") == SATURATED and sat.get("why"):
+        numbers += f"<br>saturated: {_cell(sat['why'])}"
+    drifts = [x for key in ("drift_a", "drift_b") for x in (conv.get(key) or [])]
+    if c.get("reason") == NOT_CONVERGED and drifts:
+        numbers += f"<br>largest drift {max(drifts):.3g} > tolerance {conv.get('tol', 0):g}"
+    if c["verdict"] != REPRODUCED and c.get("diagnosis_status"):
+        numbers += f"<br>diagnosis: {_cell(c['diagnosis_status'])}"
+    return f"| {head}<br>{claim}<br>{where}{extra} | {numbers} |"
+
+
+def forest_figure(profile: str) -> Path:
+    """Where the scoreboard's forest plot of ``profile`` is rendered (git-ignored, made by :func:`render_figures`)."""
+    return GENERATED_DIR / f"scoreboard-forest-{profile}.svg"
+
+
 def scoreboard_page() -> str:
     lines = ["# Scoreboard", "",
-             "Every claim of every chapter with committed results, and its verdict, computed by the rule in the "
+             "Every claim of every chapter with committed results, its verdict first, computed by the rules in the "
              "[introduction](intro.md#how-verdicts-are-computed) from the numbers in `results/<chapter>/<profile>/`.",
              ""]
     for profile in PROFILE_ORDER:
-        rows, counts = [], {v: 0 for v in VERDICT_MARK}
-        for chapter in catalog.CHAPTERS:
-            claims = _load_claims(chapter.id, profile) if chapter.written else None
-            for c in claims or []:
-                counts[c["verdict"]] += 1
-                paper = f"#{c['paper']}" if c["paper"] is not None else (c.get("reference") or "")
-                m = c["measured"]
-                ours = (f"{format_mean_std(m['mean'], m['std'])} [{m['ci95'][0]:.3g}, {m['ci95'][1]:.3g}], "
-                        f"n = {c['n_seeds']}")
-                link = f"[{chapter.id}](chapters/{chapter.id}.ipynb)" if _executed(chapter) else chapter.id
-                rows.append(f"| {link} | {paper} | **{c['id']}**: {c['statement']} | {c['quantity']} {c['region']} "
-                            f"| {ours} | {VERDICT_MARK[c['verdict']]} |")
+        rows = _profile_claims(profile)
         lines += [f"## Profile `{profile}`", ""]
         if not rows:
             lines += [f"No chapter has committed `{profile}` results yet.", ""]
             continue
-        total = sum(counts.values())
-        lines += [f"{total} claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".", "",
-                  "| chapter | paper | claim | statistic, claimed region | ours: mean ± std [95% CI] | verdict |",
-                  "|---|---|---|---|---|---|", *rows, ""]
+        claims = [c for _, cs in rows for c in cs]
+        figure = forest_figure(profile).relative_to(BOOK_DIR).as_posix()
+        lines += [f"{len(claims)} claims from {len(rows)} chapters:", "", *_counts_lines(claims), "",
+                  _defects_sentence(rows), "",
+                  f"```{{figure}} {figure}", f":name: scoreboard-forest-{profile}",
+                  f":alt: Forest plot of the {len(claims)} {profile} claims on one scale, grouped by chapter", "",
+                  "Every claim on one scale: the distance of its 95% interval from its decision line, in units of "
+                  "the seeds' standard deviation of its statistic, positive in the claimed direction (for a "
+                  "*within* claim, the distance to the nearer bound). Reproduced claims lie wholly right of the "
+                  "dashed line, not reproduced ones wholly left of it.", "```", "",
+                  "```{container} scoreboard-table", "| verdict, claim, chapter | claimed and measured |", "|---|---|",
+                  *(_claim_row(ch, c) for ch, cs in rows for c in cs), "```", ""]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- landing page
+
+def summary_page() -> str:
+    """The landing page's verdicts per part (included by ``book/intro.md``)."""
+    lines = ["<!-- Generated by `distillbook build` (site.summary_page); do not edit. -->", ""]
+    any_rows = False
+    for profile in PROFILE_ORDER:
+        rows = _profile_claims(profile)
+        if not rows:
+            continue
+        any_rows = True
+        groups = [("Foundations", [r for r in rows if not r[0].part])]
+        groups += [(f"Part {p.letter}: {p.title}", [r for r in rows if r[0].part == p.letter]) for p in catalog.PARTS]
+        all_claims = [c for _, cs in rows for c in cs]
+        lines += [f"Profile `{profile}`: {len(all_claims)} claims from {len(rows)} chapters.", "",
+                  "```{container} verdict-summary", "| part and chapters | claims | verdicts |", "|---|---:|---|"]
+        for name, members in groups + [("**all parts**", rows)]:
+            if not members:
+                continue
+            claims = [c for _, cs in members for c in cs]
+            counts = _verdict_counts(claims)
+            reasons = ", ".join(f"{r}: {counts[f'inconclusive: {r}']}" for r in REASONS if counts[f"inconclusive: {r}"])
+            chapters = ", ".join(_chapter_link(ch) for ch, _ in members) if name != "**all parts**" else ""
+            label = f"{name}<br>{chapters}" if chapters else name
+            verdicts = " ".join(f'<span class="verdict-count">{badge(v)} {counts[v]}</span>' for v in VERDICTS)
+            lines.append(f"| {label} | {len(claims)} | {verdicts}" + (f" ({reasons})" if reasons else "") + " |")
+        lines += ["```", ""]
+    if not any_rows:
+        lines += ["No chapter has committed results yet.", ""]
+    lines += ["The [scoreboard](scoreboard.md) lists every claim with its interval. " + DEFECT_SENTENCE, ""]
+    return "\n".join(lines)
+
+
+WORKED_CHAPTER, WORKED_CLAIM, WORKED_PROFILE = "foundations", "distilled-beats-labels", "cpu"
+
+
+def worked_example_page() -> str:
+    """The introduction's worked example: one foundations claim's verdict, computed from its committed numbers."""
+    from distillbook.claims import decision_line, t_interval, verdict
+    from distillbook.plotting import claim_region
+
+    head = ["<!-- Generated by `distillbook build` (site.worked_example_page); do not edit. -->", ""]
+    results = _load_results(WORKED_CHAPTER, WORKED_PROFILE)
+    if not results or not results["claims"]:
+        return "\n".join(head + [f"*The worked example appears once the {WORKED_CHAPTER} chapter has committed "
+                                 f"`{WORKED_PROFILE}` results.*", ""])
+    r = next((c for c in results["claims"] if c["id"] == WORKED_CLAIM), results["claims"][0])
+    m = r["measured"]
+    d = [float(x) for x in m["per_seed"]]
+    n = len(d)
+    seeds = results["metrics"].get("seeds") or list(range(n))
+    if len(seeds) != n:
+        seeds = list(range(n))
+    source = f"results/{WORKED_CHAPTER}/{WORKED_PROFILE}/claims.json"
+    paper = r.get("reference") or f"paper #{r['paper']}"
+    lines = head + [
+        f"**A worked example.** The {WORKED_CHAPTER} chapter's claim **{r['id']}**, after {paper}: "
+        f"*{r['statement']}*. The numbers below are read from `{source}` when the site is built.", ""]
+    a, b = r.get("a"), r.get("b")
+    cols = ["seed"] + ([f"a: {_cell(a['name'])}"] if a else []) + ([f"b: {_cell(b['name'])}"] if b else [])
+    cols.append(f"statistic $d_s$ ({r['statistic']})")
+    lines += ["| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
+    for i, seed in enumerate(seeds):
+        cells = [str(seed)]
+        for arm in (a, b):
+            if arm:
+                cells.append(f"{arm['per_seed'][i]:.4g}" if len(arm.get("per_seed", [])) == n else "—")
+        cells.append(f"{d[i]:.4g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    kind, _, bound = claim_region(r)
+    region = (kind, tuple(bound) if kind == "within" else bound)
+    margin = float(r.get("margin") or 0.0)
+    line = decision_line(region, margin)
+    if n >= 2 and all(math.isfinite(x) for x in d):
+        lo, hi = t_interval(d)
+        mean, std = float(np.mean(d)), float(np.std(d, ddof=1))
+        tq = float(stats.t.ppf(0.975, df=n - 1))
+        lines += [f"Over the $n = {n}$ seeds, $\\bar d = {mean:.4g}$ and $s_d = {std:.4g}$; with "
+                  f"$t_{{0.975,\\,{n - 1}}} = {tq:.4g}$ the interval is "
+                  f"${mean:.4g} \\pm {tq:.4g} \\times {std:.4g} / \\sqrt{{{n}}} = [{lo:.4g},\\ {hi:.4g}]$.", ""]
+        if kind == "within":
+            where = f"the region is within $[{line[0]:.4g}, {line[1]:.4g}]$ (a *within* claim carries its tolerance " \
+                    "in its bounds, so its margin is zero)"
+        else:
+            why = f" ({r['rationale'].rstrip('.')})" if r.get("rationale") else ""
+            if "margin" not in r:
+                where = (f"the paper claims $d {kind} {bound:g}$; these results were written before claims stated "
+                         f"margins, so the decision line is the bound itself, ${line:.4g}$")
+            else:
+                where = (f"the paper claims $d {kind} {bound:g}$; the margin is $\\delta = {margin:g}${why}, so the "
+                         f"decision line is ${bound:g} {'+' if kind == '>' else '-'} {margin:g} = {line:.4g}$")
+        computed = verdict((lo, hi), region, n, margin)
+        side = {REPRODUCED: "wholly beyond the decision line, inside the claimed region",
+                NOT_REPRODUCED: "wholly on the other side of the decision line",
+                INCONCLUSIVE: "across the decision line"}[computed]
+        lines += [f"Here {where}. The interval lies {side}: **{computed}**."]
+        if computed != r["verdict"] or r.get("reason") not in (None, SPANS):
+            lines += [f" The chapter's verdict, after the checks below, is {badge(r['verdict'], r.get('reason'))}."]
+        lines.append("")
+    sat, conv = r.get("saturation"), r.get("convergence")
+    checks = []
+    if sat:
+        bounds = [f"{k} {sat[k]:.4g}" for k in ("floor", "ceiling") if sat.get(k) is not None]
+        checks.append(f"*room to move*: {sat['why']}" if sat.get("saturated") else
+                      "*room to move*: " + (f"the arms stay clear of the {' and '.join(bounds)}" if bounds else
+                                            "the metric declares no floor or ceiling"))
+    if conv:
+        if conv.get("window"):
+            drifts = [x for key in ("drift_a", "drift_b") for x in (conv.get(key) or [])]
+            state = "converged" if conv.get("converged") else "not converged"
+            checks.append(f"*convergence*: each arm is the mean of its last {conv['window']} evaluations; the largest "
+                          f"relative drift is {max(drifts):.3g} against a tolerance of {conv['tol']:g} ({state})")
+        else:
+            checks.append("*convergence*: the arms are end-of-run values, not curves, so no drift check applies")
+    if checks:
+        lines += ["The checks made before the interval is read (below): " + "; ".join(checks) + ".", ""]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------- generation
+
+def generated_pages() -> dict[Path, str]:
+    """Every committed generated page and its current text (``generate_pages`` writes them; a test compares)."""
+    return {REPO_ROOT / "_toc.yml": toc_yaml(), BOOK_DIR / "papers.md": papers_page(),
+            BOOK_DIR / "scoreboard.md": scoreboard_page(), GENERATED_DIR / "summary.md": summary_page(),
+            GENERATED_DIR / "worked-example.md": worked_example_page()}
 
 
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
 
 
 def generate_pages() -> None:
-    _write_if_changed(REPO_ROOT / "_toc.yml", toc_yaml())
-    _write_if_changed(BOOK_DIR / "papers.md", papers_page())
-    _write_if_changed(BOOK_DIR / "scoreboard.md", scoreboard_page())
+    for path, text in generated_pages().items():
+        _write_if_changed(path, text)
+
+
+def render_figures() -> list[Path]:
+    """The scoreboard's forest plots, as SVG in the git-ignored ``book/_generated`` (deterministic bytes)."""
+    import matplotlib.pyplot as plt
+
+    from distillbook import plotting
+
+    written = []
+    for profile in PROFILE_ORDER:
+        rows = _profile_claims(profile)
+        path = forest_figure(profile)
+        if not rows:
+            path.unlink(missing_ok=True)
+            continue
+        with plt.rc_context():
+            plotting.set_style()
+            plt.rcParams.update({"svg.hashsalt": "distillbook", "svg.fonttype": "path"})
+            fig = plotting.scoreboard_forest({ch.id: cs for ch, cs in rows})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, format="svg", metadata={"Date": None})
+            plt.close(fig)
+        written.append(path)
+    return written
 
 
 def ensure_mathjax() -> Path:
@@ -142,6 +409,7 @@ def build(strict: bool = True, output: Path | None = None, generate: bool = True
     """Generate pages, fetch MathJax if needed, and build the HTML site (warnings are errors when ``strict``)."""
     if generate:
         generate_pages()
+    render_figures()
     ensure_mathjax()
     jb = Path(sys.executable).with_name("jupyter-book")
     cmd = [str(jb), "build", str(REPO_ROOT), "--builder", "html", "--all"]

@@ -1,0 +1,218 @@
+"""sds-3d-gradients under the issue-13 rules: made-up per-seed numbers reach every verdict for every claim, and the
+chapter's new measures (prior-sample chroma, the palette margin) against their closed forms."""
+
+import math
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from distillbook.chapters import sds_3d_gradients as chapter
+from distillbook.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from distillbook.params import ParameterError
+from distillbook.results import Run
+from distillbook.testbeds import voxel3d as v3
+
+SEEDS = [0, 1, 2, 3]
+OBJECTS = ["green cube", "red sphere"]
+CLAIM_IDS = ["sds-high-cfg-oversaturates", "sds-high-cfg-above-vsd", "prior-high-cfg-more-chroma",
+             "vsd-higher-fidelity", "vsd-diverse", "vsd-more-diverse-than-sds", "esd-less-janus-than-vsd",
+             "vsd-less-janus-than-sds", "cds-lower-variance", "cds-higher-fidelity", "cds-ablation-recovers",
+             "bsd-closest-saturation", "csm-beats-sds", "denoising-term-needed", "csm-beats-csd", "asd-scales"]
+
+
+def _e(seed: int, name: str) -> float:
+    """Small deterministic noise, drawn per seed and per quantity, so no statistic is the same in every seed."""
+    return 0.008 * float(np.random.default_rng([zlib.crc32(name.encode()), seed]).random())
+
+
+def _flat(level: float, seed: int, n: int, name: str) -> list[float]:
+    """A converged curve: one low start, then ``level`` (+ noise) for the last n - 1 evaluations."""
+    return [level - 3.0] + [level + _e(seed, name)] * (n - 1)
+
+
+def _rising(level: float, seed: int, n: int, name: str) -> list[float]:
+    """A curve still climbing 1 dB an evaluation (relative change of its tail well above 2%)."""
+    return [level - (n - 1 - i) + _e(seed, name) for i in range(n)]
+
+
+# Per variant: chroma of the arms and of the prior's samples, PSNR levels (curves), saturation errors, colour
+# spreads, Janus levels, the CDS/SDS variance ratio per seed, amortised PSNR levels, and which curves still rise.
+VARIANTS = {
+    REPRODUCED: dict(
+        chroma=dict(sds_high=0.80, sds_low=0.65, vsd=0.66), prior=dict(high=0.80, low=0.65),
+        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, vsd=20, bsd=18.5, cds=19, cds_random=21, csd=12,
+                  csm=20),
+        error=dict(bsd=0.01, other=0.10), spread=dict(vsd=[0.6] * 4, one_colour=0.03, sds=0.05),
+        janus=dict(esd_noview=0.3, vsd_noview=0.5, sds_noview=0.8, sds=0.0), ratio=[0.2, 0.25, 0.22, 0.3],
+        amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17}, rising=()),
+    NOT_REPRODUCED: dict(
+        chroma=dict(sds_high=0.60, sds_low=0.70, vsd=0.70), prior=dict(high=0.60, low=0.70),
+        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, vsd=15, bsd=18, cds=10, cds_random=8, csd=19,
+                  csm=12),
+        error=dict(bsd=0.20, other=0.05), spread=dict(vsd=[0.05] * 4, one_colour=0.03, sds=0.30),
+        janus=dict(esd_noview=0.6, vsd_noview=0.5, sds_noview=0.3, sds=0.0), ratio=[1.5, 1.4, 1.6, 1.45],
+        amortised={"asd-small": 20, "asd-large": 17, "vsd-small": 20, "vsd-large": 19.5}, rising=()),
+    INCONCLUSIVE: dict(
+        # chroma at the ceiling (saturated), PSNR curves still rising (not converged), BSD and the best other
+        # method at the error's floor (saturated), Janus at its floor (saturated), spreads and the variance
+        # ratio spanning their decision lines, the large amortised sets still climbing (not converged)
+        chroma=dict(sds_high=0.995, sds_low=0.99, vsd=0.99), prior=dict(high=0.99, low=0.985),
+        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, vsd=20, bsd=18.5, cds=19, cds_random=21, csd=12,
+                  csm=20),
+        error=dict(bsd=0.005, other=0.01), spread=dict(vsd=[0.2, 0.9, 0.1, 0.8], one_colour=0.03, sds=0.05),
+        janus=dict(esd_noview=0.01, vsd_noview=0.012, sds_noview=0.015, sds=0.0), ratio=[0.5, 1.3, 0.7, 1.1],
+        amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17},
+        rising=("psnr", "asd-large", "vsd-large")),
+}
+REASONS = {  # the inconclusive variant's reason per claim
+    "sds-high-cfg-oversaturates": "saturated", "sds-high-cfg-above-vsd": "saturated",
+    "prior-high-cfg-more-chroma": "saturated", "vsd-higher-fidelity": "not converged",
+    "vsd-diverse": "interval spans the region", "vsd-more-diverse-than-sds": "interval spans the region",
+    "esd-less-janus-than-vsd": "saturated", "vsd-less-janus-than-sds": "saturated",
+    "cds-lower-variance": "interval spans the region", "cds-higher-fidelity": "not converged",
+    "cds-ablation-recovers": "not converged", "bsd-closest-saturation": "saturated",
+    "csm-beats-sds": "not converged", "denoising-term-needed": "not converged", "csm-beats-csd": "not converged",
+    "asd-scales": "not converged",
+}
+
+
+def _params():
+    return chapter.Params.for_profile("smoke", seeds=SEEDS, fidelity_objects=OBJECTS)
+
+
+def _record(run: Run, spec: dict) -> None:
+    p = run.params
+    n = p.eval_points + 1
+    small, large = p.amortised_sizes
+    for s in SEEDS:
+        values = {}
+        for k, obj in enumerate(OBJECTS):
+            key = obj.replace(" ", "-")
+            values[f"{key}/truth_saturation"] = 0.6 + 0.2 * k
+            values[f"{key}/prior/chroma_high"] = spec["prior"]["high"] + _e(s, key + "prior-high")
+            values[f"{key}/prior/chroma_low"] = spec["prior"]["low"] + _e(s, key + "prior-low")
+            for arm in chapter.OBJECT_ARMS:
+                tag = chapter._tag(obj, arm)
+                level = spec["psnr"][arm] + k
+                shape = _rising if "psnr" in spec["rising"] and arm != "reconstruction" else _flat
+                values[f"{tag}/curve_psnr"] = shape(level, s, n, tag)
+                values[f"{tag}/psnr"] = values[f"{tag}/curve_psnr"][-1]
+                values[f"{tag}/saturation"] = spec["chroma"].get(arm, 0.7) - _e(s, tag + "chroma")
+                err = spec["error"]["bsd"] if arm == "bsd" else spec["error"]["other"]
+                values[f"{tag}/saturation_error"] = err + _e(s, tag + "error")
+            values[f"{chapter._tag(obj, 'vsd')}/colour_spread"] = spec["spread"]["one_colour"] + _e(s, key + "spread")
+        for probe in chapter.PROBE_COLOURS:
+            for arm in chapter.JANUS_ARMS:
+                values[f"{probe}/{arm}/janus"] = spec["janus"][arm] + _e(s, probe + arm)
+        values["a-cube/vsd/colour_spread"] = spec["spread"]["vsd"][s] + _e(s, "vsd-spread")
+        values["a-cube/sds_particles/colour_spread"] = spec["spread"]["sds"] + _e(s, "sds-spread")
+        values["a-cube/vsd/distinct_colours"] = 1.0
+        values["a-cube/sds_particles/distinct_colours"] = 1.0
+        values["variance_sds"] = [1.0, 2.0, 4.0, 8.0]
+        values["variance_cds"] = [spec["ratio"][s] * v for v in (1.0, 2.0, 4.0, 8.0)]
+        for kind in chapter.AMORTISED_ARMS:
+            for size, which in ((small, "small"), (large, "large")):
+                name = f"{kind}-{which}"
+                shape = _rising if name in spec["rising"] else _flat
+                values[f"amortised/{kind}-{size}/curve_psnr"] = shape(spec["amortised"][name], s, n, name)
+                values[f"amortised/{kind}-{size}/psnr"] = values[f"amortised/{kind}-{size}/curve_psnr"][-1]
+        run.record(s, **values)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_claim_reaches_every_verdict(scratch, variant):
+    run = Run("sds-3d-gradients", _params())
+    _record(run, VARIANTS[variant])
+    results = chapter.evaluate_claims(run)
+    assert [r["id"] for r in results] == CLAIM_IDS
+    assert {r["id"]: r["verdict"] for r in results} == {cid: variant for cid in CLAIM_IDS}
+    if variant == INCONCLUSIVE:
+        assert {r["id"]: r["reason"] for r in results} == REASONS
+    recorded = set(run.per_seed[SEEDS[0]])
+    for r in results:
+        assert r["rationale"] and r["margin"] >= 0
+        if r["verdict"] != REPRODUCED:
+            assert r["explanation"], r["id"]
+        if r["diagnosis"]:  # Run.finish accepts it: a claim of the chapter or a recorded metric
+            assert r["diagnosis"] in CLAIM_IDS or r["diagnosis"] in recorded, r["id"]
+    grouped = {r["id"] for r in results if r["groups"]}
+    assert grouped == {cid for cid in CLAIM_IDS if cid not in (
+        "vsd-diverse", "vsd-more-diverse-than-sds", "cds-lower-variance", "asd-scales")}
+    by_id = {r["id"]: r for r in results}
+    assert list(by_id["esd-less-janus-than-vsd"]["groups"]) == list(chapter.PROBE_COLOURS)
+    assert list(by_id["csm-beats-csd"]["groups"]) == OBJECTS
+
+
+def test_one_object_that_goes_the_other_way_fails_the_claim(scratch):
+    """The review's case: the cube over-saturates at high CFG, the sphere does not -> not reproduced."""
+    run = Run("sds-3d-gradients", _params())
+    _record(run, VARIANTS[REPRODUCED])
+    for s in SEEDS:
+        run.per_seed[s]["red-sphere/sds_high/saturation"] = 0.60 - _e(s, "dip")
+    r = chapter.evaluate_claims(run)[0]
+    assert r["id"] == "sds-high-cfg-oversaturates" and r["verdict"] == NOT_REPRODUCED
+    assert r["groups"]["green cube"]["verdict"] == REPRODUCED
+    assert r["groups"]["red sphere"]["verdict"] == NOT_REPRODUCED
+
+
+def test_psnr_claims_read_curve_tails_against_the_reconstruction_ceiling(scratch):
+    run = Run("sds-3d-gradients", _params())
+    _record(run, VARIANTS[REPRODUCED])
+    for s in SEEDS:  # the final point dips, the tail mean does not; VSD and SDS both at the reconstruction
+        for obj in OBJECTS:
+            for arm in ("reconstruction", "vsd", "sds_low"):
+                c = run.per_seed[s][f"{chapter._tag(obj, arm)}/curve_psnr"]
+                c[:] = [c[0]] + [25.0 + _e(s, obj + arm)] * (len(c) - 1)
+            run.per_seed[s][f"{chapter._tag(obj, 'reconstruction')}/psnr"] = 25.0
+    r = {x["id"]: x for x in chapter.evaluate_claims(run)}["vsd-higher-fidelity"]
+    assert r["verdict"] == INCONCLUSIVE and r["reason"] == "saturated"
+    assert r["convergence"]["window"] == chapter.CURVE_WINDOW
+
+
+def test_health_rows_name_recorded_metrics(scratch):
+    run = Run("sds-3d-gradients", _params())
+    _record(run, VARIANTS[REPRODUCED])
+    for s in SEEDS:
+        for obj in OBJECTS:
+            tag = chapter._tag(obj, "reconstruction")
+            run.per_seed[s][f"{tag}/psnr_start"] = 8.0 + _e(s, tag + "start")
+            run.per_seed[s][f"{tag}/psnr_drift"] = 0.01 + _e(s, tag + "drift")
+    chapter.record_health(run)
+    table = run.health_markdown()
+    assert len(run.health_rows) == 3 * len(OBJECTS) + len(chapter.PROBE_COLOURS)
+    assert "maximum: 1" in table and "convergence tolerance: 0.02" in table
+    assert chapter.findings_markdown(run, chapter.evaluate_claims(run)).count("**reproduced**") >= 10
+
+
+# ------------------------------------------------------------------------------------------ the new measures
+
+
+def test_sample_chroma_is_max_minus_min_over_object_pixels():
+    img = torch.ones(2, 3, 4, 4)  # white background
+    red, grey = torch.tensor(v3.COLOURS["red"]), torch.tensor([0.5, 0.5, 0.5])
+    img[0, :, :2, :] = red[:, None, None]  # 8 red pixels in the first image
+    img[1, :, :1, :] = grey[:, None, None]  # 4 grey pixels (chroma 0) in the second
+    expected = (8 * float(red.max() - red.min()) + 4 * 0.0) / 12
+    assert chapter.sample_chroma(img) == pytest.approx(expected)
+    assert chapter.sample_chroma(torch.ones(1, 3, 4, 4)) == 0.0  # no object pixels
+
+
+def test_palette_margin_is_one_particle_in_the_nearest_colour():
+    rgb = {k: np.array(v) for k, v in v3.COLOURS.items()}
+    d = min(np.linalg.norm(rgb[a] - rgb[b]) for a in rgb for b in rgb if a < b)
+    assert chapter.palette_margin(4) == pytest.approx(math.sqrt(3) / 4 * d)
+    # the std over 4 particles (population, as scene_metrics) when one takes the nearest other colour
+    a, b, dist = chapter.closest_palette_pair()
+    assert dist == pytest.approx(d)
+    colours = torch.tensor(np.stack([rgb[a]] * 3 + [rgb[b]]))
+    assert float(colours.std(0, unbiased=False).norm()) == pytest.approx(chapter.palette_margin(4), rel=1e-5)
+    # flat-coloured renders keep the palette colour, so the margin holds for rendered particles
+    render = v3.render_field(v3.scene_field("cube", a), v3.turntable(4), 8)
+    assert torch.allclose(chapter.object_colour(render), torch.tensor(rgb[a], dtype=torch.float32), atol=0.01)
+
+
+def test_curves_need_two_windows():
+    with pytest.raises(ParameterError, match="eval_points"):
+        chapter.Params.for_profile("smoke", eval_points=2, iterations=4, amortised_steps=4)
