@@ -275,6 +275,9 @@ def test_a_claim_about_reaching_a_bound_needs_a_baseline_that_falls_short():
     # the baseline falls short: the test bed can tell them apart, and a constant 8/8 is the point of the claim
     r = c.evaluate([8.0, 8.0, 8.0, 8.0], baseline=[6, 7, 5, 6])
     assert r["verdict"] == REPRODUCED
+    # a baseline that reaches the bound in three seeds of four does not show the test bed can tell them apart
+    r = c.evaluate([8.0, 8.0, 8.0, 8.0], baseline=[8, 8, 8, 7])
+    assert (r["verdict"], r["reason"]) == (INCONCLUSIVE, SATURATED)
     with pytest.raises(ClaimError, match="baseline is only"):
         _claim().evaluate([1, 2, 3], [0, 0, 0], baseline=[1, 1, 1])
 
@@ -382,3 +385,45 @@ def test_curve_difference_reads_both_tails_and_the_larger_drift():
     assert arm.drift() == pytest.approx([max(relative_change(h), relative_change(lo)) for h, lo in zip(high, low)])
     r = Claim("rise", 1, "SW rises", a="rise", statistic="value", margin=0.05, rationale=WHY).evaluate(arm)
     assert r["reason"] == NOT_CONVERGED
+
+
+def test_an_arm_that_reached_its_floor_has_converged():
+    # the online student drops onto its teacher's floor at the end: it cannot move further, so it counts as settled
+    onto_floor = [[0.40, 0.35, 0.32, 0.30, 0.29, 0.28, 0.272, 0.270 + 0.001 * s] for s in range(4)]
+    offline = [[0.45, 0.40, 0.38, 0.37, 0.37, 0.37, 0.37, 0.37 + 0.001 * s] for s in range(4)]
+    floor = [0.27, 0.27, 0.272, 0.271]
+    c = _claim(region=("<", 0.0), margin=0.01)
+    assert c.evaluate(curve(onto_floor), curve(offline))["reason"] == NOT_CONVERGED
+    settled = _claim(region=("<", 0.0), margin=0.01, saturation_tol=0.01)
+    r = settled.evaluate(curve(onto_floor), curve(offline), floor=floor)
+    assert r["verdict"] == REPRODUCED and r["convergence"]["converged"]
+
+
+def test_pooled_groups_of_derived_arms():
+    from distillbook.claims import derived
+
+    pooled = _claim(margin=0.01, pooled="the paper reports the mean")
+    a = {"x": derived([0.9, 0.91, 0.92], [0.0, 0.0, 0.0]), "y": derived([0.8, 0.82, 0.81], [0.0, 0.05, 0.0])}
+    b = {"x": [0.7, 0.7, 0.71], "y": [0.7, 0.69, 0.7]}
+    r = pooled.evaluate(a, b)
+    assert r["reason"] == NOT_CONVERGED and r["convergence"]["drift_a"] == pytest.approx([0.0, 0.05, 0.0])
+    assert r["a"]["mean"] == pytest.approx(np.mean([0.9, 0.91, 0.92, 0.8, 0.82, 0.81]))
+
+
+def test_diagnosis_text_follows_the_reason():
+    rising = [[0.5, 0.55, 0.6, 0.7, 0.8, 0.85, 0.9 + 0.01 * s] for s in range(4)]
+    flat = [[0.5, 0.79, 0.80, 0.80, 0.80, 0.80, 0.80, 0.80 + 0.001 * s] for s in range(4)]
+    c = _claim(id="moving", margin=0.01, explanation="soft targets carry little here")
+    text = diagnosis_markdown([c.evaluate(curve(rising), curve(flat))])
+    assert "still moving" in text and "on the paper's side" in text and "untested explanation" in text
+
+
+def test_a_still_moving_curve_can_reproduce_a_claim_about_its_movement_but_not_refute_it():
+    from distillbook.claims import derived
+
+    shape = _claim(statistic="value", b=None, margin=0.05, movement_is_the_claim="a turn-up is a rising end")
+    rising = [0.05, 0.04, 0.06]  # drifts above the tolerance: still rising
+    assert shape.evaluate(derived([0.20, 0.22, 0.21], rising))["verdict"] == REPRODUCED
+    r = shape.evaluate(derived([0.01, 0.02, 0.015], rising))
+    assert (r["verdict"], r["reason"]) == (INCONCLUSIVE, NOT_CONVERGED)
+    assert shape.evaluate(derived([0.01, 0.02, 0.015], [0.0, 0.001, 0.0]))["verdict"] == NOT_REPRODUCED

@@ -29,14 +29,20 @@ Before the interval is read, the experiment itself must be able to decide:
    distance, perfect accuracy) declares it. A comparison whose arms all sit
    within ``saturation_tol`` of the same bound in every seed is
    ``inconclusive`` (saturated). A claim *about* reaching a bound
-   (``reaches``) needs a ``baseline`` arm that falls short of it, or it is
-   saturated too. Ratios use the excess over the floor.
+   (``reaches``) needs a ``baseline`` arm whose 95% interval falls short of
+   it by more than the tolerance, or it is saturated too. Ratios use the
+   excess over the floor.
 2. **Convergence.** An arm read off a training curve is passed as
    :func:`curve` (seeds × evaluations): its value is the mean of the last
    ``window`` evaluations and its drift the relative change of that mean
    against the window before. Any seed drifting more than ``convergence_tol``
    makes the claim ``inconclusive`` (not converged), unless the paper's own
-   claim is made at a fixed budget (``budget_matched`` cites where).
+   claim is made at a fixed budget (``budget_matched`` cites where). A seed
+   whose tail sits within ``saturation_tol`` of a declared floor or ceiling
+   counts as converged: it has reached the bound it was moving towards. A
+   claim whose effect *is* the curve's movement (a turn-up at the end) says
+   so in ``movement_is_the_claim``: a still-moving arm may then reproduce it,
+   but not refute it.
 3. **Enough seeds.** Fewer than 3 seeds is ``inconclusive`` (too few seeds).
 4. **Claims that can fail.** With 3 or more seeds, a statistic identical in
    every seed (a configuration constant, identical arms, a guarantee by
@@ -278,6 +284,7 @@ class Claim:
     reaches: Literal["floor", "ceiling"] | None = None
     convergence_tol: float = CONVERGENCE_TOL
     budget_matched: str | None = None
+    movement_is_the_claim: str | None = None
     pooled: str | None = None
     explanation: str | None = None
     diagnosis: str | None = None
@@ -312,7 +319,7 @@ class Claim:
             fail(f"reaches must be 'floor', 'ceiling' or None, got {self.reaches!r}")
         if not math.isfinite(self.convergence_tol) or self.convergence_tol <= 0:
             fail(f"convergence_tol must be a finite number > 0, got {self.convergence_tol}")
-        for name in ("budget_matched", "pooled", "explanation", "diagnosis"):
+        for name in ("budget_matched", "movement_is_the_claim", "pooled", "explanation", "diagnosis"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
                 fail(f"{name} must be a non-empty string or None")
@@ -375,7 +382,7 @@ class Claim:
             else:
                 reasons = [r["reason"] for r in groups.values() if r["verdict"] == INCONCLUSIVE]
                 result["verdict"], result["reason"] = INCONCLUSIVE, _first_reason(reasons)
-            result["saturation"]["saturated"] = any(r["saturation"]["saturated"] for r in groups.values())
+            result["saturation"]["saturated"] = all(r["saturation"]["saturated"] for r in groups.values())
             result["convergence"]["converged"] = all(r["convergence"]["converged"] is not False
                                                      for r in groups.values()) if any(
                 r["convergence"]["converged"] is not None for r in groups.values()) else None
@@ -423,18 +430,20 @@ class Claim:
                              "about the set-up (a configuration constant, identical arms, a guarantee by "
                              "construction) belongs in the prose, computed, not in the claims table")
 
-        drifts = [x for x in (a_drift, b_drift) if x is not None]
+        drifts = [self._settled(x, vals, fl, ce) for x, vals in ((a_drift, a_vals), (b_drift, b_vals))
+                  if x is not None]
         converged = None if not drifts else bool(all(np.all(x <= self.convergence_tol) for x in drifts))
         reason = None
         if saturated:
             v, reason = INCONCLUSIVE, SATURATED
         elif n < MIN_SEEDS:
             v, reason = INCONCLUSIVE, TOO_FEW_SEEDS
-        elif converged is False and not self.budget_matched:
-            v, reason = INCONCLUSIVE, NOT_CONVERGED
         else:
             v = verdict(interval, self.region, n, self.margin)
             reason = SPANS if v == INCONCLUSIVE else None
+            moving_ok = self.movement_is_the_claim is not None and v == REPRODUCED
+            if converged is False and not self.budget_matched and not moving_ok:
+                v, reason = INCONCLUSIVE, NOT_CONVERGED
         result = {
             "id": self.id,
             "paper": self.paper,
@@ -462,7 +471,8 @@ class Claim:
             "convergence": {"window": a_curve or b_curve, "tol": float(self.convergence_tol),
                             "drift_a": None if a_drift is None else a_drift.tolist(),
                             "drift_b": None if b_drift is None else b_drift.tolist(),
-                            "converged": converged, "budget_matched": self.budget_matched},
+                            "converged": converged, "budget_matched": self.budget_matched,
+                            "movement_is_the_claim": self.movement_is_the_claim},
             "pooled": self.pooled,
             "groups": None,
             "explanation": self.explanation,
@@ -482,15 +492,27 @@ class Claim:
                              f"got {np.asarray(value).tolist()}")
         return arr
 
+    def _settled(self, drift, values, fl, ce) -> np.ndarray:
+        """Per-seed drift, 0 where the arm's tail sits within ``saturation_tol`` of a bound: a curve that has
+        reached its floor or ceiling has nowhere further to go (rule 2 reads the rest)."""
+        at_bound = np.zeros(values.shape, dtype=bool)
+        for bound in (fl, ce):
+            if bound is not None:
+                at_bound |= np.abs(values - bound) <= self.saturation_tol + 1e-12
+        return np.where(at_bound, 0.0, drift)
+
     def _saturation(self, a, b, base, fl, ce) -> tuple[bool, str | None]:
         tol = self.saturation_tol
         for bound, name in ((fl, "floor"), (ce, "ceiling")):
             if bound is None:
                 continue
             if self.reaches == name:
-                if np.all(np.abs(base - bound) <= tol + 1e-12):
-                    return True, (f"the baseline reaches the {name} too (within {tol:g} in every seed): "
-                                  "the test bed cannot tell the arms apart")
+                lo, hi = t_interval(base) if base.size > 1 else (base[0], base[0])
+                short = hi < bound.min() - tol if name == "ceiling" else lo > bound.max() + tol
+                if not short:
+                    return True, (f"the baseline does not fall short of the {name} (its 95% interval "
+                                  f"[{lo:.4g}, {hi:.4g}] reaches within {tol:g} of it): the test bed cannot tell the "
+                                  "arms apart")
                 continue
             arms = [x for x in (a, b) if x is not None]
             if all(np.all(np.abs(x - bound) <= tol + 1e-12) for x in arms):
@@ -514,9 +536,12 @@ def _resolve(arm) -> tuple[np.ndarray, np.ndarray | None, int | None]:
 
 def _mean_over_groups(arms):
     """Per-seed mean over groups (curves averaged point-wise, so the pooled arm keeps a drift)."""
-    if all(isinstance(x, Curves) for x in arms):
+    if all(type(x) is Curves for x in arms):
         stacked = np.mean([np.asarray(x.per_seed, dtype=float) for x in arms], axis=0)
         return Curves(stacked.tolist(), arms[0].window)
+    if all(isinstance(x, Curves) for x in arms):  # derived arms: mean value, the worst drift of any group
+        return derived(np.mean([x.values() for x in arms], axis=0), np.max([x.drift() for x in arms], axis=0),
+                       arms[0].window)
     return np.mean([_resolve(x)[0] for x in arms], axis=0)
 
 
@@ -646,20 +671,54 @@ def margins_markdown(results: Sequence[dict]) -> str:
     return "\n".join(rows)
 
 
+def _direction(r: dict) -> str:
+    """Where a claim's interval lies so far: in the claimed region, against it, or across its decision line."""
+    m = r["measured"]
+    if m.get("mean") is None:
+        return "its statistic is undefined"
+    lo, hi = m["ci95"]
+    line = r.get("decision_line")
+    kind = r["region"].split()[0]
+    if line is None:
+        return "its interval is as shown"
+    if kind == "within":
+        inside, outside = line[0] <= lo and hi <= line[1], hi < line[0] or lo > line[1]
+    elif kind == ">":
+        inside, outside = lo > line, hi <= line
+    else:
+        inside, outside = hi < line, lo >= line
+    return ("so far its interval lies on the paper's side of the decision line" if inside else
+            "so far its interval lies against the paper" if outside else
+            "so far its interval spans the decision line")
+
+
 def diagnosis_markdown(results: Sequence[dict]) -> str:
-    """For every claim that did not reproduce: the explanation the chapter gives and the run that tests it."""
+    """For every claim that did not reproduce: why, and the run that tests the chapter's explanation.
+
+    A not-reproduced claim (or one whose interval spans the region) shows the chapter's explanation and its
+    diagnosis; an unconverged or saturated one says so first, since the test bed decided it, not the effect.
+    """
     lines = []
     by_id = {r["id"]: r for r in results}
     for r in results:
         if r["verdict"] == REPRODUCED:
             continue
+        reason = r.get("reason")
         head = f"- **{r['id']}** — {verdict_text(r)}."
+        if reason == NOT_CONVERGED:
+            head += (f" An arm was still moving when training stopped ({_direction(r)}): a test-bed defect, "
+                     "decided by a longer run, not by the explanation below.")
+        elif reason == SATURATED:
+            why = (r.get("saturation") or {}).get("why") or "every arm sits at a bound of the metric"
+            head += f" {why[0].upper() + why[1:]}: a test-bed defect, decided by a harder test bed."
+        elif reason == TOO_FEW_SEEDS:
+            head += " Fewer than 3 seeds."
         if r.get("explanation"):
-            head += f" Explanation: {r['explanation']}"
+            head += f" Explanation offered: {r['explanation']}"
         if r.get("diagnosis"):
             test = by_id.get(r["diagnosis"])
             tail = (f" Tested by claim **{test['id']}**: {verdict_text(test)}." if test else
-                    f" Tested by the metric `{r['diagnosis']}` (shown above).")
+                    f" Tested by the metric `{r['diagnosis']}`.")
         elif r.get("explanation"):
             tail = " *(untested explanation: no run in this chapter tests it.)*"
         else:

@@ -402,8 +402,9 @@ def record_health(run: Run) -> None:
                note="the teacher must leave the student room above its labels alone and below the ceiling")
     run.health("teacher's arg-max labels on the transfer set", "agreement with the true labels",
                "teacher_transfer_acc", lower_is_better=False, references={"perfect accuracy": 1.0},
-               note="near 1, arg-max pseudo-labels are nearly the true labels: soft targets can then add only "
-                    "their small probabilities")
+               note="measured on the transfer set, which is the teacher's own training set; near 1, arg-max "
+                    "pseudo-labels are nearly the true labels: soft targets can then add only their small "
+                    "probabilities")
 
 
 def summary_markdown(run: Run, results: list[dict]) -> str:

@@ -857,9 +857,11 @@ def claims(p: Params) -> tuple[Claim, ...]:
     janus = dict(margin=JANUS_MARGIN, rationale=JANUS_RATIONALE, floor=0.0, saturation_tol=JANUS_MARGIN,
                  region=("<", 0.0))
     first, last = _tag(p.fidelity_objects[0], ""), _tag(p.fidelity_objects[-1], "")
-    oversaturation_why = ("the prior's own guided samples are not more saturated at the high scale for every "
-                          "object (red's truth, 0.8 of the chroma range, leaves little room below the maximum), "
-                          "so the 3-D optimisation has no over-saturation to inherit there")
+    oversaturation_why = ("the first guess, that 3-D SDS inherits the prior's own over-saturation at high guidance, is "
+                          "what the 2-D mechanism check tests: if the prior's samples are not more saturated at the "
+                          "high scale for an object whose 3-D result is, the over-saturation comes from the 3-D "
+                          "optimisation (mode-seeking gradients on a shared grid), which no run here tests; a red "
+                          "truth near the top of the chroma range leaves little room to over-saturate")
     return (
         Claim("sds-high-cfg-oversaturates", PROLIFIC, statement=f"SDS at CFG {hi} makes a more saturated object "
               f"(chroma) than SDS at CFG {lo}, per object", a=f"chroma, SDS {hi}", b=f"chroma, SDS {lo}", **chroma,
