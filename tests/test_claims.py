@@ -427,3 +427,36 @@ def test_a_still_moving_curve_can_reproduce_a_claim_about_its_movement_but_not_r
     r = shape.evaluate(derived([0.01, 0.02, 0.015], rising))
     assert (r["verdict"], r["reason"]) == (INCONCLUSIVE, NOT_CONVERGED)
     assert shape.evaluate(derived([0.01, 0.02, 0.015], [0.0, 0.001, 0.0]))["verdict"] == NOT_REPRODUCED
+
+
+def test_an_arm_at_its_ceiling_has_converged():
+    climbing_to_one = [[0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0, 1.0 - 0.001 * s] for s in range(4)]
+    low = [[0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6, 0.6 + 0.001 * s] for s in range(4)]
+    c = _claim(margin=0.01, ceiling=1.0, saturation_tol=0.005)
+    r = c.evaluate(curve(climbing_to_one), curve(low))
+    assert r["verdict"] == REPRODUCED and r["convergence"]["converged"]
+
+
+RESULT_KEYS = {"id", "paper", "reference", "statement", "paper_figure", "paper_value", "statistic", "quantity", "region",
+               "margin", "decision_line", "rationale", "measured", "a", "b", "n_seeds", "verdict", "reason",
+               "saturation", "convergence", "pooled", "groups", "explanation", "diagnosis", "diagnosis_status"}
+
+
+def test_the_result_record_is_what_claims_json_documents():
+    """The site, the forest plots and the scoreboard read these keys from claims.json."""
+    c = _claim(ceiling=1.0, saturation_tol=0.01, margin=0.01, explanation="e", diagnosis="d")
+    r = c.evaluate(curve([[0.5, 0.6, 0.7, 0.8, 0.8, 0.8, 0.8]] * 3), [0.7, 0.71, 0.69])
+    assert set(r) == RESULT_KEYS
+    assert set(r["measured"]) == {"mean", "std", "per_seed", "ci95"}
+    assert set(r["a"]) == {"name", "mean", "std", "per_seed"}
+    assert set(r["saturation"]) == {"floor", "ceiling", "tol", "reaches", "baseline", "saturated", "why"}
+    assert set(r["convergence"]) == {"window", "tol", "drift_a", "drift_b", "converged", "budget_matched",
+                                     "movement_is_the_claim"}
+    grouped = c.evaluate({"x": [0.9, 0.91, 0.92], "y": [0.9, 0.92, 0.91]}, {"x": [0.7, 0.71, 0.69], "y": [0.7, 0.7, 0.72]})
+    assert set(grouped) == RESULT_KEYS
+    assert set(grouped["groups"]["x"]) == {"verdict", "reason", "measured", "a", "b"}
+    assert grouped["saturation"]["saturated"] is False and grouped["diagnosis_status"] is None
+    r = c.evaluate([1.0, 1.0, 0.995], [0.999, 1.0, 1.0])
+    assert r["saturation"]["why"].startswith("both arms sit") and "ceiling" in r["saturation"]["why"]
+    v = _claim(statistic="value", b=None, margin=0.0, ceiling=1.0, saturation_tol=0.01).evaluate([1.0, 0.999, 1.0])
+    assert v["saturation"]["why"].startswith("the measured value sits")
