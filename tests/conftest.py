@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(1)  # see distillbook.runtime: 2 threads per process collapse on shared 2-core machines
+torch.set_num_threads(1)  # see distillbook.core.runtime: 2 threads per process collapse on shared 2-core machines
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ _RUNTIME_WARNINGS = ("TqdmWarning", "IProgress not found", "without encryption")
 
 
 def _machine_prefixes() -> list[str]:
-    from distillbook.paths import REPO_ROOT
+    from distillbook.core.paths import REPO_ROOT
 
     found = {str(REPO_ROOT), sys.prefix, sys.base_prefix, str(Path.home()), tempfile.gettempdir()}
     return sorted(p.rstrip("/\\") + "/" for p in found if len(p.rstrip("/\\")) > 1)

@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from distillbook.training import fit
+from distillbook.core.training import fit
 
 
 def train(checkpoint, out, steps=120, slow=0.0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from distillbook.chapters import foundations
-from distillbook.results import Run
+from distillbook.core.results import Run
 
 SEEDS = [0, 1, 2, 3]
 N_EVALS = 8  # evaluations per made-up learning curve (the claims need >= 2 windows of 3)
@@ -100,7 +100,7 @@ def test_run_settings_are_not_overrides():
 
 
 def test_claims_need_enough_evaluations():
-    from distillbook.params import ParameterError
+    from distillbook.core.params import ParameterError
 
     with pytest.raises(ParameterError, match="evaluations"):
         foundations.Params.for_profile("smoke", eval_every=10)  # 30 steps: 3 evaluations

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from distillbook.claims import (INCONCLUSIVE, NOT_CONVERGED, NOT_REPRODUCED, REPRODUCED, SATURATED, SPANS,
+from distillbook.core.claims import (INCONCLUSIVE, NOT_CONVERGED, NOT_REPRODUCED, REPRODUCED, SATURATED, SPANS,
                                 TOO_FEW_SEEDS, Claim, ClaimError, count_verdicts, curve, diagnosis_markdown,
                                 markdown_table, relative_change, rise_then_fall, t_interval, tail_mean, verdict)
 
@@ -139,8 +139,8 @@ def test_markdown_table_lists_every_claim():
 def test_mean_std_text_and_derived_seeds():
     import torch
 
-    from distillbook.claims import mean_std_text
-    from distillbook.runtime import derived_generator, derived_seed
+    from distillbook.core.claims import mean_std_text
+    from distillbook.core.runtime import derived_generator, derived_seed
 
     assert mean_std_text([1.0, 2.0, 3.0]) == "2 ± 1"
     assert mean_std_text([0.5]) == "0.5"
@@ -376,7 +376,7 @@ def test_markdown_table_shows_margin_reason_and_groups():
 
 
 def test_curve_difference_reads_both_tails_and_the_larger_drift():
-    from distillbook.claims import curve_difference
+    from distillbook.core.claims import curve_difference
 
     high = [[0.5, 0.4, 0.35, 0.35, 0.35, 0.35 + 0.001 * s] for s in range(3)]
     low = [[0.5, 0.3, 0.2, 0.2, 0.2, 0.2 + 0.002 * s] for s in range(3)]
@@ -400,7 +400,7 @@ def test_an_arm_that_reached_its_floor_has_converged():
 
 
 def test_pooled_groups_of_derived_arms():
-    from distillbook.claims import derived
+    from distillbook.core.claims import derived
 
     pooled = _claim(margin=0.01, pooled="the paper reports the mean")
     a = {"x": derived([0.9, 0.91, 0.92], [0.0, 0.0, 0.0]), "y": derived([0.8, 0.82, 0.81], [0.0, 0.05, 0.0])}
@@ -419,7 +419,7 @@ def test_diagnosis_text_follows_the_reason():
 
 
 def test_a_still_moving_curve_can_reproduce_a_claim_about_its_movement_but_not_refute_it():
-    from distillbook.claims import derived
+    from distillbook.core.claims import derived
 
     shape = _claim(statistic="value", b=None, margin=0.05, movement_is_the_claim="a turn-up is a rising end")
     rising = [0.05, 0.04, 0.06]  # drifts above the tolerance: still rising

@@ -10,8 +10,8 @@ import importlib
 import numpy as np
 import pytest
 
-from distillbook import catalog
-from distillbook.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, decision_line
+from distillbook.core import catalog
+from distillbook.core.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Claim, decision_line
 
 SEEDS = 5
 PATTERN = np.array([0.0, 1.0, -1.0, 0.5, -0.5])

@@ -17,8 +17,8 @@ import nbformat
 import pytest
 
 from conftest import page_problems
-from distillbook import pipeline
-from distillbook.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
+from distillbook.core import pipeline
+from distillbook.core.paths import EXECUTED_DIR, NOTEBOOKS_DIR, REPO_ROOT
 
 PAGES = sorted(EXECUTED_DIR.glob("*.ipynb"))
 

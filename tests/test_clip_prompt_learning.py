@@ -11,10 +11,10 @@ from scipy.stats import median_abs_deviation
 from torch.optim.swa_utils import AveragedModel
 from transformers import CLIPConfig, CLIPModel
 
-from distillbook import prompt_learning as pl
+from distillbook.methods import prompt_learning as pl
 from distillbook.models import clip as toyclip
 from distillbook.testbeds.captioned import DOMAIN_WORDS, Captioned
-from distillbook.training import fit
+from distillbook.core.training import fit
 
 
 @pytest.fixture(scope="module")
@@ -341,8 +341,8 @@ def test_biomedcoop_loss_and_objective(bed, model):
 # ---------------------------------------------------------------- the chapter
 
 from distillbook.chapters import clip_prompt_learning as chapter  # noqa: E402
-from distillbook.params import ParameterError  # noqa: E402
-from distillbook.results import Run  # noqa: E402
+from distillbook.core.params import ParameterError  # noqa: E402
+from distillbook.core.results import Run  # noqa: E402
 
 
 def _noise(seed: int, name: str) -> float:

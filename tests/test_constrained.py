@@ -7,7 +7,7 @@ import pytest
 import torch
 from hmmlearn.hmm import CategoricalHMM
 
-from distillbook import constrained as cz
+from distillbook.methods import constrained as cz
 from distillbook.testbeds.grammar import HMMLanguage
 
 

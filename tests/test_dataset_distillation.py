@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from distillbook.chapters import dataset_distillation as dd
-from distillbook.losses.bn_statistics import BNStatistics
-from distillbook.results import Run
-from distillbook.losses.trajectory_matching import expert_trajectory
+from distillbook.methods.bn_statistics import BNStatistics
+from distillbook.core.results import Run
+from distillbook.methods.dataset_distillation import expert_trajectory
 from distillbook.models.convnet import ConvNet
 from distillbook.testbeds import digits, shapes
 

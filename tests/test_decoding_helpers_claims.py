@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from distillbook.chapters import decoding_helpers as dh
-from distillbook.claims import ClaimError
-from distillbook.results import Run
+from distillbook.core.claims import ClaimError
+from distillbook.core.results import Run
 
 SEEDS = [0, 1, 2, 3]
 P = np.array([0.0, 1.0, -1.0, 0.5])  # per-seed pattern straddling a decision line
@@ -81,7 +81,7 @@ def test_setup_facts_are_computed_not_claimed(scratch):
     assert facts["decog_vs_hard"] == 0.0 and facts["hard_compliance_min"] == 1.0
     assert facts["base_steps_mean"] == 4.0 and facts["base_steps_spread"] == 0.0
     # the reason they are prose: as claims, a statistic identical in every seed is refused
-    from distillbook.claims import Claim
+    from distillbook.core.claims import Claim
     with pytest.raises(ClaimError, match="in every seed"):
         Claim("half-prefill", 28, "constant", a="prefill FLOPs ratio", statistic="value", region=("<", 0.55),
               margin=0.0, rationale="configuration").evaluate(run.values("kv_prefill_flops_ratio"))

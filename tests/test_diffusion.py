@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from distillbook.diffusion import Schedule
+from distillbook.methods.diffusion import Schedule
 
 torch.manual_seed(0)
 

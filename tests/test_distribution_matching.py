@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillbook.losses import distribution_matching as dm
+from distillbook.methods import distribution_matching as dm
 
 ALPHA, SIGMA = 0.8, 0.6
 N = 1_000_000

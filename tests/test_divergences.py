@@ -1,4 +1,4 @@
-"""Token-level divergences of losses/kd.py against scipy and closed forms, with temperature and masks."""
+"""Token-level divergences of methods/kd.py against scipy and closed forms, with temperature and masks."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.special import rel_entr, softmax
 
-from distillbook.losses.kd import (DIVERGENCES, forward_kl, generalized_jsd, reverse_kl, skew_kl, skew_reverse_kl,
+from distillbook.methods.kd import (DIVERGENCES, forward_kl, generalized_jsd, reverse_kl, skew_kl, skew_reverse_kl,
                                    total_variation)
 
 

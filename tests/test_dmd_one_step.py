@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from distillbook import parallel
+from distillbook.core import parallel
 from distillbook.chapters import dmd_one_step as chapter
-from distillbook.claims import curve_difference
-from distillbook.diffusion import Schedule
+from distillbook.core.claims import curve_difference
+from distillbook.methods.diffusion import Schedule
 from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, guided
-from distillbook.params import ParameterError
-from distillbook.results import Run
+from distillbook.core.params import ParameterError
+from distillbook.core.results import Run
 
 
 @pytest.fixture(scope="module")

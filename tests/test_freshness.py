@@ -5,9 +5,9 @@ import shutil
 
 import pytest
 
-from distillbook import provenance
-from distillbook.paths import COMMITTED_RESULTS_DIR, NOTEBOOKS_DIR, PACKAGE_DIR
-from distillbook.provenance import FRESH, STALE, check_fresh, notebook_hashes
+from distillbook.core import provenance
+from distillbook.core.paths import COMMITTED_RESULTS_DIR, NOTEBOOKS_DIR, PACKAGE_DIR
+from distillbook.core.provenance import FRESH, STALE, check_fresh, notebook_hashes
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +31,10 @@ def tree(tmp_path, monkeypatch, chapter_modules):
 
 
 def test_the_chapter_imports_what_it_uses_and_not_the_tooling(chapter_modules):
-    assert "src/distillbook/losses/kd.py" in chapter_modules
-    assert "src/distillbook/training.py" in chapter_modules
+    assert "src/distillbook/methods/kd.py" in chapter_modules
+    assert "src/distillbook/core/training.py" in chapter_modules
     for tooling in ("site.py", "cli.py", "pipeline.py"):
-        assert f"src/distillbook/{tooling}" not in chapter_modules
+        assert f"src/distillbook/core/{tooling}" not in chapter_modules
 
 
 def test_untouched_is_fresh(tree):
@@ -44,15 +44,15 @@ def test_untouched_is_fresh(tree):
 
 def test_imported_module_change_is_stale_and_named(tree):
     root, notebook, record = tree
-    kd = root / "src" / "distillbook" / "losses" / "kd.py"
+    kd = root / "src" / "distillbook" / "methods" / "kd.py"
     kd.write_text(kd.read_text() + "\n# a change\n")
     state, reason = check_fresh(record, notebook)
-    assert state == STALE and "src/distillbook/losses/kd.py" in reason
+    assert state == STALE and "src/distillbook/methods/kd.py" in reason
 
 
 def test_unrelated_module_change_stays_fresh(tree):
     root, notebook, record = tree
-    site = root / "src" / "distillbook" / "site.py"
+    site = root / "src" / "distillbook" / "core" / "site.py"
     site.write_text(site.read_text() + "\n# a change\n")
     (root / "src" / "distillbook" / "brand_new.py").write_text("x = 1\n")
     assert check_fresh(record, notebook) == (FRESH, "")

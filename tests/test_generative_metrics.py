@@ -8,7 +8,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from distillbook.metrics import frechet_distance, precision_recall, sliced_wasserstein
+from distillbook.core.metrics import frechet_distance, precision_recall, sliced_wasserstein
 from distillbook.testbeds import ring2d
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from scipy.special import rel_entr, softmax
 
-from distillbook.losses.kd import distillation_objective, hinton_kd_loss, soft_targets
+from distillbook.methods.kd import distillation_objective, hinton_kd_loss, soft_targets
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import torch
 
 from distillbook.chapters import lm_kd_dynamics
 from distillbook.chapters.lm_kd_dynamics import proxy_fall_after_golden_minimum
-from distillbook.losses.cross_tokenizer import alm_loss, uld_term
+from distillbook.methods.cross_tokenizer import alm_loss, uld_term
 from distillbook.models.lm import tiny_gpt2
-from distillbook.regimes import regime_batches
-from distillbook.results import Run
+from distillbook.methods.regimes import regime_batches
+from distillbook.core.results import Run
 from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, encode_bpe, to_strings, train_bpe
 
 
@@ -242,7 +242,7 @@ def test_relative_u_depth_against_its_closed_form():
 
 @pytest.mark.parametrize("field", ["student_dim", "teacher_dim", "xtok_student_dim", "capacity_student_dim"])
 def test_lm_kd_widths_must_suit_two_heads(field):
-    from distillbook.params import ParameterError
+    from distillbook.core.params import ParameterError
 
     with pytest.raises(ParameterError, match="even and >= 4"):
         lm_kd_dynamics.Params.for_profile("smoke", **{field: 15})

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from distillbook import masked_diffusion as md
+from distillbook.methods import masked_diffusion as md
 
 MASK = 9
 

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from distillbook.paths import NOTEBOOKS_DIR
+from distillbook.core.paths import NOTEBOOKS_DIR
 
 MATH = re.compile(r"\$\$.*?\$\$|\$[^$\n]+\$", re.S)
 GLUE = re.compile(r"\{glue(?::[a-z]+)?\}`[^`]*`")

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from conftest import page_problems
-from distillbook import catalog, pipeline
-from distillbook.claims import VERDICTS
-from distillbook.provenance import notebook_hashes
-from distillbook.results import load_results
+from distillbook.core import catalog, pipeline
+from distillbook.core.claims import VERDICTS
+from distillbook.core.provenance import notebook_hashes
+from distillbook.core.results import load_results
 
 WRITTEN = [c.id for c in catalog.written_chapters()]
 
@@ -57,7 +57,7 @@ def test_notebook_runs_at_smoke(chapter, scratch):
     assert any(m.endswith(f"chapters/{chapter.replace('-', '_')}.py") for m in prov["modules"])
     assert out["wall_seconds"] < 120, "smoke runs take seconds"
     assert executed["metadata"]["distillbook"] == {"run_id": prov["run_id"], "profile": "smoke"}
-    from distillbook.paths import RUNS_DIR
+    from distillbook.core.paths import RUNS_DIR
 
     assert not any((RUNS_DIR / "staging").glob("*")), "staging is cleaned up"
 
@@ -99,7 +99,7 @@ def test_cli_list_and_status_json():
 
 
 def test_override_parsing():
-    from distillbook.cli import _parse_overrides
+    from distillbook.core.cli import _parse_overrides
 
     assert _parse_overrides(["seeds=[0,1]", "lr=1e-3", "device=cuda:1", "flag=true", "tracking=off", "t=1:30"]) == {
         "seeds": [0, 1], "lr": 0.001, "device": "cuda:1", "flag": True, "tracking": "off", "t": "1:30"}

@@ -2,10 +2,10 @@
 
 import pytest
 
-from distillbook import catalog
-from distillbook.params import ParameterError
-from distillbook.pipeline import params_class
-from distillbook.profiles import PROFILES, resolve_profile
+from distillbook.core import catalog
+from distillbook.core.params import ParameterError
+from distillbook.core.pipeline import params_class
+from distillbook.core.profiles import PROFILES, resolve_profile
 
 Params = params_class("foundations")
 
@@ -17,7 +17,7 @@ def test_every_preset_validates(chapter, profile):
 
 
 def test_cpu_and_gpu_presets_have_enough_seeds_for_verdicts():
-    from distillbook.claims import MIN_SEEDS
+    from distillbook.core.claims import MIN_SEEDS
 
     for chapter in catalog.written_chapters():
         for profile in ("cpu", "gpu"):

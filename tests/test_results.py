@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from distillbook.claims import Claim
-from distillbook.pipeline import params_class
-from distillbook import results as results_module
-from distillbook.results import RESULT_FILES, Run, atomic_write_json, load_results
+from distillbook.core.claims import Claim
+from distillbook.core.pipeline import params_class
+from distillbook.core import results as results_module
+from distillbook.core.results import RESULT_FILES, Run, atomic_write_json, load_results
 from distillbook.testbeds import digits
 
 
@@ -37,7 +37,7 @@ def test_run_writes_metrics_claims_and_provenance(scratch):
     for key in ("git_commit", "parameters", "packages", "device", "wall_seconds", "peak_memory_mb", "notebook", "modules"):
         assert key in prov
     assert prov["overrides"] == {"seeds": [0, 1, 2]}
-    assert "src/distillbook/results.py" in prov["modules"]
+    assert "src/distillbook/core/results.py" in prov["modules"]
     assert out["claims"][0]["verdict"] == "reproduced"
 
 
@@ -71,8 +71,8 @@ def test_a_failed_write_leaves_the_previous_results_whole(scratch, monkeypatch):
 
 def test_a_library_change_during_the_run_is_refused(scratch, monkeypatch):
     run = Run("foundations", params_class("foundations").for_profile("smoke", seeds=[0, 1, 2]))
-    monkeypatch.setattr(results_module, "imported_modules", lambda: {**run.code, "src/distillbook/losses/kd.py": "edited"})
-    with pytest.raises(RuntimeError, match="changed while the run was going: src/distillbook/losses/kd.py"):
+    monkeypatch.setattr(results_module, "imported_modules", lambda: {**run.code, "src/distillbook/methods/kd.py": "edited"})
+    with pytest.raises(RuntimeError, match="changed while the run was going: src/distillbook/methods/kd.py"):
         run.finish([])
     assert load_results("foundations", "smoke") is None
 
@@ -83,7 +83,7 @@ def test_checkpoint_key_follows_parameters_and_code(scratch):
     assert a.checkpoint("teacher", 0) == b.checkpoint("teacher", 0)
     c = Run("foundations", params_class("foundations").for_profile("smoke", alpha=0.3))
     assert c.checkpoint("teacher", 0) != a.checkpoint("teacher", 0)
-    b.code = {**b.code, "src/distillbook/losses/kd.py": "edited"}
+    b.code = {**b.code, "src/distillbook/methods/kd.py": "edited"}
     assert b.checkpoint("teacher", 0) != a.checkpoint("teacher", 0)
 
 

@@ -1,4 +1,4 @@
-"""CSD and ASD (losses/score_distillation.py) against closed forms on a Gaussian prior whose noise predictions are
+"""CSD and ASD (methods/score_distillation.py) against closed forms on a Gaussian prior whose noise predictions are
 known exactly, with the sign each paper gives: descending the gradient must move the render the way the paper says.
 
 The prior: two classes y in {0, 1}, x0 | y ~ N(mu_y, tau^2 I), equally likely; the unconditional prior is their
@@ -15,7 +15,7 @@ import math
 import pytest
 import torch
 
-from distillbook.losses import score_distillation as sd
+from distillbook.methods import score_distillation as sd
 
 TAU = 0.5
 MU = torch.tensor([[1.0, -0.5, 0.0, 0.5], [-1.0, 0.5, 0.5, 0.0]], dtype=torch.float64)  # mu_0, mu_1

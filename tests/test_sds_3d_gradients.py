@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from distillbook.chapters import sds_3d_gradients as chapter
-from distillbook.diffusion import Schedule
-from distillbook.losses import score_distillation as sd
+from distillbook.methods.diffusion import Schedule
+from distillbook.methods import score_distillation as sd
 from distillbook.models.denoiser import MLPDenoiser
-from distillbook.params import ParameterError
+from distillbook.core.params import ParameterError
 from distillbook.testbeds import voxel3d as v3
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from distillbook.chapters import sds_3d_gradients as chapter
-from distillbook.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
-from distillbook.params import ParameterError
-from distillbook.results import Run
+from distillbook.core.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from distillbook.core.params import ParameterError
+from distillbook.core.results import Run
 from distillbook.testbeds import voxel3d as v3
 
 SEEDS = [0, 1, 2, 3]

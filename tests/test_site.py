@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import in_ci
-from distillbook import plotting, site
-from distillbook.claims import Claim, curve
+from distillbook.core import plotting, site
+from distillbook.core.claims import Claim, curve
 
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync"]
@@ -23,7 +23,7 @@ PAGES_WITH_MATH = ("book/intro.html", "book/chapters/foundations.html", "book/ch
 
 def test_committed_generated_pages_are_current():
     """Runs before the build below, which therefore never needs to rewrite them."""
-    from distillbook.paths import BOOK_DIR, REPO_ROOT
+    from distillbook.core.paths import BOOK_DIR, REPO_ROOT
 
     pages = site.generated_pages()
     assert {REPO_ROOT / "_toc.yml", BOOK_DIR / "papers.md", BOOK_DIR / "scoreboard.md",
@@ -34,7 +34,7 @@ def test_committed_generated_pages_are_current():
 
 
 def test_intro_includes_the_generated_summary_and_worked_example():
-    from distillbook.paths import BOOK_DIR
+    from distillbook.core.paths import BOOK_DIR
 
     intro = (BOOK_DIR / "intro.md").read_text(encoding="utf-8")
     for name in ("summary.md", "worked-example.md"):
@@ -151,7 +151,7 @@ def test_claim_distance_agrees_with_the_verdict():
 
 
 def test_forest_plots_draw_old_and_new_results():
-    from distillbook.results import load_results
+    from distillbook.core.results import load_results
 
     new = [r for rs in _new_format_results().values() for r in rs["claims"]]
     committed = load_results("foundations", "cpu")

@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 from transformers.generation.utils import _speculative_sampling
 
-from distillbook.speculative import (acceptance_rate, block_efficiency, speculative_sample, verification_law,
+from distillbook.methods.speculative import (acceptance_rate, block_efficiency, speculative_sample, verification_law,
                                      verify)
 from distillbook.testbeds.grammar import HMMLanguage
 

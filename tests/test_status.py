@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from distillbook import catalog, pipeline
-from distillbook.paths import EXECUTED_DIR
+from distillbook.core import catalog, pipeline
+from distillbook.core.paths import EXECUTED_DIR
 from test_notebooks import error_outputs
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from distillbook import swiftkv
+from distillbook.methods import swiftkv
 
 
 @pytest.fixture(scope="module", params=[None, 1], ids=["mha", "gqa"])

@@ -5,11 +5,11 @@ import sys
 
 import pytest
 
-from distillbook.tracking import Tracker
+from distillbook.core.tracking import Tracker
 
 
 def test_off_does_not_import_wandb():
-    code = ("import sys; from distillbook.tracking import Tracker; t = Tracker('off'); t.log({'x': 1}); "
+    code = ("import sys; from distillbook.core.tracking import Tracker; t = Tracker('off'); t.log({'x': 1}); "
             "t.finish(); print('wandb' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
 
@@ -42,7 +42,7 @@ def test_offline_run_writes_locally_without_login(tmp_path, monkeypatch):
 def test_fit_logs_every_evaluation_to_the_tracker():
     import torch
 
-    from distillbook.training import fit
+    from distillbook.core.training import fit
 
     class Recorder:
         def __init__(self):

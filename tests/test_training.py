@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distillbook.training import fit
+from distillbook.core.training import fit
 from resume_worker import train
 
 HERE = Path(__file__).parent
@@ -114,7 +114,7 @@ def test_non_finite_loss_stops_with_the_step():
 
 
 def test_fit_result_reads_the_tail_and_its_drift():
-    from distillbook.training import FitResult
+    from distillbook.core.training import FitResult
 
     r = FitResult(history=[{"step": k, "acc": v} for k, v in enumerate([0.1, 0.5, 0.8, 0.9, 0.9, 0.9, 0.9])])
     assert r.final("acc") == pytest.approx(0.9)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distillbook.losses.trajectory_matching import (expert_trajectory, matching_loss, path_length, snapshot,
+from distillbook.methods.dataset_distillation import (expert_trajectory, matching_loss, path_length, snapshot,
                                                      trajectory_matching_step, unroll)
 
 

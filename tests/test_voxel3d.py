@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from distillbook.losses import score_distillation as sd
+from distillbook.methods import score_distillation as sd
 from distillbook.testbeds import voxel3d as v
 
 

@@ -1,3 +1,3 @@
-from distillbook.cli import main
+from distillbook.core.cli import main
 
 raise SystemExit(main())

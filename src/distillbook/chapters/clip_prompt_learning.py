@@ -35,14 +35,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from distillbook import claims as cl
-from distillbook import prompt_learning as pl
-from distillbook.claims import Claim, Curves, mean_std_text
+from distillbook.core import claims as cl
+from distillbook.methods import prompt_learning as pl
+from distillbook.core.claims import Claim, Curves, mean_std_text
 from distillbook.models import clip as toyclip
-from distillbook.params import ChapterParams
-from distillbook.runtime import derived_generator, derived_seed
-from distillbook.plotting import mean_std_band, reference_band
-from distillbook.results import Run
+from distillbook.core.params import ChapterParams
+from distillbook.core.runtime import derived_generator, derived_seed
+from distillbook.core.plotting import mean_std_band, reference_band
+from distillbook.core.results import Run
 from distillbook.testbeds.captioned import DOMAIN_WORDS, Captioned
 
 CHAPTER = "clip-prompt-learning"

@@ -30,17 +30,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from distillbook import claims as claims_lib
-from distillbook.claims import Claim
-from distillbook.losses.bn_statistics import BNStatistics
-from distillbook.losses.trajectory_matching import expert_trajectory, path_length, trajectory_matching_step
-from distillbook.metrics import accuracy
+from distillbook.core import claims as claims_lib
+from distillbook.core.claims import Claim
+from distillbook.methods.bn_statistics import BNStatistics
+from distillbook.methods.dataset_distillation import expert_trajectory, path_length, trajectory_matching_step
+from distillbook.core.metrics import accuracy
 from distillbook.models.convnet import ConvNet
 from distillbook.models.mlp import mlp, predict_logits
-from distillbook.params import ChapterParams
-from distillbook.runtime import derived_seed
-from distillbook.plotting import mean_std_band
-from distillbook.results import Run
+from distillbook.core.params import ChapterParams
+from distillbook.core.runtime import derived_seed
+from distillbook.core.plotting import mean_std_band
+from distillbook.core.results import Run
 from distillbook.testbeds import digits, shapes
 
 CHAPTER = "dataset-distillation"
@@ -208,7 +208,7 @@ def evaluate_set(run: Run, data: Data, x: torch.Tensor, targets: torch.Tensor | 
     ``unroll_conditions``: train as trajectory matching's unroll does (plain SGD, no momentum, no shift), the
     diagnosis of the yardstick's mismatch with the conditions the images were distilled under.
     """
-    from distillbook.training import fit
+    from distillbook.core.training import fit
 
     p = run.params
     max_shift, momentum = (0, 0.0) if unroll_conditions else (p.eval_shift, 0.9)
@@ -427,7 +427,7 @@ def _class_major(split: digits.Split, index: torch.Tensor, per_class: int, n_cla
 def evaluate_full(run: Run, data: Data, seed: int) -> tuple[float, float, list[float]]:
     """The reference: the evaluation nets trained on the whole real training set (minibatches of 128,
     three times the steps, the same shifts, the rate picked on validation)."""
-    from distillbook.training import fit
+    from distillbook.core.training import fit
 
     p = run.params
     x, y = data.train.x, data.train.y

@@ -35,13 +35,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from distillbook import constrained, masked_diffusion, speculative, swiftkv
-from distillbook.claims import Claim
-from distillbook.losses.kd import DIVERGENCES
+from distillbook.methods import constrained, masked_diffusion, speculative, swiftkv
+from distillbook.core.claims import Claim
+from distillbook.methods.kd import DIVERGENCES
 from distillbook.models.lm import sample, symbol_logits, tiny_gpt2
-from distillbook.params import ChapterParams
-from distillbook.runtime import derived_generator
-from distillbook.results import Run
+from distillbook.core.params import ChapterParams
+from distillbook.core.runtime import derived_generator
+from distillbook.core.results import Run
 from distillbook.testbeds.grammar import HMMLanguage, golden_kl, with_bos
 
 CHAPTER = "decoding-helpers"

@@ -4,7 +4,7 @@ A teacher diffusion model is trained from scratch; a one-step generator, initial
 teacher that reads pure noise as if it were x_t at ``generator_timestep``, is then trained *without data* so that its samples' diffused
 distribution matches the teacher's. A *fake* denoiser, also initialised from the teacher, is fitted
 online to the generator's samples; the generator's update comes from the two denoisers' disagreement
-(``losses/distribution_matching.py``).
+(``methods/distribution_matching.py``).
 
 Two test beds:
 
@@ -37,17 +37,17 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 
-from distillbook import claims as claims_lib
-from distillbook.claims import WINDOW, Claim, curve_difference, mean_std_text
-from distillbook.diffusion import Schedule
-from distillbook.losses import distribution_matching as dm
-from distillbook.metrics import accuracy, frechet_distance, precision_recall, sliced_wasserstein
+from distillbook.core import claims as claims_lib
+from distillbook.core.claims import WINDOW, Claim, curve_difference, mean_std_text
+from distillbook.methods.diffusion import Schedule
+from distillbook.methods import distribution_matching as dm
+from distillbook.core.metrics import accuracy, frechet_distance, precision_recall, sliced_wasserstein
 from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, frozen, guided, train_denoiser
 from distillbook.models.mlp import mlp, predict_logits
-from distillbook.params import ChapterParams
-from distillbook.runtime import derived_seed
-from distillbook.plotting import mean_std_band, reference_band
-from distillbook.results import Run
+from distillbook.core.params import ChapterParams
+from distillbook.core.runtime import derived_seed
+from distillbook.core.plotting import mean_std_band, reference_band
+from distillbook.core.results import Run
 from distillbook.testbeds import digits, ring2d
 
 CHAPTER = "dmd-one-step"
@@ -552,7 +552,7 @@ def run_digits_seed(run: Run, seed: int, bed: DigitsBed) -> dict[str, torch.Tens
 
 
 def run_seed(run: Run, seed: int, ring: RingBed, digits_bed: DigitsBed) -> dict[str, dict[str, torch.Tensor]]:
-    """Both test beds for one seed (``distillbook.parallel.map_seeds`` runs seeds side by side)."""
+    """Both test beds for one seed (``distillbook.core.parallel.map_seeds`` runs seeds side by side)."""
     return {"ring": run_ring_seed(run, seed, ring), "digits": run_digits_seed(run, seed, digits_bed)}
 
 

@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from distillbook import claims as claims_lib
-from distillbook.claims import Claim
-from distillbook.losses.kd import distillation_objective, soft_targets
-from distillbook.metrics import accuracy
+from distillbook.core import claims as claims_lib
+from distillbook.core.claims import Claim
+from distillbook.methods.kd import distillation_objective, soft_targets
+from distillbook.core.metrics import accuracy
 from distillbook.models.mlp import mlp, predict_logits
-from distillbook.params import ChapterParams
-from distillbook.plotting import mean_std_band, reference_band
-from distillbook.results import Run
+from distillbook.core.params import ChapterParams
+from distillbook.core.plotting import mean_std_band, reference_band
+from distillbook.core.results import Run
 from distillbook.testbeds import digits
 
 CHAPTER = "foundations"

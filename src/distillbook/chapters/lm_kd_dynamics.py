@@ -5,7 +5,7 @@ next-token distribution makes the *golden* metric, KL(oracle || student),
 exact at every position of a fixed set of held-out oracle strings. The
 *proxy* metric is KL(teacher || student) on the teacher's own samples.
 
-1. Divergence zoo: one student per divergence of ``losses/kd.py``, same data.
+1. Divergence zoo: one student per divergence of ``methods/kd.py``, same data.
 2. Teacher hacking (paper 43): oracle -> imperfect teacher -> student, with
    offline (fixed), online (fresh teacher samples) and on-policy data.
 3. Capacity gap (paper 76): one student, teachers of growing width.
@@ -23,16 +23,16 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator, model_validator
 
-from distillbook.claims import WINDOW, Claim, curve, derived, relative_change, tail_mean
-from distillbook.losses.cross_tokenizer import alm_loss, uld_term
-from distillbook.losses.kd import DIVERGENCES, forward_kl
+from distillbook.core.claims import WINDOW, Claim, curve, derived, relative_change, tail_mean
+from distillbook.methods.cross_tokenizer import alm_loss, uld_term
+from distillbook.methods.kd import DIVERGENCES, forward_kl
 from distillbook.models import lm
 from distillbook.models.lm import sample, tiny_gpt2
-from distillbook.params import ChapterParams
-from distillbook.runtime import derived_generator
-from distillbook.plotting import mean_std_band
-from distillbook.regimes import regime_batches
-from distillbook.results import Run
+from distillbook.core.params import ChapterParams
+from distillbook.core.runtime import derived_generator
+from distillbook.core.plotting import mean_std_band
+from distillbook.methods.regimes import regime_batches
+from distillbook.core.results import Run
 from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, encode_bpe, golden_kl, to_strings, train_bpe, with_bos
 
 CHAPTER = "lm-kd-dynamics"
@@ -479,7 +479,7 @@ def relative_u_depth(curves, window: int = 1) -> np.ndarray:
 
     d_s = min(c_s[0] - c_s[k], end_s - c_s[k]) / c_s[k], with end_s the mean of the last ``window`` points and
     k the interior arg-min (before the end window) of the *other* seeds' mean curve, cross-fitted as in
-    :func:`distillbook.claims.rise_then_fall` so that a seed's noise cannot pick its own minimum. Positive: the
+    :func:`distillbook.core.claims.rise_then_fall` so that a seed's noise cannot pick its own minimum. Positive: the
     seed fell to that point and rose after it; 0.05 means the end sits 5% above the minimum. Curves must be
     positive (a KL, bits per character).
     """

@@ -3,7 +3,7 @@ TV-3DG (12), ScaleDreamer (15).
 
 A 2-D diffusion prior, trained here on renders of the ``voxel3d`` scenes, is the only source of 3-D knowledge.
 A voxel grid is optimised so that its renders from random cameras look likely to the prior: each render x is
-diffused, the prior's noise predictions give an image-space gradient g (``losses/score_distillation.py``), and
+diffused, the prior's noise predictions give an image-space gradient g (``methods/score_distillation.py``), and
 g flows into the grid through the differentiable renderer.
 
 - **The prior** is a denoiser over flat 16x16 renders (an MLP at cpu, diffusers' ``UNet2DModel`` at gpu),
@@ -42,18 +42,18 @@ from diffusers import DDIMInverseScheduler
 from pydantic import Field, model_validator
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from distillbook.claims import Claim, mean_std_text, relative_change, verdict_text
-from distillbook.claims import curve as as_curve
-from distillbook.claims import curve_difference
-from distillbook.diffusion import Schedule
-from distillbook.losses import score_distillation as sd
-from distillbook.losses.distribution_matching import denoising_loss
+from distillbook.core.claims import Claim, mean_std_text, relative_change, verdict_text
+from distillbook.core.claims import curve as as_curve
+from distillbook.core.claims import curve_difference
+from distillbook.methods.diffusion import Schedule
+from distillbook.methods import score_distillation as sd
+from distillbook.methods.distribution_matching import denoising_loss
 from distillbook.models.denoiser import MLPDenoiser, UNetDenoiser, guided, train_denoiser
 from distillbook.models.mlp import mlp
-from distillbook.params import ChapterParams
-from distillbook.runtime import derived_seed
-from distillbook.plotting import mean_std_band
-from distillbook.results import Run
+from distillbook.core.params import ChapterParams
+from distillbook.core.runtime import derived_seed
+from distillbook.core.plotting import mean_std_band
+from distillbook.core.results import Run
 from distillbook.testbeds import voxel3d as v3
 
 CHAPTER = "sds-3d-gradients"
@@ -787,7 +787,7 @@ def run_amortised(run: Run, seed: int, bed: Bed) -> dict:
 
 
 def run_seed(run: Run, seed: int, bed: Bed) -> dict:
-    """Everything for one seed (``distillbook.parallel.map_seeds`` runs seeds side by side)."""
+    """Everything for one seed (``distillbook.core.parallel.map_seeds`` runs seeds side by side)."""
     return {**run_objects(run, seed, bed), **run_amortised(run, seed, bed)}
 
 

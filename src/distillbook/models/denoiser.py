@@ -27,8 +27,8 @@ from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 from torch.func import functional_call
 
-from distillbook.diffusion import Schedule
-from distillbook.losses.distribution_matching import denoising_loss
+from distillbook.methods.diffusion import Schedule
+from distillbook.methods.distribution_matching import denoising_loss
 
 
 class MLPDenoiser(nn.Module):

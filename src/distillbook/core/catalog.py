@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass
 from functools import cache
 
-from distillbook.paths import NOTEBOOKS_DIR, PACKAGE_DIR
+from distillbook.core.paths import NOTEBOOKS_DIR, PACKAGE_DIR
 
 
 @dataclass(frozen=True)

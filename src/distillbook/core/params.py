@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from distillbook.profiles import PROFILES, resolve_profile
+from distillbook.core.profiles import PROFILES, resolve_profile
 
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 RUN_SETTINGS = frozenset({"device", "threads", "workers", "tracking"})

@@ -4,7 +4,7 @@
 - ``online``: fresh teacher samples at every step;
 - ``on_policy``: the student's own samples at every step.
 
-Each regime is a ``next_batch(generator)`` for :func:`distillbook.training.fit`,
+Each regime is a ``next_batch(generator)`` for :func:`distillbook.core.training.fit`,
 so that data order and samples replay exactly on resume.
 
 Used by: ``lm-kd-dynamics``.

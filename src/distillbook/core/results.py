@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from distillbook.claims import VERDICTS, format_mean_std
-from distillbook.params import ChapterParams
-from distillbook.paths import NOTEBOOKS_DIR, checkpoints_dir, results_root
-from distillbook.provenance import git_commit, imported_modules, notebook_hashes, package_versions, sha256_bytes
-from distillbook.runtime import deterministic_algorithms, resolve_device, set_threads
-from distillbook.tracking import Tracker
+from distillbook.core.claims import VERDICTS, format_mean_std
+from distillbook.core.params import ChapterParams
+from distillbook.core.paths import NOTEBOOKS_DIR, checkpoints_dir, results_root
+from distillbook.core.provenance import git_commit, imported_modules, notebook_hashes, package_versions, sha256_bytes
+from distillbook.core.runtime import deterministic_algorithms, resolve_device, set_threads
+from distillbook.core.tracking import Tracker
 
 RESULT_FILES = ("metrics.json", "claims.json", "provenance.json")
 
@@ -138,8 +138,8 @@ class Run:
 
     def fit(self, name: str, seed: int, model: torch.nn.Module, loss_fn, next_batch, *, steps: int,
             optimizer: torch.optim.Optimizer, **kwargs):
-        """:func:`distillbook.training.fit` with this run's checkpoint, tracker and naming (``seed<k>/<name>``)."""
-        from distillbook.training import fit
+        """:func:`distillbook.core.training.fit` with this run's checkpoint, tracker and naming (``seed<k>/<name>``)."""
+        from distillbook.core.training import fit
 
         return fit(model, loss_fn, next_batch, steps=steps, optimizer=optimizer, seed=seed,
                    checkpoint=self.checkpoint(name, seed), tracker=self.tracker, desc=f"seed{seed}/{name}",
@@ -274,7 +274,7 @@ def _device_name(device: torch.device) -> str:
 def _peak_memory_mb(device: torch.device) -> dict[str, float]:
     out = {"host_rss": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if children:  # seed workers (distillbook.parallel): the largest one
+    if children:  # seed workers (distillbook.core.parallel): the largest one
         out["worker_rss"] = round(children / 1024, 1)
     if device.type == "cuda":
         out["cuda_allocated"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)

@@ -16,7 +16,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from distillbook.paths import PACKAGE_DIR, REPO_ROOT
+from distillbook.core.paths import PACKAGE_DIR, REPO_ROOT
 
 FRESH, STALE, MISSING = "fresh", "stale", "missing"
 TRACKED_PACKAGES = ("torch", "numpy", "scipy", "scikit-learn", "pydantic", "transformers", "tokenizers", "diffusers",

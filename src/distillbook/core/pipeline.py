@@ -24,10 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from distillbook import catalog
-from distillbook.paths import EXECUTED_DIR, REPO_ROOT, RUNS_DIR, checkpoints_dir, results_root as default_results_root
-from distillbook.profiles import resolve_profile
-from distillbook.provenance import FRESH, MISSING, STALE, check_fresh
+from distillbook.core import catalog
+from distillbook.core.paths import EXECUTED_DIR, REPO_ROOT, RUNS_DIR, checkpoints_dir, results_root as default_results_root
+from distillbook.core.profiles import resolve_profile
+from distillbook.core.provenance import FRESH, MISSING, STALE, check_fresh
 
 STATUS_PROFILES = ("cpu", "gpu")
 
@@ -63,7 +63,7 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     profile = resolve_profile(profile)
     overrides = dict(overrides or {})
     params = params_class(chapter.id).for_profile(profile, **overrides)  # fail fast, before any kernel starts
-    from distillbook.runtime import resolve_device
+    from distillbook.core.runtime import resolve_device
 
     resolve_device(params.device)
 
@@ -88,7 +88,7 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     started = time.perf_counter()
     import papermill
 
-    from distillbook.results import replace_folder
+    from distillbook.core.results import replace_folder
 
     env = {"DISTILLBOOK_RESULTS_ROOT": str(staging / "results"), "DISTILLBOOK_RUN_ID": run_id}
     try:
@@ -252,7 +252,7 @@ def tidy_executed_notebook(path: Path, run_id: str, profile: str, source: Path |
 
 def status(profiles: tuple[str, ...] = STATUS_PROFILES) -> list[dict[str, Any]]:
     """Per written chapter and profile: ``state`` (fresh / stale / missing), ``reason``, run time and claims."""
-    from distillbook.results import load_results
+    from distillbook.core.results import load_results
 
     rows = []
     for chapter in catalog.written_chapters():

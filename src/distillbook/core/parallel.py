@@ -3,7 +3,7 @@
 Seeds are independent, and every random draw in a seed's work comes from that seed, so running them in
 parallel changes the wall time, not the numbers (``tests/test_dmd_one_step.py`` checks this). Each worker is
 a fresh ``spawn``-ed process with the run's thread count and deterministic kernels; it receives a copy
-of the :class:`~distillbook.results.Run` (so ``run.fit`` checkpoints where the parent would) and sends
+of the :class:`~distillbook.core.results.Run` (so ``run.fit`` checkpoints where the parent would) and sends
 back what it recorded for its seed, which is merged into the parent's run.
 
 ``workers`` (a run setting) is ``auto`` by default: one per CPU core up to the number of seeds, and 1 on
@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from distillbook.runtime import deterministic_algorithms, set_threads
+from distillbook.core.runtime import deterministic_algorithms, set_threads
 
 
 def resolve_workers(run) -> int:
@@ -40,7 +40,7 @@ def map_seeds(run, fn: Callable[..., Any], *args: Any) -> list[Any]:
 
     ``fn`` must be importable (a module-level function of ``distillbook``) and ``args`` picklable.
     """
-    from distillbook.training import progress
+    from distillbook.core.training import progress
 
     workers = min(resolve_workers(run), len(run.seeds))
     if workers == 1:

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from tqdm.std import tqdm
 
-from distillbook.claims import WINDOW, relative_change, tail_mean
-from distillbook.runtime import seed_everything
+from distillbook.core.claims import WINDOW, relative_change, tail_mean
+from distillbook.core.runtime import seed_everything
 
 Batch = Any
 LossFn = Callable[[torch.nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from distillbook.paths import RUNS_DIR
+from distillbook.core.paths import RUNS_DIR
 
 MODES = ("off", "offline", "online")
 

@@ -27,7 +27,7 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def cmd_list(args) -> int:
-    from distillbook import catalog
+    from distillbook.core import catalog
 
     parts = {p.letter: p.title for p in catalog.PARTS}
     current = None
@@ -42,8 +42,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from distillbook import catalog, pipeline
-    from distillbook.profiles import resolve_profile
+    from distillbook.core import catalog, pipeline
+    from distillbook.core.profiles import resolve_profile
 
     profile = resolve_profile(args.profile)
     overrides = _parse_overrides(args.param)
@@ -66,7 +66,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from distillbook import pipeline
+    from distillbook.core import pipeline
 
     rows = pipeline.status()
     if args.json:
@@ -86,7 +86,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from distillbook import site
+    from distillbook.core import site
 
     site.build(strict=not args.allow_warnings)
     return 0

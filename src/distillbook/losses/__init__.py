@@ -1,1 +1,0 @@
-"""Losses, one module per family of methods."""
