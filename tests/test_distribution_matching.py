@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from distillbook.methods import distribution_matching as dm
+from distillbook.methods import score_distillation as sd
 
 ALPHA, SIGMA = 0.8, 0.6
 N = 1_000_000
@@ -212,7 +213,7 @@ def test_every_loss_is_flat_when_the_fake_score_equals_the_real_one():
     theta, x, x_t, eps = _diffused_batch()
     e = real(x_t)
     losses = {"dmd": dm.dmd_loss(x, _x0(x_t, e).detach(), _x0(x_t, e).detach()),
-              "vsd": dm.vsd_loss(x, e.detach(), e.detach(), SIGMA ** 2),
+              "vsd": sd.surrogate(x, sd.vsd(e.detach(), e.detach(), SIGMA ** 2)),
               "sid": dm.sid_loss(x, _x0(x_t, e), _x0(x_t, e), alpha=1.2),
               "sim": dm.sim_loss(e, e, eps, c=1.0)}
     for name, loss in losses.items():
@@ -224,9 +225,9 @@ def test_vsd_gradient_and_its_sds_ablation():
     x = torch.randn(8, 3, requires_grad=True)
     eps_real, eps_fake, noise = torch.randn(8, 3), torch.randn(8, 3), torch.randn(8, 3)
     w = torch.rand(8, 1)
-    (g,) = torch.autograd.grad(dm.vsd_loss(x, eps_real, eps_fake, w), x)
+    (g,) = torch.autograd.grad(sd.surrogate(x, sd.vsd(eps_real, eps_fake, w)), x)
     torch.testing.assert_close(g, w * (eps_real - eps_fake) / len(x))
-    (g_sds,) = torch.autograd.grad(dm.vsd_loss(x, eps_real, noise, w), x)
+    (g_sds,) = torch.autograd.grad(sd.surrogate(x, sd.vsd(eps_real, noise, w)), x)
     torch.testing.assert_close(g_sds, w * (eps_real - noise) / len(x))
 
 

@@ -9,7 +9,8 @@ from distillbook.core import parallel
 from distillbook.chapters import dmd_one_step as chapter
 from distillbook.core.claims import curve_difference
 from distillbook.methods.diffusion import Schedule
-from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, guided
+from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser
+from distillbook.methods.diffusion import guided
 from distillbook.core.params import ParameterError
 from distillbook.core.results import Run
 

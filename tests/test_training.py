@@ -120,3 +120,95 @@ def test_fit_result_reads_the_tail_and_its_drift():
     assert r.final("acc") == pytest.approx(0.9)
     assert r.drift("acc") == pytest.approx(abs(0.9 - (0.5 + 0.8 + 0.9) / 3) / 0.9)
     assert r.final("acc", window=1) == pytest.approx(0.9)
+
+
+def _line_fit(steps, checkpoint=None, seen=None):
+    """A 1-d regression whose loss_fn and after_step record the step ``fit`` passes them."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    seen = [] if seen is None else seen
+
+    def loss_fn(m, batch, step):
+        seen.append(("loss", step))
+        return ((m(batch) - 2 * batch) ** 2).mean()
+
+    def after_step(m, step):
+        seen.append(("after", step))
+
+    fit(model, loss_fn, lambda g: torch.randn(8, 1, generator=g), steps=steps, seed=1, progress=False,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1), after_step=after_step, checkpoint=checkpoint,
+        checkpoint_every=3)
+    return seen
+
+
+def test_fit_passes_the_step_to_the_loss_and_after_step():
+    seen = _line_fit(5)
+    assert seen == [(kind, k) for k in range(5) for kind in ("loss", "after")]
+
+
+def test_the_step_resumes_with_the_checkpoint(tmp_path):
+    seen = []
+    with pytest.raises(KeyboardInterrupt):
+        def stop_at_4(m, batch, step):
+            if step == 4:
+                raise KeyboardInterrupt
+            seen.append(step)
+            return ((m(batch) - batch) ** 2).mean()
+        model = torch.nn.Linear(1, 1)
+        fit(model, stop_at_4, lambda g: torch.randn(8, 1, generator=g), steps=6, seed=1, progress=False,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1), checkpoint=tmp_path / "c.pt", checkpoint_every=3)
+    assert seen == [0, 1, 2, 3]
+    resumed = _line_fit(6, checkpoint=tmp_path / "c.pt")
+    assert [k for kind, k in resumed if kind == "loss"] == [3, 4, 5]  # saved after step index 2
+
+
+def test_a_loss_without_a_step_parameter_is_called_without_it():
+    model = torch.nn.Linear(2, 1)
+    fit(model, lambda m, b: m(b).pow(2).mean(), lambda g: torch.randn(4, 2, generator=g), steps=2, seed=0,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1), progress=False)
+
+
+def _mlp(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+
+
+@pytest.mark.parametrize("shared_input", [True, False])
+def test_a_stack_trains_each_model_as_if_alone(shared_input):
+    from distillbook.core.training import Stack
+
+    n, steps = 3, 25
+
+    def batch(g):
+        x = torch.randn(n, 16, 3, generator=g)
+        return x[0] if shared_input else x
+
+    def target(x):
+        return x.sum(-1, keepdim=True).sin()
+
+    stack = Stack([_mlp(k) for k in range(n)], shared_input=shared_input)
+    fit(stack, lambda m, x: ((m(x) - target(x)) ** 2).mean(dim=(-2, -1)).sum(), batch, steps=steps, seed=5,
+        optimizer=torch.optim.Adam(stack.parameters(), lr=1e-2), progress=False)
+    trained = stack.unstack([_mlp(100 + k) for k in range(n)])
+
+    g = torch.Generator().manual_seed(5)
+    batches = [batch(g) for _ in range(steps)]
+    for k in range(n):
+        alone = _mlp(k)
+        opt = torch.optim.Adam(alone.parameters(), lr=1e-2)
+        for x in batches:
+            x_k = x if shared_input else x[k]
+            loss = ((alone(x_k) - target(x_k)) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        for a, b in zip(alone.parameters(), trained[k].parameters()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert not torch.equal(next(alone.parameters()), next(_mlp(k).parameters()))  # it did train
+
+
+def test_a_stack_refuses_models_of_different_shapes():
+    from distillbook.core.training import Stack
+
+    with pytest.raises(ValueError, match="one architecture"):
+        Stack([torch.nn.Linear(2, 1), torch.nn.Linear(3, 1)])

@@ -41,8 +41,10 @@ from distillbook.core import claims as claims_lib
 from distillbook.core.claims import WINDOW, Claim, curve_difference, mean_std_text
 from distillbook.methods.diffusion import Schedule
 from distillbook.methods import distribution_matching as dm
+from distillbook.methods import score_distillation as sd
 from distillbook.core.metrics import accuracy, frechet_distance, precision_recall, sliced_wasserstein
-from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, frozen, guided, train_denoiser
+from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, frozen, train_denoiser
+from distillbook.methods.diffusion import guided
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.core.params import ChapterParams
 from distillbook.core.runtime import derived_seed
@@ -239,7 +241,7 @@ def distillation_loss(student: Student, batch: dict, teacher: torch.nn.Module, s
             with torch.no_grad():
                 eps_real = to(real(x_t), "epsilon")
                 eps_fake = noise if arm.method == "sds" else to(fake(x_t), "epsilon")
-            g_loss = dm.vsd_loss(x, eps_real, eps_fake, weight=sigma ** 2)
+            g_loss = sd.surrogate(x, sd.vsd(eps_real, eps_fake, sigma ** 2))
         elif arm.method == "sid":
             g_loss = dm.sid_loss(x, to(real(x_t), "sample"), to(fake(x_t), "sample"), alpha=sid_alpha)
         else:

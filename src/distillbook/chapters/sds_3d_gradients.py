@@ -48,7 +48,8 @@ from distillbook.core.claims import curve_difference
 from distillbook.methods.diffusion import Schedule
 from distillbook.methods import score_distillation as sd
 from distillbook.methods.distribution_matching import denoising_loss
-from distillbook.models.denoiser import MLPDenoiser, UNetDenoiser, guided, train_denoiser
+from distillbook.models.denoiser import MLPDenoiser, UNetDenoiser, train_denoiser
+from distillbook.methods.diffusion import guided
 from distillbook.models.mlp import mlp
 from distillbook.core.params import ChapterParams
 from distillbook.core.runtime import derived_seed

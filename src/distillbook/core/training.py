@@ -1,7 +1,10 @@
 """The book's one training loop.
 
 ``fit`` runs ``steps`` optimiser steps of ``loss_fn(model, batch)`` on batches
-drawn by ``next_batch(generator)``. Everything random in a run flows from
+drawn by ``next_batch(generator)``. The loop owns the step count: a ``loss_fn``
+or ``after_step`` that declares a ``step`` parameter receives the index of the
+step being taken (0, 1, ..., steps - 1), so schedules and alternations read it
+from ``fit`` rather than from counters kept inside the model, and resume with it. Everything random in a run flows from
 ``seed``: the data generator is a dedicated ``torch.Generator``, and the global
 torch/numpy/python generators (dropout, augmentation) are saved too. That
 makes checkpoints exact: a run killed at any point and started again with the
@@ -11,11 +14,17 @@ parameters and history (``tests/test_training.py`` kills one to check).
 Progress is a plain-text tqdm bar (no widgets), so it reads well in executed
 notebooks; the pipeline keeps only its final state there.
 
+:class:`Stack` trains several independent models of one architecture as one
+module (``torch.func.stack_module_state`` + ``vmap``): one ``fit``, one
+optimiser step for all of them, the same numbers as training each alone.
+
 Used by every chapter (first in ``foundations``).
 """
 
 from __future__ import annotations
 
+import copy
+import inspect
 import os
 import random
 import sys
@@ -32,7 +41,7 @@ from distillbook.core.claims import WINDOW, relative_change, tail_mean
 from distillbook.core.runtime import seed_everything
 
 Batch = Any
-LossFn = Callable[[torch.nn.Module, Batch], "torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]"]
+LossFn = Callable[..., "torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]"]  # (model, batch[, step])
 
 
 @dataclass
@@ -68,7 +77,7 @@ def fit(
     tracker: Any | None = None,
     desc: str = "train",
     progress: bool = True,
-    after_step: Callable[[torch.nn.Module], None] | None = None,
+    after_step: Callable[..., None] | None = None,
 ) -> FitResult:
     """Train ``model`` for ``steps`` steps; return the evaluation history.
 
@@ -77,7 +86,8 @@ def fit(
     run resumes from it if present, saves to it every ``checkpoint_every``
     steps and at the end, so calling ``fit`` again on a finished run returns
     its result without training. ``after_step(model)`` runs after every optimiser step (an EMA update,
-    say); whatever it changes must live in ``model``'s state to be checkpointed.
+    say); whatever it changes must live in ``model``'s state to be checkpointed. ``loss_fn`` and
+    ``after_step`` that take a ``step`` argument get the index of the current step.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -86,6 +96,7 @@ def fit(
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     device = next(model.parameters()).device
+    loss_at, after_step_at = _with_step(loss_fn), _with_step(after_step) if after_step is not None else None
     data_rng = torch.Generator().manual_seed(seed)
     result = FitResult()
     start = 0
@@ -112,7 +123,7 @@ def fit(
     for step in range(start, steps):
         model.train()
         batch = _to_device(next_batch(data_rng), device)
-        out = loss_fn(model, batch)
+        out = loss_at(model, batch, step=step)
         loss, extras = (out if isinstance(out, tuple) else (out, {}))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
@@ -123,7 +134,7 @@ def fit(
             scheduler.step()
         if after_step is not None:
             with torch.no_grad():
-                after_step(model)
+                after_step_at(model, step=step)
         running, count = running + loss.item(), count + 1
         bar.update(1)
         done = step + 1
@@ -144,6 +155,79 @@ def fit(
         result.history.append({"step": 0, **_evaluate(model, evaluate)})
     model.eval()
     return result
+
+
+def _with_step(fn: Callable) -> Callable:
+    """``fn`` to be called as ``call(*args, step=k)``: ``step`` is passed on only if ``fn`` declares it."""
+    try:
+        takes_step = "step" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        takes_step = False
+
+    def call(*args, step: int):
+        return fn(*args, step=step) if takes_step else fn(*args)
+
+    return call
+
+
+class Stack(torch.nn.Module):
+    """Independent models of one architecture trained as one: parameter ``name`` of model k is
+    ``getattr(stack, mangled name)[k]``, and ``stack(x)`` is ``vmap`` over the models of
+    ``functional_call(model_k, x_k)`` (``x`` carries the model axis first; ``shared_input=True`` gives
+    every model the same ``x``).
+
+    A loss that sums the models' losses gives each model exactly its own gradient, and elementwise
+    optimisers (SGD, Adam, AdamW) then step each model as if alone, so :func:`fit` trains the stack as
+    it trains one model. Gradient clipping by global norm would couple them: clip per model instead.
+    Buffers are stacked too but not updated by ``vmap`` (use models without running statistics).
+    """
+
+    def __init__(self, models: list[torch.nn.Module], shared_input: bool = False):
+        super().__init__()
+        if not models:
+            raise ValueError("Stack needs at least one model")
+        shapes = [[(n, p.shape) for n, p in m.named_parameters()] for m in models]
+        if any(s != shapes[0] for s in shapes):
+            raise ValueError("Stack needs models of one architecture (same parameter names and shapes)")
+        params, buffers = torch.func.stack_module_state(models)
+        self.names = list(params)
+        for name, value in params.items():
+            self.register_parameter(name.replace(".", "__"), torch.nn.Parameter(value))
+        for name, value in buffers.items():
+            self.register_buffer(name.replace(".", "__"), value)
+        self.buffer_names = list(buffers)
+        self.template = [copy.deepcopy(models[0]).to("meta")]  # a list: not registered as a submodule
+        self.shared_input = shared_input
+
+    def __len__(self) -> int:
+        return getattr(self, self.names[0].replace(".", "__")).shape[0]
+
+    def _state(self) -> tuple[dict, dict]:
+        params = {n: getattr(self, n.replace(".", "__")) for n in self.names}
+        buffers = {n: getattr(self, n.replace(".", "__")) for n in self.buffer_names}
+        return params, buffers
+
+    def forward(self, x: torch.Tensor, *args) -> torch.Tensor:
+        template = self.template[0]
+
+        def one(params, buffers, x_k, *a):
+            return torch.func.functional_call(template, (params, buffers), (x_k, *a))
+
+        in_x = None if self.shared_input else 0
+        return torch.vmap(one, in_dims=(0, 0, in_x, *[None] * len(args)), randomness="different")(
+            *self._state(), x, *args)
+
+    def unstack(self, models: list[torch.nn.Module]) -> list[torch.nn.Module]:
+        """Copy the trained parameters back into ``models`` (the list the stack was built from)."""
+        params, buffers = self._state()
+        with torch.no_grad():
+            for k, model in enumerate(models):
+                for name, value in model.named_parameters():
+                    value.copy_(params[name][k])
+                for name, value in model.named_buffers():
+                    if name in buffers:
+                        value.copy_(buffers[name][k])
+        return models
 
 
 def _evaluate(model, evaluate) -> dict[str, float]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -127,3 +128,26 @@ class Schedule:
                 kwargs["eta"] = 0.0
             x = scheduler.step(out, t, x, **kwargs).prev_sample
         return x
+
+
+def cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance, out_cfg = out_0 + s (out_y - out_0): linear, so valid for eps, x0 or v.
+
+    s = 1 is the conditional output, 0 the unconditional one, s < 0 pushes away from the condition.
+    """
+    return uncond + scale * (cond - uncond)
+
+
+def guided(net: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
+           scale: float) -> torch.Tensor:
+    """Classifier-free guidance of a class-conditional ``net`` (class ``net.n_classes`` is the null label), by :func:`cfg`.
+
+    ``scale`` 1 is the plain conditional output, 0 the unconditional one, < 0 pushes away from the class.
+    """
+    if labels is None or scale == 1.0:
+        return net(x_t, t, labels)
+    if scale == 0.0:
+        return net(x_t, t, None)
+    both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, net.n_classes)]))
+    cond, uncond = both.chunk(2)
+    return cfg(uncond, cond, scale)

@@ -1,4 +1,5 @@
-"""Distribution-matching losses for one-step generators: DMD/DMD2, VSD (SwiftBrush), SDS, SiD, SIM.
+"""Distribution-matching losses for one-step generators: DMD/DMD2, SiD, SIM (VSD and SDS, shared with 3-D
+optimisation, are in :mod:`distillbook.methods.score_distillation`).
 
 A generator output x = G(z) is diffused to x_t = alpha_t x + sigma_t eps. Two denoisers read x_t: the
 frozen *real* one (the teacher, p) and a *fake* one fitted online to the generator's samples (q) by
@@ -26,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distillbook.methods.score_distillation import surrogate
+
 
 def _per_sample_sum(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(len(x), -1).sum(dim=1)
@@ -49,21 +52,7 @@ def dmd_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> t
         p_real, p_fake = x - x0_real, x - x0_fake
         normaliser = p_real.abs().reshape(len(x), -1).mean(dim=1).clamp_min(1e-5)
         grad = (p_real - p_fake) / normaliser.reshape((-1,) + (1,) * (x.ndim - 1))
-        target = x - grad
-    return 0.5 * _per_sample_sum((x - target) ** 2).mean()
-
-
-def vsd_loss(x: torch.Tensor, eps_real: torch.Tensor, eps_fake: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Variational score distillation (SwiftBrush, paper 19; ProlificDreamer's VSD):
-
-        grad_x = w(t) (eps_real(x_t) - eps_fake(x_t)),   w(t) = sigma_t^2 in the chapter,
-
-    with eps_fake from the fine-tuned (LoRA) copy of the teacher. Passing the injected noise eps as
-    ``eps_fake`` gives score distillation sampling (SDS), whose update has no fake-score term.
-    """
-    with torch.no_grad():
-        target = x - weight * (eps_real - eps_fake)
-    return 0.5 * _per_sample_sum((x - target) ** 2).mean()
+    return surrogate(x, grad)
 
 
 def sid_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor, alpha: float = 1.2) -> torch.Tensor:

@@ -25,14 +25,11 @@ from __future__ import annotations
 
 import torch
 
+from distillbook.methods.diffusion import cfg
+
 
 def _flat_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).reshape(len(a), -1).sum(1)
-
-
-def cfg(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
-    """eps_cfg = eps_0 + s (eps_y - eps_0)."""
-    return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
 def sds(eps_cfg: torch.Tensor, noise: torch.Tensor, weight) -> torch.Tensor:
@@ -47,7 +44,7 @@ def vsd(eps_cfg: torch.Tensor, eps_fake: torch.Tensor, weight) -> torch.Tensor:
 
 def esd_fake(eps_fake_uncond_camera: torch.Tensor, eps_fake_camera: torch.Tensor, lam: float) -> torch.Tensor:
     """ESD's fake score: eps_phi(0) + lambda (eps_phi(c) - eps_phi(0)); lambda = 1 is VSD's camera-conditioned one."""
-    return eps_fake_uncond_camera + lam * (eps_fake_camera - eps_fake_uncond_camera)
+    return cfg(eps_fake_uncond_camera, eps_fake_camera, lam)
 
 
 def csd(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float, weight) -> torch.Tensor:

@@ -119,21 +119,6 @@ class UNetDenoiser(nn.Module):
         return self.forward(x_t, t, labels, return_features=True)
 
 
-def guided(net: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None,
-           scale: float) -> torch.Tensor:
-    """Classifier-free guidance: out_u + scale * (out_c - out_u) (linear, so valid for eps, x0 or v).
-
-    ``scale`` 1 is the plain conditional output, 0 the unconditional one, < 0 pushes away from the class.
-    """
-    if labels is None or scale == 1.0:
-        return net(x_t, t, labels)
-    if scale == 0.0:
-        return net(x_t, t, None)
-    both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, net.n_classes)]))
-    cond, uncond = both.chunk(2)
-    return uncond + scale * (cond - uncond)
-
-
 class Generator(nn.Module):
     """x_0 = G(z): a copy of ``teacher`` evaluated at ``timesteps`` (first entry: from pure noise).
 
