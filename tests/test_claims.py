@@ -438,7 +438,7 @@ def test_an_arm_at_its_ceiling_has_converged():
 
 
 RESULT_KEYS = {"id", "paper", "reference", "statement", "paper_figure", "paper_value", "statistic", "quantity", "region",
-               "margin", "decision_line", "rationale", "measured", "a", "b", "n_seeds", "verdict", "reason",
+               "region_kind", "region_bound", "margin", "decision_line", "rationale", "measured", "a", "b", "n_seeds", "verdict", "reason",
                "saturation", "convergence", "pooled", "groups", "explanation", "diagnosis", "diagnosis_status"}
 
 
@@ -450,8 +450,9 @@ def test_the_result_record_is_what_claims_json_documents():
     assert set(r["measured"]) == {"mean", "std", "per_seed", "ci95"}
     assert set(r["a"]) == {"name", "mean", "std", "per_seed"}
     assert set(r["saturation"]) == {"floor", "ceiling", "tol", "reaches", "baseline", "saturated", "why"}
-    assert set(r["convergence"]) == {"window", "tol", "drift_a", "drift_b", "converged", "budget_matched",
-                                     "movement_is_the_claim"}
+    assert set(r["convergence"]) == {"window", "tol", "drift_a", "drift_b", "settled_a", "settled_b", "converged",
+                                     "budget_matched", "movement_is_the_claim"}
+    assert r["region_kind"] == ">" and r["region_bound"] == 0.0
     grouped = c.evaluate({"x": [0.9, 0.91, 0.92], "y": [0.9, 0.92, 0.91]}, {"x": [0.7, 0.71, 0.69], "y": [0.7, 0.7, 0.72]})
     assert set(grouped) == RESULT_KEYS
     assert set(grouped["groups"]["x"]) == {"verdict", "reason", "measured", "a", "b"}
@@ -460,3 +461,20 @@ def test_the_result_record_is_what_claims_json_documents():
     assert r["saturation"]["why"].startswith("both arms sit") and "ceiling" in r["saturation"]["why"]
     v = _claim(statistic="value", b=None, margin=0.0, ceiling=1.0, saturation_tol=0.01).evaluate([1.0, 0.999, 1.0])
     assert v["saturation"]["why"].startswith("the measured value sits")
+
+
+def test_settled_drifts_are_what_the_rule_read():
+    """An arm whose tail sits at its ceiling counts as settled: its raw drift is kept, the settled one is 0."""
+    c = _claim(ceiling=1.0, saturation_tol=0.01)
+    r = c.evaluate(curve([[0.2, 0.4, 0.6, 0.995, 1.0, 1.0]] * 3), [0.7, 0.71, 0.69])
+    assert min(r["convergence"]["drift_a"]) > 0.02 and r["convergence"]["settled_a"] == [0.0, 0.0, 0.0]
+    assert r["convergence"]["converged"] is True
+
+
+def test_side_is_the_one_boundary_rule():
+    from distillbook.core.claims import ACROSS, INSIDE, OUTSIDE, side
+
+    assert side((0.2, 0.3), (">", 0.0), 0.1) == INSIDE and side((0.05, 0.1), (">", 0.0), 0.1) == OUTSIDE
+    assert side((0.05, 0.2), (">", 0.0), 0.1) == ACROSS and side((-0.3, -0.2), ("<", 0.0), 0.1) == INSIDE
+    assert side((-0.01, 0.01), ("within", (-0.02, 0.02))) == INSIDE
+    assert side((0.03, 0.05), ("within", (-0.02, 0.02))) == OUTSIDE

@@ -94,7 +94,7 @@ def test_scoreboard_leads_with_the_verdict_and_counts_reasons(new_format):
             "saturated: 2") in page
     assert "test bed to fix" in page and "This profile has 3: **at-ceiling** (foundations, saturated)" in page
     assert "diagnosis: tested by beats" in page and "diagnosis: untested explanation" in page
-    assert "margin 0.01 (decision line 0.01)" in page and "per group: x: reproduced; y: not reproduced" in page
+    assert "by ≥ 0.01" in page and "per group: x: reproduced; y: not reproduced" in page
     assert "no interval, n = 3" in page  # the saturated ratio has no finite statistic
     assert "```{figure} _generated/scoreboard-forest-cpu.svg" in page
     assert "No chapter has committed `gpu` results yet." in page
@@ -145,9 +145,11 @@ def test_claim_distance_agrees_with_the_verdict():
         else:
             assert lo <= 0 <= hi
     assert seen == {"reproduced", "not reproduced", "inconclusive"}
-    old = {"region": "> 0.5", "measured": {"mean": 1.0, "std": 0.0, "per_seed": [1.0] * 3, "ci95": [1.0, 1.0]}}
-    assert plotting.claim_distance(old) == (math.inf, math.inf, math.inf)  # no decision_line: the bound decides
-    assert plotting.claim_region({"region": "within [-0.02, 0.02]"}) == ("within", (-0.02, 0.02), (-0.02, 0.02))
+    exact = {"region_kind": ">", "region_bound": 0.5, "decision_line": 0.5,
+             "measured": {"mean": 1.0, "std": 0.0, "per_seed": [1.0] * 3, "ci95": [1.0, 1.0]}}
+    assert plotting.claim_distance(exact) == (math.inf, math.inf, math.inf)  # zero spread beyond the line
+    within = {"region_kind": "within", "region_bound": [-0.02, 0.02], "decision_line": [-0.02, 0.02]}
+    assert plotting.claim_region(within) == ("within", (-0.02, 0.02), (-0.02, 0.02))
 
 
 def test_forest_plots_draw_old_and_new_results():

@@ -147,6 +147,20 @@ def verdict(interval: tuple[float, float], region: tuple[str, float | tuple[floa
     lo, hi = interval
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
         raise ValueError(f"interval must be finite with lo <= hi, got {interval}")
+    if n_seeds < MIN_SEEDS:
+        return INCONCLUSIVE
+    where = side(interval, region, margin)
+    return REPRODUCED if where == INSIDE else NOT_REPRODUCED if where == OUTSIDE else INCONCLUSIVE
+
+
+INSIDE, OUTSIDE, ACROSS = "inside", "outside", "across"
+
+
+def side(interval: tuple[float, float], region, margin: float = 0.0) -> str:
+    """Where an interval lies against a region's decision line: ``inside`` (wholly beyond it, in the region),
+    ``outside`` (wholly on the other side) or ``across``. The one place the boundaries are decided (see
+    :func:`verdict`)."""
+    lo, hi = interval
     kind, _ = region
     line = decision_line(region, margin)
     if kind == ">":
@@ -156,9 +170,7 @@ def verdict(interval: tuple[float, float], region: tuple[str, float | tuple[floa
     else:
         a, b = line
         inside, outside = (a <= lo and hi <= b), (hi < a or lo > b)
-    if n_seeds < MIN_SEEDS:
-        return INCONCLUSIVE
-    return REPRODUCED if inside else NOT_REPRODUCED if outside else INCONCLUSIVE
+    return INSIDE if inside else OUTSIDE if outside else ACROSS
 
 
 # ----------------------------------------------------------------------------------------------- convergence
@@ -370,22 +382,13 @@ class Claim:
             floor_mean = None if floor is None else np.mean([np.asarray(pick(floor, g), float) for g in names], axis=0)
             ceil_mean = None if ceiling is None else np.mean([np.asarray(pick(ceiling, g), float) for g in names], axis=0)
             result = self._evaluate_one(mean_arm(a), mean_arm(b), floor_mean, ceil_mean, mean_arm(baseline))
-        else:
-            verdicts = [r["verdict"] for r in groups.values()]
+        else:  # the summary row shows the mean over groups; the verdict comes from the groups' own
             result = self._evaluate_one(_mean_over_groups([a[g] for g in names]),
                                         None if b is None else _mean_over_groups([b[g] for g in names]),
                                         None, None, None, decide=False)
-            if all(v == REPRODUCED for v in verdicts):
-                result["verdict"], result["reason"] = REPRODUCED, None
-            elif NOT_REPRODUCED in verdicts:
-                result["verdict"], result["reason"] = NOT_REPRODUCED, None
-            else:
-                reasons = [r["reason"] for r in groups.values() if r["verdict"] == INCONCLUSIVE]
-                result["verdict"], result["reason"] = INCONCLUSIVE, _first_reason(reasons)
-            result["saturation"]["saturated"] = all(r["saturation"]["saturated"] for r in groups.values())
-            result["convergence"]["converged"] = all(r["convergence"]["converged"] is not False
-                                                     for r in groups.values()) if any(
-                r["convergence"]["converged"] is not None for r in groups.values()) else None
+            verdict_, reason, saturated, converged = _combined(list(groups.values()))
+            result["verdict"], result["reason"] = verdict_, reason
+            result["saturation"]["saturated"], result["convergence"]["converged"] = saturated, converged
         result["groups"] = {g: {k: r[k] for k in ("verdict", "reason", "measured", "a", "b")} for g, r in groups.items()}
         result["diagnosis_status"] = self._diagnosis_status(result["verdict"])
         return result
@@ -430,8 +433,9 @@ class Claim:
                              "about the set-up (a configuration constant, identical arms, a guarantee by "
                              "construction) belongs in the prose, computed, not in the claims table")
 
-        drifts = [self._settled(x, vals, fl, ce) for x, vals in ((a_drift, a_vals), (b_drift, b_vals))
-                  if x is not None]
+        settled_a = None if a_drift is None else self._settled(a_drift, a_vals, fl, ce)
+        settled_b = None if b_drift is None else self._settled(b_drift, b_vals, fl, ce)
+        drifts = [x for x in (settled_a, settled_b) if x is not None]
         converged = None if not drifts else bool(all(np.all(x <= self.convergence_tol) for x in drifts))
         reason = None
         if saturated:
@@ -454,6 +458,8 @@ class Claim:
             "statistic": self.statistic,
             "quantity": _quantity(self, fl is not None and self.statistic == "ratio"),
             "region": region_text(self.region),
+            "region_kind": self.region[0],
+            "region_bound": _plain_line(self.region[1]),
             "margin": float(self.margin),
             "decision_line": _plain_line(decision_line(self.region, self.margin)),
             "rationale": self.rationale,
@@ -471,6 +477,8 @@ class Claim:
             "convergence": {"window": a_curve or b_curve, "tol": float(self.convergence_tol),
                             "drift_a": None if a_drift is None else a_drift.tolist(),
                             "drift_b": None if b_drift is None else b_drift.tolist(),
+                            "settled_a": None if settled_a is None else settled_a.tolist(),
+                            "settled_b": None if settled_b is None else settled_b.tolist(),
                             "converged": converged, "budget_matched": self.budget_matched,
                             "movement_is_the_claim": self.movement_is_the_claim},
             "pooled": self.pooled,
@@ -526,6 +534,22 @@ class Claim:
         if self.diagnosis:
             return f"tested by {self.diagnosis}"
         return "untested explanation" if self.explanation else "no explanation"
+
+
+def _combined(groups: list[dict]) -> tuple[str, str | None, bool, bool | None]:
+    """(verdict, reason, saturated, converged) of a claim judged per group: reproduced only if every group
+    reproduces, not reproduced if any group does not, else inconclusive with the first group's reason;
+    saturated if all groups are, converged unless some group is not."""
+    verdicts = [r["verdict"] for r in groups]
+    if all(v == REPRODUCED for v in verdicts):
+        v, reason = REPRODUCED, None
+    elif NOT_REPRODUCED in verdicts:
+        v, reason = NOT_REPRODUCED, None
+    else:
+        v, reason = INCONCLUSIVE, _first_reason([r["reason"] for r in groups if r["verdict"] == INCONCLUSIVE])
+    states = [r["convergence"]["converged"] for r in groups]
+    converged = None if all(s is None for s in states) else all(s is not False for s in states)
+    return v, reason, all(r["saturation"]["saturated"] for r in groups), converged
 
 
 def _resolve(arm) -> tuple[np.ndarray, np.ndarray | None, int | None]:
@@ -638,6 +662,15 @@ def claimed_text(r: dict, digits: int = 3) -> str:
     return f"{symbol} {r['region']}" + (f" by ≥ {margin:.{digits}g}" if margin else "")
 
 
+def measured_text(r: dict, digits: int = 3) -> str:
+    """The measured statistic, 'mean ± std [95% CI]', or 'undefined'."""
+    m = r["measured"]
+    if m.get("mean") is None or not math.isfinite(m["mean"]):
+        return "undefined"
+    lo, hi = m["ci95"]
+    return f"{format_mean_std(m['mean'], m['std'], digits)} [{lo:.{digits}g}, {hi:.{digits}g}]"
+
+
 def markdown_table(results: Sequence[dict], digits: int = 3) -> str:
     """The claims table every chapter ends with: claim, paper, paper's figure, ours (A and B), statistic, verdict."""
     rows = ["| claim | paper | paper's figure | ours (mean ± std over seeds) | claimed → measured [95% CI] | verdict |",
@@ -676,20 +709,11 @@ def _direction(r: dict) -> str:
     m = r["measured"]
     if m.get("mean") is None:
         return "its statistic is undefined"
-    lo, hi = m["ci95"]
-    line = r.get("decision_line")
-    kind = r["region"].split()[0]
-    if line is None:
-        return "its interval is as shown"
-    if kind == "within":
-        inside, outside = line[0] <= lo and hi <= line[1], hi < line[0] or lo > line[1]
-    elif kind == ">":
-        inside, outside = lo > line, hi <= line
-    else:
-        inside, outside = hi < line, lo >= line
-    return ("so far its interval lies on the paper's side of the decision line" if inside else
-            "so far its interval lies against the paper" if outside else
-            "so far its interval spans the decision line")
+    bound = r["region_bound"]
+    where = side(m["ci95"], (r["region_kind"], tuple(bound) if r["region_kind"] == "within" else bound), r["margin"])
+    return {INSIDE: "so far its interval lies on the paper's side of the decision line",
+            OUTSIDE: "so far its interval lies against the paper",
+            ACROSS: "so far its interval spans the decision line"}[where]
 
 
 def diagnosis_markdown(results: Sequence[dict]) -> str:
@@ -728,11 +752,11 @@ def diagnosis_markdown(results: Sequence[dict]) -> str:
 
 
 def count_verdicts(results: Sequence[dict]) -> dict[str, int]:
-    """Counts per verdict, and of inconclusive verdicts per reason ('inconclusive: saturated', ...)."""
-    out = {v: 0 for v in VERDICTS}
+    """Counts per verdict, and of inconclusive verdicts per reason ('inconclusive: saturated', ...), every
+    verdict and reason present (zero where none)."""
+    out = {v: 0 for v in VERDICTS} | {f"inconclusive: {reason}": 0 for reason in REASONS}
     for r in results:
         out[r["verdict"]] += 1
         if r["verdict"] == INCONCLUSIVE:
-            key = f"inconclusive: {r.get('reason') or SPANS}"
-            out[key] = out.get(key, 0) + 1
+            out[f"inconclusive: {r.get('reason') or SPANS}"] += 1
     return out

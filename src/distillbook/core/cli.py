@@ -92,6 +92,18 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_layout(args) -> int:
+    from distillbook.core import layout
+
+    if args.check:
+        fresh = layout.update_readme(check=True)
+        print("README layout is up to date" if fresh else "README layout is out of date: run `python -m distillbook layout`")
+        return 0 if fresh else 1
+    layout.update_readme()
+    print(f"wrote the layout section of {layout.README}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="distillbook", description="Distillation, Reproduced: run and build the book")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="generate the paper map and scoreboard, then build the site")
     build.add_argument("--allow-warnings", action="store_true", help="do not treat Sphinx warnings as errors")
     build.set_defaults(func=cmd_build)
+
+    lay = sub.add_parser("layout", help="regenerate the README's map of the library (methods, files, chapters)")
+    lay.add_argument("--check", action="store_true", help="exit 1 if the README's map is out of date")
+    lay.set_defaults(func=cmd_layout)
 
     args = parser.parse_args(argv)
     if args.command == "run" and args.chapters and (args.all or args.stale):

@@ -1,7 +1,4 @@
-"""Metrics shared across chapters.
-
-Used by: ``foundations``, ``dataset-distillation``, ``dmd-one-step``.
-"""
+"""Metrics shared across chapters."""
 
 from __future__ import annotations
 
@@ -25,7 +22,6 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
     SW_2(x, y) = ( E_theta W_2^2(theta^T x, theta^T y) )^(1/2), theta uniform on the sphere; in 1-D,
     W_2^2 between equal-size samples is the mean squared difference of the sorted values.
     ``projections`` (dim, n) fixes the directions (the tests pass POT the same ones).
-    Used by: ``dmd-one-step``.
     """
     if x.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be (n, d) with the same d, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -45,7 +41,6 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
         ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a^{1/2} S_b S_a^{1/2})^{1/2}),
 
     the trace of the square root taken as the sum of square roots of the eigenvalues of S_a S_b.
-    Used by: ``dmd-one-step``.
     """
     a, b = features_a.double(), features_b.double()
     if a.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
@@ -62,7 +57,6 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tupl
 
     Each set's manifold is the union of balls around its points reaching their k-th nearest neighbour.
     Precision: share of fake points inside the real manifold; recall: share of real points inside the fake one.
-    Used by: ``dmd-one-step``.
     """
     if k < 1 or k >= min(len(real), len(fake)):
         raise ValueError(f"k must be in [1, {min(len(real), len(fake)) - 1}], got {k}")

@@ -9,8 +9,6 @@ back what it recorded for its seed, which is merged into the parent's run.
 ``workers`` (a run setting) is ``auto`` by default: one per CPU core up to the number of seeds, and 1 on
 CUDA (sharing one GPU between spawned workers is untested here, and the provenance's GPU memory covers
 the parent process only). With tracking on, seeds always run in this process (one wandb run per chapter).
-
-Used by: ``dataset-distillation``, ``dmd-one-step``, ``decoding-helpers``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
 """The book's figure style and the plots every chapter uses.
-
-Used by: ``foundations``, ``lm-kd-dynamics``, ``dataset-distillation``, ``dmd-one-step``.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -53,29 +50,14 @@ def reference_band(ax, per_seed: Sequence[float], *, label: str, color=None, lin
 
 VERDICT_COLOURS = {"reproduced": "#1b7837", "not reproduced": "#b2182b", "inconclusive": "#8c8c8c"}
 REGION_COLOUR = "#4393c3"
-_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def claim_region(r: dict) -> tuple[str, float | tuple[float, float], float | tuple[float, float]]:
-    """``(kind, decision line, claimed bound)`` of a claim result: kind is '>', '<' or 'within'.
-
-    The decision line is the bound moved by the claim's margin (``decision_line``
-    of the result); a result without one (written before margins) decides at the
-    bound itself.
-    """
-    kind = r["region"].split()[0]
-    numbers = [float(x) for x in _NUMBER.findall(r["region"])]
-    if kind not in (">", "<", "within") or len(numbers) < (2 if kind == "within" else 1):
-        raise ValueError(f"claim {r.get('id')!r}: cannot read its region {r['region']!r}")
-    bound = (numbers[0], numbers[1]) if kind == "within" else numbers[0]
-    line = r.get("decision_line")
-    if line is None:
-        line = bound
-    elif kind == "within":
-        line = (float(line[0]), float(line[1]))
-    else:
-        line = float(line)
-    return kind, line, bound
+    """``(kind, decision line, claimed bound)`` of a claim result: kind is '>', '<' or 'within'."""
+    kind, bound, line = r["region_kind"], r["region_bound"], r["decision_line"]
+    if kind == "within":
+        return kind, (float(line[0]), float(line[1])), (float(bound[0]), float(bound[1]))
+    return kind, float(line), float(bound)
 
 
 def claim_distance(r: dict) -> tuple[float, float, float]:

@@ -26,7 +26,7 @@ from scipy import stats
 
 from distillbook.core import catalog
 from distillbook.core.claims import (INCONCLUSIVE, NOT_CONVERGED, NOT_REPRODUCED, REASONS, REPRODUCED, SATURATED, SPANS,
-                                VERDICTS, count_verdicts, format_mean_std)
+                                VERDICTS, claimed_text, count_verdicts, measured_text)
 from distillbook.core.paths import BOOK_DIR, EXECUTED_DIR, REPO_ROOT
 
 MATHJAX_VERSION = "3.2.2"
@@ -66,18 +66,13 @@ def toc_yaml() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _verdict_counts(claims: list[dict]) -> dict[str, int]:
-    counts = count_verdicts(claims)
-    return {**counts, **{f"inconclusive: {r}": counts.get(f"inconclusive: {r}", 0) for r in REASONS}}
-
-
 def chapter_state(chapter: catalog.Chapter) -> str:
     if not chapter.written:
         return "planned"
     for profile in PROFILE_ORDER:
         claims = _load_claims(chapter.id, profile)
         if claims:
-            counts = _verdict_counts(claims)
+            counts = count_verdicts(claims)
             parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]]
             return f"{len(claims)} claims ({profile}): " + ", ".join(parts)
     return "written"
@@ -132,7 +127,7 @@ def _chapter_link(chapter: catalog.Chapter) -> str:
 
 
 def _counts_lines(claims: list[dict]) -> list[str]:
-    counts = _verdict_counts(claims)
+    counts = count_verdicts(claims)
     reasons = ", ".join(f"{r}: {counts[f'inconclusive: {r}']}" for r in REASONS)
     return [f"- {badge(REPRODUCED)} {counts[REPRODUCED]}",
             f"- {badge(NOT_REPRODUCED)} {counts[NOT_REPRODUCED]}",
@@ -149,20 +144,11 @@ def _defects_sentence(rows: list[tuple[catalog.Chapter, list[dict]]]) -> str:
 
 
 def _claimed(c: dict) -> str:
-    text = f"{c['quantity']} {c['region']}"
-    margin, line = c.get("margin"), c.get("decision_line")
-    if margin:
-        where = f"[{line[0]:.3g}, {line[1]:.3g}]" if isinstance(line, list) else f"{line:.3g}"
-        text += f", margin {margin:.3g} (decision line {where})"
-    return text
+    return f"{c['quantity']}: {claimed_text(c)}"
 
 
 def _measured(c: dict) -> str:
-    m = c["measured"]
-    if m.get("mean") is None or not math.isfinite(m["mean"]):
-        return f"no interval, n = {c['n_seeds']}"
-    lo, hi = m["ci95"]
-    return f"{format_mean_std(m['mean'], m['std'])} [{lo:.3g}, {hi:.3g}], n = {c['n_seeds']}"
+    return f"{measured_text(c)}, n = {c['n_seeds']}"
 
 
 def _claim_row(chapter: catalog.Chapter, c: dict) -> str:
@@ -180,7 +166,7 @@ def _claim_row(chapter: catalog.Chapter, c: dict) -> str:
     sat, conv = c.get("saturation") or {}, c.get("convergence") or {}
     if c.get("reason") == SATURATED and sat.get("why"):
         numbers += f"<br>saturated: {_cell(sat['why'])}"
-    drifts = [x for key in ("drift_a", "drift_b") for x in (conv.get(key) or [])]
+    drifts = [x for key in ("settled_a", "settled_b") for x in (conv.get(key) or [])]
     if c.get("reason") == NOT_CONVERGED and drifts:
         numbers += f"<br>largest drift {max(drifts):.3g} > tolerance {conv.get('tol', 0):g}"
     if c["verdict"] != REPRODUCED and c.get("diagnosis_status"):
@@ -239,7 +225,7 @@ def summary_page() -> str:
             if not members:
                 continue
             claims = [c for _, cs in members for c in cs]
-            counts = _verdict_counts(claims)
+            counts = count_verdicts(claims)
             reasons = ", ".join(f"{r}: {counts[f'inconclusive: {r}']}" for r in REASONS if counts[f"inconclusive: {r}"])
             chapters = ", ".join(_chapter_link(ch) for ch, _ in members) if name != "**all parts**" else ""
             label = f"{name}<br>{chapters}" if chapters else name
@@ -305,12 +291,8 @@ def worked_example_page() -> str:
                     "in its bounds, so its margin is zero)"
         else:
             why = f" ({r['rationale'].rstrip('.')})" if r.get("rationale") else ""
-            if "margin" not in r:
-                where = (f"the paper claims $d {kind} {bound:g}$; these results were written before claims stated "
-                         f"margins, so the decision line is the bound itself, ${line:.4g}$")
-            else:
-                where = (f"the paper claims $d {kind} {bound:g}$; the margin is $\\delta = {margin:g}${why}, so the "
-                         f"decision line is ${bound:g} {'+' if kind == '>' else '-'} {margin:g} = {line:.4g}$")
+            where = (f"the paper claims $d {kind} {bound:g}$; the margin is $\\delta = {margin:g}${why}, so the "
+                     f"decision line is ${bound:g} {'+' if kind == '>' else '-'} {margin:g} = {line:.4g}$")
         computed = verdict((lo, hi), region, n, margin)
         side = {REPRODUCED: "wholly beyond the decision line, inside the claimed region",
                 NOT_REPRODUCED: "wholly on the other side of the decision line",
@@ -328,7 +310,7 @@ def worked_example_page() -> str:
                                             "the metric declares no floor or ceiling"))
     if conv:
         if conv.get("window"):
-            drifts = [x for key in ("drift_a", "drift_b") for x in (conv.get(key) or [])]
+            drifts = [x for key in ("settled_a", "settled_b") for x in (conv.get(key) or [])]
             state = "converged" if conv.get("converged") else "not converged"
             checks.append(f"*convergence*: each arm is the mean of its last {conv['window']} evaluations; the largest "
                           f"relative drift is {max(drifts):.3g} against a tolerance of {conv['tol']:g} ({state})")

@@ -17,8 +17,6 @@ notebooks; the pipeline keeps only its final state there.
 :class:`Stack` trains several independent models of one architecture as one
 module (``torch.func.stack_module_state`` + ``vmap``): one ``fit``, one
 optimiser step for all of them, the same numbers as training each alone.
-
-Used by every chapter (first in ``foundations``).
 """
 
 from __future__ import annotations
