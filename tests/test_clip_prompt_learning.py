@@ -11,10 +11,16 @@ from scipy.stats import median_abs_deviation
 from torch.optim.swa_utils import AveragedModel
 from transformers import CLIPConfig, CLIPModel
 
+from distillbook.chapters.clip_prompt_learning import experiment
+from distillbook.chapters.clip_prompt_learning.claims import claims, evaluate_claims, gain
+from distillbook.chapters.clip_prompt_learning.params import Params
+from distillbook.core import claims as cl
+from distillbook.core.params import ParameterError
+from distillbook.core.results import Run
+from distillbook.core.training import fit
 from distillbook.methods import prompt_learning as pl
 from distillbook.models import clip as toyclip
 from distillbook.testbeds.captioned import DOMAIN_WORDS, Captioned
-from distillbook.core.training import fit
 
 
 @pytest.fixture(scope="module")
@@ -340,10 +346,6 @@ def test_biomedcoop_loss_and_objective(bed, model):
 
 # ---------------------------------------------------------------- the chapter
 
-from distillbook.chapters import clip_prompt_learning as chapter  # noqa: E402
-from distillbook.core.params import ParameterError  # noqa: E402
-from distillbook.core.results import Run  # noqa: E402
-
 
 def _noise(seed: int, name: str) -> float:
     """Small, deterministic, different per seed and per metric (so no paired statistic is constant)."""
@@ -402,13 +404,13 @@ def _record_made_up(run, variant: str) -> None:
 def test_chapter_claims_reach_every_verdict(scratch, variant):
     """Made-up per-seed numbers: every claim reproduces in one variant, fails in another, and is inconclusive
     (not converged: the curves still rise) in the third."""
-    p = chapter.Params.for_profile("smoke", seeds=[0, 1, 2, 3])
+    p = Params.for_profile("smoke", seeds=[0, 1, 2, 3])
     run = Run("clip-prompt-learning", p)
     _record_made_up(run, variant)
-    results = chapter.evaluate_claims(run)
-    assert [r["id"] for r in results] == [c.id for c in chapter.claims(p)]
+    results = evaluate_claims(run)
+    assert [r["id"] for r in results] == [c.id for c in claims(p)]
     verdicts = {r["id"]: r["verdict"] for r in results}
-    assert verdicts == {c.id: variant for c in chapter.claims(p)}, verdicts
+    assert verdicts == {c.id: variant for c in claims(p)}, verdicts
     if variant == "inconclusive":
         assert {r["reason"] for r in results} == {"not converged"}
     if variant == "reproduced":
@@ -420,25 +422,50 @@ def test_chapter_claims_reach_every_verdict(scratch, variant):
 
 
 def test_every_claim_has_a_margin_reason_and_diagnoses_that_exist(scratch):
-    p = chapter.Params.for_profile("cpu")
-    ids = {c.id for c in chapter.claims(p)}
-    for c in chapter.claims(p):
+    p = Params.for_profile("cpu")
+    ids = {c.id for c in claims(p)}
+    for c in claims(p):
         assert c.rationale and c.explanation
         if c.diagnosis and c.diagnosis not in ids:  # a metric the chapter records
             assert c.diagnosis.startswith(("medical/", "promptsrc/", "ivlp_l1_kl/"))
 
 
 def test_regulariser_share_closed_form():
-    info = {"ce_curve": [1.0, 0.5], "mse_curve": [0.1, 0.0], "kl_curve": [0.0, 0.5]}
+    ce, mse, kl = [1.0, 0.5], [0.1, 0.0], [0.0, 0.5]
     # (0.1 / 1.1 + 0.5 / 1.0) / 2 with λ1 = λ2 = 1; λ1 = 2 doubles the MSE part
-    assert chapter.regulariser_share(info, 1.0, 1.0) == pytest.approx((0.1 / 1.1 + 0.5 / 1.0) / 2)
-    assert chapter.regulariser_share(info, 2.0, 1.0) == pytest.approx((0.2 / 1.2 + 0.5 / 1.0) / 2)
+    assert pl.regulariser_share(ce, mse, kl, 1.0, 1.0) == pytest.approx((0.1 / 1.1 + 0.5 / 1.0) / 2)
+    assert pl.regulariser_share(ce, mse, kl, 2.0, 1.0) == pytest.approx((0.2 / 1.2 + 0.5 / 1.0) / 2)
+
+
+def test_gpa_shift_closed_form():
+    initial = {"a": torch.zeros(2), "b": torch.zeros(1)}
+    last = {"a": torch.tensor([3.0, 0.0]), "b": torch.tensor([4.0])}  # moved by 5
+    aggregated = {"a": torch.tensor([3.0, 1.0]), "b": torch.tensor([4.0])}  # 1 away from the last prompts
+    assert pl.gpa_shift(initial, last, aggregated) == pytest.approx(1 / 5)
+    assert pl.gpa_shift(initial, last, last) == 0.0
+
+
+def test_gpa_after_step_updates_at_the_end_of_each_epoch():
+    """fit's step s is 0-based: with 3 steps per epoch, GPA adds epochs after steps 2, 5 and 8."""
+    torch.manual_seed(0)
+    bed_ = Captioned(("square", "circle"), ("red", "green"), 16)
+    clip = toyclip.tiny_clip(len(bed_.tokenizer), 16, 8, 16, 2, 2, 16).eval().requires_grad_(False)
+    learner = pl.coop(clip, bed_.tokenizer, bed_.classnames[:2])
+    trainee = pl.PromptTrainee(learner, pl.GaussianPromptAggregation(learner, pl.gaussian_weights(3, 2.0, 1.0)))
+    after_step, epochs = pl.gpa_after_step(3), []
+    for step in range(9):
+        after_step(trainee, step)
+        epochs.append(int(trainee.gpa.epoch))
+    assert epochs == [0, 0, 1, 1, 1, 2, 2, 2, 3]
+    pl.gpa_after_step(3)(pl.PromptTrainee(learner), 2)  # no GPA: nothing to update
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        pl.gpa_after_step(0)
 
 
 def test_derived_arms_read_values_and_drifts():
-    a = chapter.cl.curve([[0.5, 0.5, 0.5, 0.6, 0.6, 0.6], [0.7] * 6])
-    b = chapter.cl.curve([[0.4] * 6, [0.5, 0.5, 0.5, 0.52, 0.52, 0.52]])
-    g = chapter.gain(a, b)
+    a = cl.curve([[0.5, 0.5, 0.5, 0.6, 0.6, 0.6], [0.7] * 6])
+    b = cl.curve([[0.4] * 6, [0.5, 0.5, 0.5, 0.52, 0.52, 0.52]])
+    g = gain(a, b)
     np.testing.assert_allclose(g.values(), [0.2, 0.18])
     np.testing.assert_allclose(g.drift(), [0.1 / 0.6, 0.02 / 0.52])
 
@@ -446,26 +473,25 @@ def test_derived_arms_read_values_and_drifts():
 def test_training_curves_context_cosine_and_gpa_shift(scratch):
     """Curves have one point per evaluation and end at the final accuracy; a fresh CoOp context is at cosine 1 to
     its words; GPA with all its weight on the last epoch is the last prompts (shift 0)."""
-    p = chapter.Params.for_profile("smoke", seeds=[0], gpa_mean=2.0, gpa_std=0.05)
+    p = Params.for_profile("smoke", seeds=[0], gpa_mean=2.0, gpa_std=0.05)
     run = Run("clip-prompt-learning", p)
-    data = chapter.make_bed(p)
+    data = experiment.captioned(p)
     torch.manual_seed(0)
     clip = toyclip.tiny_clip(len(data.tokenizer), p.image_size, p.patch_size, 16, 2, 2, 16,
                              data.max_length).eval().requires_grad_(False)
-    bed_ = chapter.Bed(data, clip, data.base_classes, data.novel_classes)
-    tests = {"base": chapter.test_set(bed_, "sketch", bed_.base, 10, 0),
-             "novel": chapter.test_set(bed_, "sketch", bed_.novel, 10, 0)}
+    bed_ = experiment.Bed(data, clip, data.base_classes, data.novel_classes)
+    tests = experiment.test_sets(bed_, "sketch", 10, 0)
     shots = data.labelled("sketch", bed_.base, 2, gen(1))
-    fresh = chapter.coop_learner(bed_, bed_.base_names, 0)
-    assert chapter.context_cosine(bed_, fresh) == pytest.approx(1.0, abs=1e-6)
-    learner, info = chapter.train_prompts(run, "coop", 0, fresh, pl.coop_loss, shots, tests, bed_)
+    fresh = experiment.coop_learner(bed_, bed_.base_names, 0)
+    assert experiment.context_cosine(bed_, fresh) == pytest.approx(1.0, abs=1e-6)
+    learner, info = experiment.train_prompts(run, "coop", 0, fresh, pl.coop_loss, shots, tests, bed_)
     assert len(info["base_curve"]) == len(info["loss_curve"]) == p.prompt_evals
     assert learner.classnames == bed_.base_names  # evaluation put the base names back
-    final = chapter.base_novel(learner, tests, bed_)
+    final = experiment.base_novel(learner, tests, bed_)
     assert info["novel_curve"][-1] == pytest.approx(final["novel"]) and info["hm_curve"][-1] == pytest.approx(final["hm"])
-    learner, info = chapter.train_prompts(run, "src", 0, chapter.ivlp_learner(p, bed_, bed_.base_names, 0),
-                                          pl.promptsrc_objective(chapter.ensemble_weights(bed_, bed_.base_names)),
-                                          shots, tests, bed_, gpa=True)
+    frozen = experiment.zero_shot_split(bed_)["base"]
+    learner, info = experiment.train_prompts(run, "src", 0, experiment.ivlp_learner(p, bed_, bed_.base_names, 0),
+                                             pl.promptsrc_objective(frozen), shots, tests, bed_, gpa=True)
     assert info["gpa_shift"] == pytest.approx(0.0, abs=1e-6)
     assert {"ce_curve", "l1_text_curve", "kl_curve"} <= set(info)
 
@@ -481,7 +507,7 @@ def test_training_curves_context_cosine_and_gpa_shift(scratch):
 ])
 def test_chapter_bad_parameters_are_named(override, match):
     with pytest.raises(ParameterError, match=match):
-        chapter.Params.for_profile("smoke", **override)
+        Params.for_profile("smoke", **override)
 
 
 def test_trained_prompts_resume_with_gpa(tmp_path):
@@ -499,42 +525,37 @@ def test_trained_prompts_resume_with_gpa(tmp_path):
     def train(steps, checkpoint, crash_at=None):
         calls.clear()
         learner = pl.ivlp(clip, bed_.tokenizer, names, depth=2, n_vision_ctx=2, generator=gen(5))
-        trainee = chapter.Trainee(learner, pl.GaussianPromptAggregation(learner, weights))
+        trainee = pl.PromptTrainee(learner, pl.GaussianPromptAggregation(learner, weights))
 
-        def after(m):
-            if int(m.step) % 2 == 0:
-                m.gpa.update(m.learner)
-
-        def loss(m, b):
-            m.step += 1
-            calls.append(int(m.step))
-            if int(m.step) == crash_at:
-                raise KeyboardInterrupt  # the interrupt, after the checkpoint at step 4
+        def loss(m, b, step):
+            calls.append(step)
+            if step == crash_at:
+                raise KeyboardInterrupt  # the interrupt, after the checkpoint at 4 steps
             return pl.coop_loss(m.learner, b)
 
         opt = torch.optim.SGD(list(learner.prompts().values()), lr=0.05, momentum=0.9)
         fit(trainee, loss, lambda g: (images, labels), steps=steps, optimizer=opt, seed=0, checkpoint=checkpoint,
-            checkpoint_every=4, after_step=after, progress=False)
+            checkpoint_every=4, after_step=pl.gpa_after_step(2), progress=False)
         trainee.gpa.load_into(learner)
         return {k: v.detach().clone() for k, v in learner.prompts().items()}
 
     straight = train(8, tmp_path / "a.pt")
     with pytest.raises(KeyboardInterrupt):
-        train(8, tmp_path / "b.pt", crash_at=7)
+        train(8, tmp_path / "b.pt", crash_at=6)
     resumed = train(8, tmp_path / "b.pt")
-    assert calls == [5, 6, 7, 8]  # it did resume: the GPA updates of epochs 1-2 came from the checkpoint
+    assert calls == [4, 5, 6, 7]  # it did resume: the GPA updates of epochs 1-2 came from the checkpoint
     for name in straight:
         torch.testing.assert_close(resumed[name], straight[name], rtol=0, atol=0)
 
 
 def test_clip_checkpoint_loads_a_saved_model_and_checks_it(tmp_path):
     """The online path (``clip_checkpoint``), exercised on a tiny model saved locally."""
-    data = chapter.make_bed(chapter.Params.for_profile("smoke"))
+    data = experiment.captioned(Params.for_profile("smoke"))
     torch.manual_seed(0)
     saved = toyclip.tiny_clip(len(data.tokenizer), 16, 8, 16, 2, 2, 16)
     saved.save_pretrained(tmp_path / "clip")
-    loaded = chapter.load_clip(str(tmp_path / "clip"), len(data.tokenizer), 16)
+    loaded = toyclip.load_clip(str(tmp_path / "clip"), len(data.tokenizer), 16)
     ids = data.tokenizer.encode(["a red square"], 8)
     torch.testing.assert_close(toyclip.text_features(loaded, ids), toyclip.text_features(saved, ids))
     with pytest.raises(ValueError, match="image size"):
-        chapter.load_clip(str(tmp_path / "clip"), len(data.tokenizer), 32)
+        toyclip.load_clip(str(tmp_path / "clip"), len(data.tokenizer), 32)

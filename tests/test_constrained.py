@@ -91,3 +91,26 @@ def test_a_broken_prefix_is_refused_by_both_decoders():
     for kwargs in ({"hmm": hmm}, {}):
         with pytest.raises(ValueError, match="breaks the format"):
             cz.constrained_probs(lm, torch.tensor([1, 0]), dfa, 4, **kwargs)
+
+
+def test_decode_appends_tokens_free_masked_or_reweighted():
+    hmm = HMMLanguage.random(10, n_states=3, vocab_size=3, length=5)
+    dfa = _dfa_ends_with_2_no_0_after_1()
+    beta, ok = cz.format_backward(hmm, dfa, 5), cz.reachable(dfa, 5)
+    lm = torch.softmax(torch.tensor([2.0, 1.0, -1.0], dtype=torch.float64), 0)  # the LM prefers 0, then 1
+
+    def next_probs(x):
+        return lm.expand(len(x), -1)
+
+    prompts = torch.tensor([[1, 1], [2, 0]])
+    free = cz.decode(next_probs, prompts, 5, greedy=True)
+    assert free.shape == (2, 7) and torch.equal(free[:, :2], prompts) and (free[:, 2:] == 0).all()
+    for kwargs in ({"ok": ok}, {"hmm": hmm, "beta": beta}):
+        for greedy in (True, False):
+            out = cz.decode(next_probs, prompts, 5, torch.Generator().manual_seed(11), dfa=dfa, greedy=greedy,
+                            **kwargs)
+            assert torch.equal(out[:, :2], prompts)
+            assert all(dfa.accepts(row) for row in out[:, 2:].tolist()), (kwargs.keys(), greedy)
+    # hard masking keeps the LM's preference wherever the format stays reachable
+    hard = cz.decode(next_probs, prompts, 5, dfa=dfa, ok=ok, greedy=True)
+    assert hard[0, 2:].tolist() == [0, 0, 0, 0, 2]

@@ -1,13 +1,17 @@
 """Dataset-distillation pieces: BN statistics matching, herding, label storage, shifts, and claim wiring."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
 from distillbook.chapters import dataset_distillation as dd
-from distillbook.methods.bn_statistics import BNStatistics
+from distillbook.chapters.dataset_distillation import experiment
+from distillbook.chapters.dataset_distillation.claims import ACC_MARGIN
 from distillbook.core.results import Run
-from distillbook.methods.dataset_distillation import expert_trajectory
+from distillbook.core.training import fit
+from distillbook.methods.dataset_distillation import BNStatistics, expert_trajectory, herding, synthesise
 from distillbook.models.convnet import ConvNet
 from distillbook.testbeds import digits, shapes
 
@@ -44,7 +48,7 @@ def test_bn_hook_statistics_match_the_layer_running_statistics():
 
 def test_herding_picks_images_whose_mean_tracks_the_class_mean():
     split = digits.load(0).train
-    idx = dd.herding(split, 5, 10)
+    idx = herding(split, 5, 10)
     assert torch.bincount(split.y[idx], minlength=10).tolist() == [5] * 10
     rng = torch.Generator().manual_seed(0)
     for label in range(10):
@@ -56,22 +60,22 @@ def test_herding_picks_images_whose_mean_tracks_the_class_mean():
 
 
 def test_label_bytes_and_class_major_order():
-    assert dd.label_bytes(100, "hard", 300, 10) == 100
-    assert dd.label_bytes(100, "static", 300, 10) == 100 * 10 * 4
-    assert dd.label_bytes(100, "dynamic", 300, 50) == 300 * 100 * 50 * 4
+    assert experiment.label_bytes(100, "hard", 300, 10) == 100
+    assert experiment.label_bytes(100, "static", 300, 10) == 100 * 10 * 4
+    assert experiment.label_bytes(100, "dynamic", 300, 50) == 300 * 100 * 50 * 4
     split = digits.load(0).train
-    order = dd._class_major(split, digits.labelled_subset(split, 2, 0), 2, 10)
+    order = experiment._class_major(split, digits.labelled_subset(split, 2, 0), 2, 10)
     assert split.y[order].tolist() == [c for c in range(10) for _ in range(2)]
 
 
 def test_shift_rolls_whole_images():
     x = torch.arange(2 * 64, dtype=torch.float32).reshape(2, 64)
-    out = dd.shift(x, torch.Generator().manual_seed(3), 1)
+    out = experiment.shift(x, torch.Generator().manual_seed(3), 1)
     assert out.shape == x.shape
     assert sorted(out[0].tolist()) == sorted(x[0].tolist())  # a roll permutes pixels
-    assert torch.equal(dd.shift(x, torch.Generator(), 0), x)
+    assert torch.equal(experiment.shift(x, torch.Generator(), 0), x)
     rgb = torch.rand(3, 3 * 8 * 8)
-    moved = dd.shift(rgb, torch.Generator().manual_seed(1), 2, (3, 8, 8)).reshape(3, 3, 8, 8)
+    moved = experiment.shift(rgb, torch.Generator().manual_seed(1), 2, (3, 8, 8)).reshape(3, 3, 8, 8)
     original = rgb.reshape(3, 3, 8, 8)
     for i in range(3):  # every channel rolled by the same (dy, dx)
         matches = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
@@ -144,7 +148,7 @@ def test_claims_reach_every_verdict(scratch, variant):
         assert {r["reason"] for r in results} == {"not converged"}
     ids = {r["id"] for r in results}
     for r in results:
-        assert r["margin"] == dd.ACC_MARGIN and "500 fixed test images" in r["rationale"]
+        assert r["margin"] == ACC_MARGIN and "500 fixed test images" in r["rationale"]
         assert r["explanation"]
         assert r["diagnosis"] is None or r["diagnosis"] in ids or r["diagnosis"].startswith(("match_loss_drift",
                                                                                               "expert_path"))
@@ -165,33 +169,70 @@ def test_evaluation_curve_ends_at_the_reported_accuracy(scratch):
     """The test-accuracy curve the claims read is the picked nets' mean, and its last point is their final score."""
     params = dd.Params.for_profile("smoke", seeds=[0], eval_nets=1, eval_lrs=[0.1], eval_steps=24)
     run = Run("dataset-distillation", params)
-    data = dd.load_data(params, 0)
+    data = dd.build_bed(run).data(0)
     x, y = data.train.x[:20], data.train.y[:20]
     for unroll in (False, True):
-        acc, lr, curve = dd.evaluate_set(run, data, x, y, 0, unroll_conditions=unroll)
-        assert lr == 0.1 and len(curve) == 24 // dd.eval_every(params) == dd.EVALUATIONS
+        acc, lr, curve = experiment.evaluate_set(run, data, x, y, 0, unroll_conditions=unroll)
+        assert lr == 0.1 and len(curve) == 24 // experiment.eval_every(params) == experiment.EVALUATIONS
         assert curve[-1] == pytest.approx(acc)
     # without momentum and shifts the nets train differently from the yardstick's
-    assert dd.evaluate_set(run, data, x, y, 0)[2] != dd.evaluate_set(run, data, x, y, 0, unroll_conditions=True)[2]
+    assert (experiment.evaluate_set(run, data, x, y, 0)[2]
+            != experiment.evaluate_set(run, data, x, y, 0, unroll_conditions=True)[2])
 
 
-def test_infer_shares_one_compensator_per_slot_across_classes(scratch):
-    params = dd.Params.for_profile("smoke", seeds=[0, 1, 2])
-    run = Run("dataset-distillation", params)
-    torch.manual_seed(0)
-    teacher = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(),
-                                  torch.nn.Linear(8, 10))
+def _bn_teacher(seed: int, width: int = 8) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    teacher = torch.nn.Sequential(torch.nn.Linear(64, width), torch.nn.BatchNorm1d(width), torch.nn.ReLU(),
+                                  torch.nn.Linear(width, 10))
     teacher(torch.rand(50, 64))
-    teacher.eval()
+    return teacher.eval()
+
+
+def test_infer_shares_one_compensator_per_slot_across_classes():
+    params = dd.Params.for_profile("smoke", seeds=[0, 1, 2])
+    teacher = _bn_teacher(0)
     ipc = 3
     anchors = torch.rand(10 * ipc, 64)
     y = torch.arange(10).repeat_interleave(ipc)
-    out = dd.synthesise(run, [teacher], anchors, y, 10, shared_per_slot=True)
+
+    def synthesised(shared_per_slot):
+        return synthesise([teacher], anchors, y, 10, shared_per_slot=shared_per_slot, steps=params.synthesis_steps,
+                          lr=params.synthesis_lr, bn_weight=params.bn_weight, fit=partial(fit, seed=0, progress=False))
+
+    out = synthesised(True)
     delta = (out - anchors).reshape(10, ipc, 64)
     assert torch.allclose(delta, delta[:1].expand_as(delta))  # the same u_j for every class c
     assert not torch.allclose(delta[0, 0], delta[0, 1])  # and a different one per slot j
-    free = dd.synthesise(run, [teacher], anchors, y, 10, shared_per_slot=False) - anchors
+    free = synthesised(False) - anchors
     assert not torch.allclose(free.reshape(10, ipc, 64), free.reshape(10, ipc, 64)[:1].expand(10, ipc, 64))
+
+
+def test_synthesis_resumes_from_a_checkpoint_with_the_teacher_of_its_step(tmp_path):
+    """``fit`` owns the step: a synthesis stopped after 3 of 7 steps and resumed from its checkpoint cycles the
+    teachers from where it stopped (k = step mod K) and ends on the images of an uninterrupted run; the
+    finished checkpoint alone gives them back (the images live in the model's state)."""
+    teachers = [_bn_teacher(0), _bn_teacher(1, width=6)]
+    start, y = torch.rand(20, 64), torch.arange(10).repeat_interleave(2)
+
+    def synthesised(checkpoint=None, stop_after=None):
+        def stop(model, step):
+            if step == stop_after:
+                raise KeyboardInterrupt
+
+        def fit_(model, loss_fn, next_batch, **kw):
+            return fit(model, loss_fn, next_batch, seed=0, progress=False, checkpoint=checkpoint, checkpoint_every=2,
+                       after_step=stop if stop_after is not None else None, **kw)
+
+        return synthesise(teachers, start, y, 10, shared_per_slot=True, steps=7, lr=0.05, bn_weight=0.01, fit=fit_)
+
+    whole = synthesised()
+    with pytest.raises(KeyboardInterrupt):
+        synthesised(tmp_path / "s.pt", stop_after=2)  # checkpointed after step index 1 (2 steps done)
+    torch.testing.assert_close(synthesised(tmp_path / "s.pt"), whole, rtol=0, atol=0)
+    torch.testing.assert_close(synthesised(tmp_path / "s.pt"), whole, rtol=0, atol=0)
+    one_teacher = synthesise(teachers[:1], start, y, 10, shared_per_slot=True, steps=7, lr=0.05, bn_weight=0.01,
+                             fit=partial(fit, seed=0, progress=False))
+    assert not torch.allclose(one_teacher, whole)  # the second teacher took part
 
 
 def test_shapes_test_bed_is_seeded_balanced_and_captioned():
@@ -243,8 +284,7 @@ def test_clipped_loss_scales_the_first_epochs_like_a_smaller_rate():
     def path(lr, scales):
         torch.manual_seed(0)
         model = torch.nn.Linear(5, 3)
-        return expert_trajectory(model, x, y, epochs=2, lr=lr, batch_size=40,
-                                 generator=torch.Generator().manual_seed(1), loss_scales=scales)
+        return expert_trajectory(model, x, y, epochs=2, lr=lr, batch_size=40, seed=1, loss_scales=scales)
 
     ramped, slow = path(0.1, [0.5]), path(0.05, [])
     for name in ramped[1]:
@@ -257,7 +297,7 @@ def test_chapter_runs_on_shapes_with_convnets(scratch):
     params = dd.Params.for_profile("smoke", seeds=[0], dataset="shapes", shapes_classes=10, shapes_per_class=10,
                                    architecture="convnet", hidden=[8], teacher_hiddens=[[8], [8, 8]], ipcs=[1])
     run = Run("dataset-distillation", params)
-    shown = dd.run_seed(run, 0)
+    shown = dd.run_seed(run, 0, dd.build_bed(run))
     assert shown["mtt-ipc1"].shape == (10, 3 * 32 * 32)
     assert 0 <= run.per_seed[0]["acc_infer_ipc1"] <= 1
     assert run.per_seed[0]["bytes_infer_ipc1"] == 10 * 10 * 4

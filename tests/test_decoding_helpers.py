@@ -2,7 +2,8 @@
 
 import torch
 
-from distillbook.chapters import decoding_helpers as dh
+from distillbook.chapters.decoding_helpers import Params
+from distillbook.chapters.decoding_helpers import experiment as dh
 
 
 def test_deco_g_format_automaton_and_answer_formats():
@@ -22,7 +23,7 @@ def test_deco_g_format_automaton_and_answer_formats():
 
 
 def test_permutation_task():
-    p = dh.Params.for_profile("smoke")
+    p = Params.for_profile("smoke")
     x = dh._perm_problems(p, 50, torch.Generator().manual_seed(0))
     assert x.shape == (50, 2 * p.dp_digits + 1) and (x[:, p.dp_digits] == dh.SEP).all()
     assert dh._valid(p, x).all()

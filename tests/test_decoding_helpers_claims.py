@@ -80,6 +80,10 @@ def test_setup_facts_are_computed_not_claimed(scratch):
     assert facts["prefill_ratio"] == pytest.approx(0.45) and facts["prefill_ratio_spread"] == 0.0
     assert facts["decog_vs_hard"] == 0.0 and facts["hard_compliance_min"] == 1.0
     assert facts["base_steps_mean"] == 4.0 and facts["base_steps_spread"] == 0.0
+    glued = dh.glue_values(run, None)
+    assert {k: glued[k] for k in facts} == facts
+    assert (glued["kv_k"], glued["kv_layers"], glued["dp_digits"]) == (run.params.kv_k, run.params.kv_layers,
+                                                                       run.params.dp_digits)
     # the reason they are prose: as claims, a statistic identical in every seed is refused
     from distillbook.core.claims import Claim
     with pytest.raises(ClaimError, match="in every seed"):

@@ -1,18 +1,19 @@
 """The dmd-one-step chapter's pieces: generator and fake-score initialisation, frozen calls, the two-player
-step, the UNet denoiser, seed workers, and parameter errors."""
+step (``methods/distribution_matching.py``), the UNet denoiser, seed workers, and parameter errors."""
 
 import numpy as np
 import pytest
 import torch
 
-from distillbook.core import parallel
 from distillbook.chapters import dmd_one_step as chapter
+from distillbook.chapters.dmd_one_step import experiment
+from distillbook.core import parallel
 from distillbook.core.claims import curve_difference
-from distillbook.methods.diffusion import Schedule
-from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser
-from distillbook.methods.diffusion import guided
 from distillbook.core.params import ParameterError
 from distillbook.core.results import Run
+from distillbook.methods import distribution_matching as dm
+from distillbook.methods.diffusion import Schedule, guided
+from distillbook.models.denoiser import Generator, MLPDenoiser, UNetDenoiser, frozen
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +22,11 @@ def teacher():
     net = MLPDenoiser(4, [16, 16], n_classes=3)
     net.requires_grad_(False)
     return net
+
+
+def _real(gen):
+    """Real data for the GAN head: 8 points in 4-D with labels of 3 classes."""
+    return torch.randn(8, 4, generator=gen), torch.randint(0, 3, (8,), generator=gen)
 
 
 def _inputs(n=6, dim=4):
@@ -42,7 +48,7 @@ def test_one_step_generator_starts_as_the_teachers_x0_prediction(teacher):
 @pytest.mark.parametrize("lora_rank", [None, 2])
 def test_fake_score_starts_as_the_teacher(teacher, lora_rank):
     """A full copy, or a LoRA copy (peft) whose B matrices start at zero, reproduces the teacher exactly."""
-    student = chapter.Student(teacher, Schedule(), chapter.Arm("vsd", lora_rank=lora_rank))
+    student = dm.Student(teacher, Schedule(), dm.Arm("vsd", lora_rank=lora_rank))
     x, t, labels = _inputs()
     assert torch.equal(student.fake(x, t, labels), teacher(x, t, labels))
     trainable = {n for n, p in student.fake.named_parameters() if p.requires_grad}
@@ -56,7 +62,7 @@ def test_frozen_call_passes_gradients_to_inputs_only(teacher):
     net = MLPDenoiser(4, [8])
     x, t, _ = _inputs()
     x.requires_grad_(True)
-    out = chapter.frozen(net)(x, t)
+    out = frozen(net)(x, t)
     out.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in net.parameters())
@@ -74,15 +80,13 @@ def test_guidance_scales(teacher):
 @pytest.mark.parametrize("method", ["dmd", "vsd", "sid", "sim"])
 def test_two_time_scale_step_updates_the_generator_every_ratio_steps(teacher, method):
     schedule = Schedule()
-    arm = chapter.Arm(method, ratio=3, real_scale=2.0, gan=method == "dmd")
-    student = chapter.Student(teacher, schedule, arm)
-    p = chapter.Params.for_profile("smoke")
-    real = lambda g: (torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))  # noqa: E731
-    batch_fn = chapter._batch_fn(p, schedule, arm, 8, 4, 3, real)
+    arm = dm.Arm(method, ratio=3, real_scale=2.0, gan=method == "dmd")
+    student = dm.Student(teacher, schedule, arm)
+    batch_fn = dm.batch_sampler(schedule, arm, 8, 4, 3, _real, label_dropout=0.1)
     gen = torch.Generator().manual_seed(0)
     for step in range(6):
         student.zero_grad(set_to_none=True)
-        loss, extras = chapter.distillation_loss(student, batch_fn(gen), teacher, schedule, arm, 1.2, 1.0, 0.1)
+        loss, extras = dm.distillation_loss(student, batch_fn(gen), step, teacher, schedule, arm, 1.2, 1.0, 0.1)
         loss.backward()
         moved = any(q.grad is not None for q in student.generator.parameters())
         assert moved == (step % 3 == 0), (method, step)
@@ -94,20 +98,17 @@ def test_generator_loss_never_reaches_the_fake_score(teacher, method):
     """On the same batch, the fake score's (and GAN head's) gradients are the same whether or not the
     generator is updated in that step: its loss goes through the fake score's inputs, not its weights."""
     schedule = Schedule()
-    arm = chapter.Arm(method, ratio=2, real_scale=2.0, gan=method == "dmd")
-    p = chapter.Params.for_profile("smoke")
-    real = lambda g: (torch.randn(8, 4, generator=g), torch.randint(0, 3, (8,), generator=g))  # noqa: E731
-    batch = chapter._batch_fn(p, schedule, arm, 8, 4, 3, real)(torch.Generator().manual_seed(0))
+    arm = dm.Arm(method, ratio=2, real_scale=2.0, gan=method == "dmd")
+    batch = dm.batch_sampler(schedule, arm, 8, 4, 3, _real, label_dropout=0.1)(torch.Generator().manual_seed(0))
     grads = {}
-    for updates in (0, 1):  # 0: the generator moves in this step; 1: only the fake score does
+    for step in (0, 1):  # 0: the generator moves in this step; 1: only the fake score does
         torch.manual_seed(0)
-        student = chapter.Student(teacher, schedule, arm)
-        student.updates.fill_(updates)
-        loss, extras = chapter.distillation_loss(student, batch, teacher, schedule, arm, 1.2, 1.0, 0.1)
+        student = dm.Student(teacher, schedule, arm)
+        loss, extras = dm.distillation_loss(student, batch, step, teacher, schedule, arm, 1.2, 1.0, 0.1)
         loss.backward()
-        assert ("generator_loss" in extras) == (updates == 0)
-        grads[updates] = {n: q.grad.clone() for n, q in student.named_parameters()
-                          if not n.startswith(("generator.", "ema.")) and q.grad is not None}
+        assert ("generator_loss" in extras) == (step == 0)
+        grads[step] = {n: q.grad.clone() for n, q in student.named_parameters()
+                       if not n.startswith(("generator.", "ema.")) and q.grad is not None}
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], msg=name)
@@ -128,11 +129,11 @@ def test_few_step_generator_and_its_training_step(teacher):
     with pytest.raises(ValueError, match="re-noising"):
         gen(z, labels, steps=3, noise=noise[:1])
 
-    arm = chapter.Arm("sid", timesteps=steps)
-    student = chapter.Student(teacher, schedule, arm)
-    batch = chapter._batch_fn(chapter.Params.for_profile("smoke"), schedule, arm, 6, 4, 3)(torch.Generator().manual_seed(1))
+    arm = dm.Arm("sid", timesteps=steps)
+    student = dm.Student(teacher, schedule, arm)
+    batch = dm.batch_sampler(schedule, arm, 6, 4, 3, label_dropout=0.1)(torch.Generator().manual_seed(1))
     batch["steps"] = 3
-    loss, extras = chapter.distillation_loss(student, batch, teacher, schedule, arm, 1.2, 1.0, 0.1)
+    loss, extras = dm.distillation_loss(student, batch, 0, teacher, schedule, arm, 1.2, 1.0, 0.1)
     loss.backward()
     assert torch.isfinite(loss) and "generator_loss" in extras
     assert all(q.grad is not None for q in student.generator.parameters())
@@ -169,8 +170,8 @@ def test_seed_workers_do_not_change_the_numbers(scratch):
     records = []
     for workers in (1, 2):
         run = Run(chapter.CHAPTER, chapter.Params.for_profile("smoke", workers=workers, device="cpu"))
-        bed = chapter.ring_bed(run)
-        parallel.map_seeds(run, chapter.run_ring_seed, bed)
+        bed = experiment.ring_bed(run)
+        parallel.map_seeds(run, experiment.run_ring_seed, bed)
         records.append(run.per_seed)
     assert records[0] == records[1]
     assert set(records[0]) == {0, 1} and "ring_sw_dmd2" in records[0][0]
@@ -181,17 +182,17 @@ def test_saved_teacher_is_loaded_instead_of_trained(scratch, tmp_path):
     torch.manual_seed(0)
     saved = UNetDenoiser(8, 1, n_classes=10, block_out_channels=(8, 16), layers_per_block=1)
     saved.unet.save_pretrained(tmp_path / "teacher")
-    loaded = chapter.load_teacher(str(tmp_path / "teacher"))
+    loaded = experiment.load_teacher(str(tmp_path / "teacher"))
     x, t, labels = torch.randn(4, 64), torch.tensor([1, 10, 100, 999]), torch.tensor([0, 3, 6, 9])
     torch.testing.assert_close(loaded(x, t, labels), saved(x, t, labels))
     run = Run(chapter.CHAPTER, chapter.Params.for_profile("smoke", teacher_checkpoint=str(tmp_path / "teacher")))
-    bed = chapter.digits_bed(run)
+    bed = experiment.digits_bed(run)
     torch.testing.assert_close(bed.teacher(x, t, labels), saved(x, t, labels))
 
     wrong = UNetDenoiser(8, 1, n_classes=3, block_out_channels=(8, 16), layers_per_block=1)
     wrong.unet.save_pretrained(tmp_path / "wrong")
     with pytest.raises(ValueError, match="teacher_checkpoint"):
-        chapter.load_teacher(str(tmp_path / "wrong"))
+        experiment.load_teacher(str(tmp_path / "wrong"))
 
 
 def test_unet_denoiser_pickles_after_a_forward_pass():
@@ -310,7 +311,10 @@ def test_near_teacher_ratio_is_taken_on_sw_squared_above_the_data_floor(scratch)
     run = _made_up_run("reproduced")
     r = chapter.evaluate_claims(run)[0]
     assert r["id"] == "dmd2-near-teacher"
-    sw = lambda name: np.asarray(run.values(name))  # noqa: E731
+
+    def sw(name):
+        return np.asarray(run.values(name))
+
     dmd2 = np.asarray([c[-1] for c in run.values("ring_curve_dmd2")])
     expected = (dmd2 ** 2 - sw("ring_sw_data") ** 2) / (sw("ring_sw_teacher4") ** 2 - sw("ring_sw_data") ** 2)
     np.testing.assert_allclose(r["measured"]["per_seed"], expected)

@@ -1,4 +1,4 @@
-"""The chapter's cross-tokenizer losses (ALM, ULD), chunk alignment, and the data regimes."""
+"""The chapter's cross-tokenizer losses (ALM, ULD, their wiring), chunk alignment, the data regimes, and its claims."""
 
 import math
 
@@ -8,11 +8,11 @@ import torch
 
 from distillbook.chapters import lm_kd_dynamics
 from distillbook.chapters.lm_kd_dynamics import proxy_fall_after_golden_minimum
-from distillbook.methods.cross_tokenizer import alm_loss, uld_term
-from distillbook.models.lm import tiny_gpt2
-from distillbook.methods.regimes import regime_batches
 from distillbook.core.results import Run
-from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, encode_bpe, to_strings, train_bpe
+from distillbook.methods.cross_tokenizer import alm_loss, cross_tokenizer_loss, encode_bpe, token_log_probs, uld_term
+from distillbook.methods.kd import regime_batches
+from distillbook.models.lm import tiny_gpt2
+from distillbook.testbeds.grammar import ALPHABET, HMMLanguage, to_strings, train_bpe
 
 
 def _binary_kl(t, s):
@@ -59,6 +59,29 @@ def test_uld_is_l1_between_sorted_padded_probabilities():
     # sorted: student (0.6, 0.3, 0.1, 0), teacher (0.5, 0.3, 0.1, 0.1) -> 0.1 + 0 + 0 + 0.1
     assert uld_term(student, teacher, mask).item() == pytest.approx(0.2)
     assert uld_term(teacher, teacher, mask).item() == pytest.approx(0.0)
+
+
+def test_cross_tokenizer_loss_wires_each_method():
+    """ntp is -mean log q(x); uld adds weight * ULD on the student's probabilities; alm is ALM on char log-probs."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 3, dtype=torch.float64)
+    x = torch.tensor([[0, 2, 1, 1], [2, 2, 0, 1]])
+    chunk = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 2]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    teacher_logp = torch.log_softmax(torch.randn(2, 3, 5, dtype=torch.float64), -1)
+    chunk_logp = token_log_probs(teacher_logp, torch.tensor([[1, 4, 0], [3, 3, 2]]))
+    kw = dict(chunk=chunk, teacher_chunk_logp=chunk_logp, teacher_probs=teacher_logp.exp(), mask=mask)
+    logp = torch.log_softmax(logits, -1)
+    char_logp = torch.stack([logp[i, t, x[i, t]] for i in range(2) for t in range(4)]).reshape(2, 4)
+    assert chunk_logp[0, 1] == teacher_logp[0, 1, 4]
+    ntp = cross_tokenizer_loss("ntp", logits, x, knob=None, **kw)
+    assert ntp.item() == pytest.approx(-char_logp.mean().item())
+    uld = cross_tokenizer_loss("uld", logits, x, knob=0.5, **kw)
+    assert uld.item() == pytest.approx(ntp.item() + 0.5 * uld_term(logp.exp(), teacher_logp.exp(), mask).item())
+    alm = cross_tokenizer_loss("alm", logits, x, knob=2.0, **kw)
+    assert alm.item() == pytest.approx(alm_loss(char_logp, chunk, chunk_logp, mask, 2.0).item())
+    with pytest.raises(ValueError, match="method='nope'"):
+        cross_tokenizer_loss("nope", logits, x, knob=1.0, **kw)
 
 
 def test_bpe_chunks_tile_each_string():

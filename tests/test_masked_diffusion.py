@@ -13,7 +13,10 @@ def _fixed_logits(n, t, v=MASK + 1, seed=0):
     gets the largest logit everywhere, which decoding must never write."""
     table = 3 * torch.randn(n, t, v, generator=torch.Generator().manual_seed(seed))
     table[..., MASK] = table.amax(-1) + 1
-    return lambda x: table  # noqa: E731
+
+    def logits_fn(x):
+        return table
+    return logits_fn
 
 
 def _without_mask(logits):
@@ -72,3 +75,56 @@ def test_mask_positions_masks_at_least_one_per_row():
     assert masked.sum(1).tolist() == [1] * 500
     half = md.mask_positions(answer, torch.full((500,), 0.5), torch.Generator().manual_seed(0))
     assert 0.5 < half.float().mean() < 0.7
+
+
+def test_masked_ce_is_the_cross_entropy_of_the_masked_positions_only():
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 5, generator=gen)
+    targets = torch.randint(0, 5, (2, 4), generator=gen)
+    masked = torch.tensor([[True, False, True, False], [False, False, False, True]])
+    log_p = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0]
+    # mean over the three masked positions of -log p(target)
+    torch.testing.assert_close(md.masked_ce(logits, targets, masked), -(log_p[masked]).mean())
+
+
+def test_mask_random_share_masks_only_the_given_positions():
+    x = torch.arange(1, 8).repeat(300, 1)
+    x_in, targets, masked = md.mask_random_share(x, slice(3, 7), MASK, torch.Generator().manual_seed(4))
+    assert torch.equal(targets, x[:, 3:7]) and torch.equal(x_in[:, :3], x[:, :3]) and torch.equal(x_in[:, 7:], x[:, 7:])
+    assert torch.equal(x_in[:, 3:7] == MASK, masked) and (masked.sum(1) >= 1).all()
+    assert torch.equal(x_in[:, 3:7][~masked], targets[~masked])
+    # the share is uniform per row, so about half the positions are masked overall (more: one is always masked)
+    assert 0.5 < masked.float().mean() < 0.75
+
+
+class _TableLM(torch.nn.Module):
+    """A 'masked LM' returning fixed logits whatever the input (``input_ids`` -> ``.logits``)."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(table)
+
+    def forward(self, input_ids):
+        return type("Out", (), {"logits": self.table.expand(len(input_ids), -1, -1)})()
+
+
+def test_masked_lm_loss_picks_ce_or_certainty_forcing():
+    gen = torch.Generator().manual_seed(5)
+    model = _TableLM(torch.randn(1, 7, MASK + 1, generator=gen))
+    x = torch.randint(0, 6, (3, 7), generator=gen)
+    batch = md.mask_random_share(x, slice(4, 7), MASK, gen)
+    _, targets, masked = batch
+    logits = model(batch[0]).logits[:, 4:7, :6]
+    torch.testing.assert_close(md.masked_lm_loss(model, batch, slice(4, 7), slice(0, 6)),
+                               md.masked_ce(logits, targets, masked))
+    loss, parts = md.masked_lm_loss(model, batch, slice(4, 7), slice(0, 6), entropy_weight=2.0)
+    torch.testing.assert_close(loss, md.certainty_forcing_loss(logits, targets, masked, 2.0)[0])
+
+
+def test_decode_fills_the_positions_and_keeps_the_rest():
+    model = _TableLM(_fixed_logits(1, 6, seed=2)(None))
+    x = torch.tensor([[1, 2, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1]])
+    out, steps = md.decode(model, x, slice(2, 5), MASK, tau=1.0, vocab=slice(0, 4))
+    assert torch.equal(out[:, :2], x[:, :2]) and torch.equal(out[:, 5:], x[:, 5:])
+    assert steps.tolist() == [3, 3] and (out[:, 2:5] < 4).all()
+    assert torch.equal(out[0, 2:5], model.table[0, 2:5, :4].argmax(-1))

@@ -8,6 +8,9 @@ mixture. Diffused at a VP level (a, sigma), a^2 + sigma^2 = 1: x_t | y ~ N(a mu_
 
 with pi_k(x_t) = p_t(y = k | x_t), the exact (logistic) classifier, and the classifier score
 grad log p_t(y | x_t) = -(eps_y - eps_0) / sigma = (1 - pi_y) a (mu_y - mu_other) / v.
+
+On small network priors: CSM's DDIM inversion against the closed-form step, VSD's fixed point with exact scores,
+and the loss (surrogate plus the fake score's fit) a training loop descends.
 """
 
 import math
@@ -16,6 +19,8 @@ import pytest
 import torch
 
 from distillbook.methods import score_distillation as sd
+from distillbook.methods.diffusion import Schedule
+from distillbook.models.denoiser import MLPDenoiser
 
 TAU = 0.5
 MU = torch.tensor([[1.0, -0.5, 0.0, 0.5], [-1.0, 0.5, 0.5, 0.0]], dtype=torch.float64)  # mu_0, mu_1
@@ -156,3 +161,87 @@ def test_esd_fake_interpolates_the_camera_guidance(lam):
     gen = torch.Generator().manual_seed(3)
     free, camera = torch.randn(4, D, generator=gen), torch.randn(4, D, generator=gen)
     torch.testing.assert_close(sd.esd_fake(free, camera, lam), (1 - lam) * free + lam * camera)
+
+
+# ---------------------------------------------------------------- on a network prior
+
+
+def test_ddim_inversion_is_the_closed_form_deterministic_step():
+    """diffusers' DDIMInverseScheduler, as used by CSM: x_t' = alpha_t' x0_hat + sigma_t' eps_hat from the
+    prediction at the current level (the first step starts from the clean render)."""
+    torch.manual_seed(0)
+    schedule = Schedule()
+    net = MLPDenoiser(12, [16], n_classes=2).requires_grad_(False)
+    x0 = torch.randn(3, 12)
+    lab = torch.zeros(3, dtype=torch.long)
+    x_t, t = sd.ddim_invert(net, schedule, x0, lab, n_grid=10, k=3)
+    assert t.tolist() == [200] * 3
+    x = x0
+    for now in (0, 100, 200):
+        t_now = torch.full((3,), now, dtype=torch.long)
+        out = net(x, t_now, None)
+        # the scheduler treats x as lying one grid step below t_now (clean for the first step)
+        below = max(now - 100, -1)
+        abar = 1.0 if below < 0 else float(schedule.alphas_cumprod[below])
+        alpha, sigma = math.sqrt(abar), math.sqrt(1 - abar)
+        x0_hat, eps_hat = alpha * x - sigma * out, sigma * x + alpha * out  # v-prediction
+        a_next = float(schedule.alphas_cumprod[now])
+        x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps_hat
+    torch.testing.assert_close(x_t, x)
+
+
+def test_vsd_with_exact_scores_vanishes_at_the_prior_and_points_back_to_it():
+    """ProlificDreamer's fixed point, with exact finite-set scores at CFG 1: when the particles' renders are the
+    prior's images the fake score is the prior's and g = 0, whatever the noise (SDS is not 0). When they are the
+    images shifted by u, the noise-averaged g points along u, so descending it moves the particles back."""
+    gen = torch.Generator().manual_seed(3)
+    images = torch.randn(6, 12, generator=gen, dtype=torch.float64)
+    alpha = torch.full((6,), 0.8, dtype=torch.float64)
+    sigma = (1 - alpha ** 2).sqrt()
+
+    def eps(x_t, pool):
+        return (x_t - alpha[:, None] * sd.finite_set_x0(x_t, alpha, sigma, pool)) / sigma[:, None]
+
+    noise = torch.randn(6, 12, generator=gen, dtype=torch.float64)
+    x_t = alpha[:, None] * images + sigma[:, None] * noise
+    real, fake = eps(x_t, images), eps(x_t, images[torch.randperm(6, generator=gen)])
+    torch.testing.assert_close(sd.vsd(real, fake, 1.0), torch.zeros_like(images))
+    assert sd.sds(real, noise, 1.0).abs().max() > 1e-3
+    u = torch.randn(12, generator=gen, dtype=torch.float64)
+    particles = images + 0.3 * u
+    g = torch.zeros(6, 12, dtype=torch.float64)
+    for _ in range(200):
+        x_t = alpha[:, None] * particles + sigma[:, None] * torch.randn(6, 12, generator=gen, dtype=torch.float64)
+        g += sd.vsd(eps(x_t, images), eps(x_t, particles), 1.0) / 200
+    cosine = torch.nn.functional.cosine_similarity(g, u.expand_as(g), dim=1)
+    assert (cosine > 0.5).all(), cosine
+
+
+def test_the_loss_descends_g_and_fits_the_fake_score_on_detached_renders():
+    """score_distillation_loss = surrogate(x, g) + fake_score_loss: its gradient in the renders is g / n (the fake
+    score's fit sees them detached), and the fake score's parameters get exactly the fit's gradient. Labels the
+    batch marks camera-free are replaced by the camera-free ones."""
+    torch.manual_seed(0)
+    schedule = Schedule()
+    prior = MLPDenoiser(12, [16], n_classes=8).requires_grad_(False)
+    fake = MLPDenoiser(12, [16], n_classes=8)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 12, generator=gen, requires_grad=True)
+    lab, free = torch.tensor([0, 1, 2]), torch.tensor([3, 3, 3])
+    batch = {"t": schedule.sample_timesteps(3, gen), "noise": torch.randn(3, 12, generator=gen),
+             "t_fake": schedule.sample_timesteps(3, gen), "noise_fake": torch.randn(3, 12, generator=gen),
+             "drop_camera": torch.tensor([True, False, True])}
+    method = sd.Method("vsd", guidance=7.5, esd_lambda=0.5)
+    loss, g = sd.score_distillation_loss(schedule, prior, method, x, lab, batch, fake=fake, fake_lab=lab,
+                                         fake_free_lab=free)
+    torch.testing.assert_close(g, sd.image_gradient(schedule, prior, method, x, lab, batch, fake=fake, fake_lab=lab,
+                                                    fake_free_lab=free))
+    loss.backward()
+    torch.testing.assert_close(x.grad, g / 3)
+    fit_grads = torch.autograd.grad(sd.fake_score_loss(schedule, fake, x, lab, free, batch), list(fake.parameters()))
+    for param, expected in zip(fake.parameters(), fit_grads):
+        torch.testing.assert_close(param.grad, expected)
+    # the camera-free labels where drop_camera is set: the same loss as passing them directly
+    mixed = torch.tensor([3, 1, 3])
+    torch.testing.assert_close(sd.fake_score_loss(schedule, fake, x, lab, free, batch),
+                               sd.fake_score_loss(schedule, fake, x, mixed, mixed, batch))

@@ -9,6 +9,9 @@ import pytest
 import torch
 
 from distillbook.chapters import sds_3d_gradients as chapter
+from distillbook.chapters.sds_3d_gradients import experiment
+from distillbook.chapters.sds_3d_gradients.claims import arm_tag, closest_palette_pair, palette_margin
+from distillbook.chapters.sds_3d_gradients.params import CURVE_WINDOW
 from distillbook.core.claims import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from distillbook.core.params import ParameterError
 from distillbook.core.results import Run
@@ -93,8 +96,8 @@ def _record(run: Run, spec: dict) -> None:
             values[f"{key}/truth_saturation"] = 0.6 + 0.2 * k
             values[f"{key}/prior/chroma_high"] = spec["prior"]["high"] + _e(s, key + "prior-high")
             values[f"{key}/prior/chroma_low"] = spec["prior"]["low"] + _e(s, key + "prior-low")
-            for arm in chapter.OBJECT_ARMS:
-                tag = chapter._tag(obj, arm)
+            for arm in experiment.OBJECT_ARMS:
+                tag = arm_tag(obj, arm)
                 level = spec["psnr"][arm] + k
                 shape = _rising if "psnr" in spec["rising"] and arm != "reconstruction" else _flat
                 values[f"{tag}/curve_psnr"] = shape(level, s, n, tag)
@@ -102,9 +105,9 @@ def _record(run: Run, spec: dict) -> None:
                 values[f"{tag}/saturation"] = spec["chroma"].get(arm, 0.7) - _e(s, tag + "chroma")
                 err = spec["error"]["bsd"] if arm == "bsd" else spec["error"]["other"]
                 values[f"{tag}/saturation_error"] = err + _e(s, tag + "error")
-            values[f"{chapter._tag(obj, 'vsd')}/colour_spread"] = spec["spread"]["one_colour"] + _e(s, key + "spread")
-        for probe in chapter.PROBE_COLOURS:
-            for arm in chapter.JANUS_ARMS:
+            values[f"{arm_tag(obj, 'vsd')}/colour_spread"] = spec["spread"]["one_colour"] + _e(s, key + "spread")
+        for probe in experiment.PROBE_COLOURS:
+            for arm in experiment.JANUS_ARMS:
                 values[f"{probe}/{arm}/janus"] = spec["janus"][arm] + _e(s, probe + arm)
         values["a-cube/vsd/colour_spread"] = spec["spread"]["vsd"][s] + _e(s, "vsd-spread")
         values["a-cube/sds_particles/colour_spread"] = spec["spread"]["sds"] + _e(s, "sds-spread")
@@ -112,7 +115,7 @@ def _record(run: Run, spec: dict) -> None:
         values["a-cube/sds_particles/distinct_colours"] = 1.0
         values["variance_sds"] = [1.0, 2.0, 4.0, 8.0]
         values["variance_cds"] = [spec["ratio"][s] * v for v in (1.0, 2.0, 4.0, 8.0)]
-        for kind in chapter.AMORTISED_ARMS:
+        for kind in experiment.AMORTISED_ARMS:
             for size, which in ((small, "small"), (large, "large")):
                 name = f"{kind}-{which}"
                 shape = _rising if name in spec["rising"] else _flat
@@ -141,7 +144,7 @@ def test_every_claim_reaches_every_verdict(scratch, variant):
     assert grouped == {cid for cid in CLAIM_IDS if cid not in (
         "vsd-diverse", "vsd-more-diverse-than-sds", "cds-lower-variance", "asd-scales")}
     by_id = {r["id"]: r for r in results}
-    assert list(by_id["esd-less-janus-than-vsd"]["groups"]) == list(chapter.PROBE_COLOURS)
+    assert list(by_id["esd-less-janus-than-vsd"]["groups"]) == list(experiment.PROBE_COLOURS)
     assert list(by_id["csm-beats-csd"]["groups"]) == OBJECTS
 
 
@@ -163,12 +166,12 @@ def test_psnr_claims_read_curve_tails_against_the_reconstruction_ceiling(scratch
     for s in SEEDS:  # the final point dips, the tail mean does not; VSD and SDS both at the reconstruction
         for obj in OBJECTS:
             for arm in ("reconstruction", "vsd", "sds_low"):
-                c = run.per_seed[s][f"{chapter._tag(obj, arm)}/curve_psnr"]
+                c = run.per_seed[s][f"{arm_tag(obj, arm)}/curve_psnr"]
                 c[:] = [c[0]] + [25.0 + _e(s, obj + arm)] * (len(c) - 1)
-            run.per_seed[s][f"{chapter._tag(obj, 'reconstruction')}/psnr"] = 25.0
+            run.per_seed[s][f"{arm_tag(obj, 'reconstruction')}/psnr"] = 25.0
     r = {x["id"]: x for x in chapter.evaluate_claims(run)}["vsd-higher-fidelity"]
     assert r["verdict"] == INCONCLUSIVE and r["reason"] == "saturated"
-    assert r["convergence"]["window"] == chapter.CURVE_WINDOW
+    assert r["convergence"]["window"] == CURVE_WINDOW
 
 
 def test_health_rows_name_recorded_metrics(scratch):
@@ -176,14 +179,14 @@ def test_health_rows_name_recorded_metrics(scratch):
     _record(run, VARIANTS[REPRODUCED])
     for s in SEEDS:
         for obj in OBJECTS:
-            tag = chapter._tag(obj, "reconstruction")
+            tag = arm_tag(obj, "reconstruction")
             run.per_seed[s][f"{tag}/psnr_start"] = 8.0 + _e(s, tag + "start")
             run.per_seed[s][f"{tag}/psnr_drift"] = 0.01 + _e(s, tag + "drift")
     chapter.record_health(run)
     table = run.health_markdown()
-    assert len(run.health_rows) == 3 * len(OBJECTS) + len(chapter.PROBE_COLOURS)
+    assert len(run.health_rows) == 3 * len(OBJECTS) + len(experiment.PROBE_COLOURS)
     assert "maximum: 1" in table and "convergence tolerance: 0.02" in table
-    assert chapter.findings_markdown(run, chapter.evaluate_claims(run)).count("**reproduced**") >= 10
+    assert chapter.summary_markdown(run, chapter.evaluate_claims(run)).count("**reproduced**") >= 10
 
 
 # ------------------------------------------------------------------------------------------ the new measures
@@ -195,22 +198,22 @@ def test_sample_chroma_is_max_minus_min_over_object_pixels():
     img[0, :, :2, :] = red[:, None, None]  # 8 red pixels in the first image
     img[1, :, :1, :] = grey[:, None, None]  # 4 grey pixels (chroma 0) in the second
     expected = (8 * float(red.max() - red.min()) + 4 * 0.0) / 12
-    assert chapter.sample_chroma(img) == pytest.approx(expected)
-    assert chapter.sample_chroma(torch.ones(1, 3, 4, 4)) == 0.0  # no object pixels
+    assert experiment.sample_chroma(img) == pytest.approx(expected)
+    assert experiment.sample_chroma(torch.ones(1, 3, 4, 4)) == 0.0  # no object pixels
 
 
 def test_palette_margin_is_one_particle_in_the_nearest_colour():
     rgb = {k: np.array(v) for k, v in v3.COLOURS.items()}
     d = min(np.linalg.norm(rgb[a] - rgb[b]) for a in rgb for b in rgb if a < b)
-    assert chapter.palette_margin(4) == pytest.approx(math.sqrt(3) / 4 * d)
+    assert palette_margin(4) == pytest.approx(math.sqrt(3) / 4 * d)
     # the std over 4 particles (population, as scene_metrics) when one takes the nearest other colour
-    a, b, dist = chapter.closest_palette_pair()
+    a, b, dist = closest_palette_pair()
     assert dist == pytest.approx(d)
     colours = torch.tensor(np.stack([rgb[a]] * 3 + [rgb[b]]))
-    assert float(colours.std(0, unbiased=False).norm()) == pytest.approx(chapter.palette_margin(4), rel=1e-5)
+    assert float(colours.std(0, unbiased=False).norm()) == pytest.approx(palette_margin(4), rel=1e-5)
     # flat-coloured renders keep the palette colour, so the margin holds for rendered particles
     render = v3.render_field(v3.scene_field("cube", a), v3.turntable(4), 8)
-    assert torch.allclose(chapter.object_colour(render), torch.tensor(rgb[a], dtype=torch.float32), atol=0.01)
+    assert torch.allclose(experiment.object_colour(render), torch.tensor(rgb[a], dtype=torch.float32), atol=0.01)
 
 
 def test_curves_need_two_windows():

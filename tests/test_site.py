@@ -95,7 +95,7 @@ def test_scoreboard_leads_with_the_verdict_and_counts_reasons(new_format):
     assert "test bed to fix" in page and "This profile has 3: **at-ceiling** (foundations, saturated)" in page
     assert "diagnosis: tested by beats" in page and "diagnosis: untested explanation" in page
     assert "by ≥ 0.01" in page and "per group: x: reproduced; y: not reproduced" in page
-    assert "no interval, n = 3" in page  # the saturated ratio has no finite statistic
+    assert "undefined, n = 3" in page  # the saturated ratio has no finite statistic
     assert "```{figure} _generated/scoreboard-forest-cpu.svg" in page
     assert "No chapter has committed `gpu` results yet." in page
 

@@ -8,8 +8,10 @@ import torch
 from scipy import stats
 from transformers.generation.utils import _speculative_sampling
 
-from distillbook.methods.speculative import (acceptance_rate, block_efficiency, speculative_sample, verification_law,
-                                     verify)
+from distillbook.methods.kd import DIVERGENCES
+from distillbook.methods.speculative import (acceptance_rate, block_efficiency, draft_distillation_loss, lm_next_probs,
+                                             measured_block_efficiency, speculative_sample, verification_law, verify)
+from distillbook.models.lm import tiny_gpt2
 from distillbook.testbeds.grammar import HMMLanguage
 
 
@@ -89,10 +91,17 @@ def test_speculative_strings_follow_the_target_law():
     assert 0.5 * (draft.log_likelihood(strings).exp() - exact).abs().sum() > 0.2
 
 
+def _constant(dist):
+    """A prefix-independent model: the same next-token distribution after every prefix."""
+    def next_probs(x):
+        return dist.expand(len(x) + 1, -1)
+    return next_probs
+
+
 def test_measured_block_efficiency_matches_the_formula_at_constant_alpha():
     gen = torch.Generator().manual_seed(4)
     p, q = _random_probs(6, gen)[0], _random_probs(6, gen)[0]
-    constant = lambda dist: (lambda x: dist.expand(len(x) + 1, -1))  # noqa: E731  prefix-independent
+    constant = _constant
     alpha = acceptance_rate(p, q).item()
     for gamma in (1, 4):
         out = speculative_sample(constant(p), constant(q), torch.zeros(0, dtype=torch.long), 6000, gamma, gen)
@@ -168,7 +177,9 @@ def test_transformers_assisted_generation_samples_the_target_law():
         out = target.generate(prompt, assistant_model=draft, do_sample=True, max_new_tokens=3, min_new_tokens=3,
                               top_k=0, num_assistant_tokens=2, num_assistant_tokens_schedule="constant")
         counts[index[tuple(out[0, 1:4].tolist())]] += 1
-    fits = lambda probs: stats.chisquare(counts, probs * n / probs.sum()).pvalue  # noqa: E731
+    def fits(probs):
+        return stats.chisquare(counts, probs * n / probs.sum()).pvalue
+
     assert fits(exact) > 1e-3          # consistent with the target's law
     assert fits(law(draft)) < 1e-6     # and the test has the power to reject the draft's
 
@@ -231,7 +242,9 @@ def test_speculative_strings_follow_position_dependent_target_rows_exactly():
         counts[index[tuple(out.tokens.tolist())]] += 1
         all_accepted += out.accepted[0] == 2
     assert all_accepted > 0.4 * n  # the bonus token is drawn in a large share of the samples
-    fits = lambda probs: stats.chisquare(counts, probs * n).pvalue  # noqa: E731
+    def fits(probs):
+        return stats.chisquare(counts, probs * n).pvalue
+
     assert fits(exact) > 1e-3
     assert fits(0.5 * exact + 0.5 * wrong_bonus) < 1e-6  # the power to see half the bonus tokens misdrawn
 
@@ -274,3 +287,47 @@ def test_accepted_drafts_follow_the_exact_law_at_position_varying_acceptance():
     # the i.i.d. formula at the mean acceptance rate would be off
     mean_alpha = sum(alphas) / gamma
     assert abs(block_efficiency(mean_alpha, gamma).item() - expected_tokens) > 0.5
+
+
+# --- DistillSpec: the draft's distillation loss and the measured block efficiency -------------------------------
+
+def test_draft_distillation_loss_is_the_chosen_divergence_and_spares_the_target():
+    gen = torch.Generator().manual_seed(20)
+    draft = torch.randn(3, 5, 7, generator=gen, requires_grad=True)
+    target = torch.randn(3, 5, 7, generator=gen, requires_grad=True)
+    for name in ("forward_kl", "total_variation", "jsd"):
+        torch.testing.assert_close(draft_distillation_loss(draft, target, name), DIVERGENCES[name](draft, target))
+    p, q = torch.softmax(target, -1), torch.softmax(draft, -1)
+    # TVD = 1/2 sum_v |p - q|, mean over strings and positions
+    torch.testing.assert_close(draft_distillation_loss(draft, target, "total_variation"),
+                               0.5 * (p - q).abs().sum(-1).mean())
+    draft_distillation_loss(draft, target, "forward_kl").backward()
+    assert target.grad is None and draft.grad.abs().sum() > 0
+    assert draft_distillation_loss(target, target, "forward_kl").item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="divergence"):
+        draft_distillation_loss(draft, target, "hellinger")
+
+
+def test_measured_block_efficiency_pools_rounds_over_strings():
+    gen = torch.Generator().manual_seed(21)
+    p, q = _random_probs(6, gen)[0], _random_probs(6, gen)[0]
+    empty = torch.zeros(0, dtype=torch.long)
+    # a draft equal to the target is always accepted: gamma + 1 tokens per call
+    assert measured_block_efficiency(_constant(p), _constant(p), empty, 10, 3, 4, gen) == 4
+    # pooled over strings it is the total tokens over the total calls of the same runs
+    first, second = torch.Generator().manual_seed(22), torch.Generator().manual_seed(22)
+    runs = [speculative_sample(_constant(p), _constant(q), empty, 9, 2, first) for _ in range(5)]
+    pooled = sum(sum(r.accepted) + len(r.accepted) for r in runs) / sum(r.target_calls for r in runs)
+    assert measured_block_efficiency(_constant(p), _constant(q), empty, 9, 2, 5, second) == pooled
+
+
+def test_lm_next_probs_reads_bos_then_the_prefix():
+    torch.manual_seed(23)
+    lm = tiny_gpt2(6, 8, 1, max_length=8).eval()
+    x = torch.tensor([2, 0, 4])
+    rows = lm_next_probs(lm, 5, bos_id=5)(x)
+    assert rows.shape == (4, 5) and rows.dtype == torch.float64
+    torch.testing.assert_close(rows.sum(-1), torch.ones(4, dtype=torch.float64))
+    with torch.no_grad():
+        logits = lm(input_ids=torch.tensor([[5, 2, 0, 4]])).logits[0, :, :5]
+    torch.testing.assert_close(rows, torch.softmax(logits.double(), -1))

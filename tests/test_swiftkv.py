@@ -64,3 +64,26 @@ def test_local_layers_see_only_their_own_position(model):
         assert not torch.allclose(swiftkv.forward(model, ids, 6, k=2, local_layers=2), full, atol=1e-3)
     with pytest.raises(ValueError, match="local_layers"):
         swiftkv.forward(model, ids, 1, k=4, local_layers=5)
+
+
+def test_unfreeze_later_qkv_leaves_only_the_later_layers_projections_trainable(model):
+    student = swiftkv.tiny_llama(vocab_size=20, d_model=32, n_layer=4, n_head=2)
+    trainable = swiftkv.unfreeze_later_qkv(student, 1)
+    names = sorted(n for n, q in student.named_parameters() if q.requires_grad)
+    assert names == sorted(f"model.layers.{i}.self_attn.{w}_proj.weight" for i in (1, 2, 3) for w in "qkv")
+    assert {id(q) for q in trainable} == {id(q) for q in student.parameters() if q.requires_grad}
+
+
+def test_distillation_loss_is_t_squared_kl_summed_over_positions():
+    gen = torch.Generator().manual_seed(6)
+    student = torch.randn(3, 5, 7, generator=gen, requires_grad=True)
+    teacher = torch.randn(3, 5, 7, generator=gen, requires_grad=True)
+    T = 2.0
+    log_p, log_q = torch.log_softmax(teacher / T, -1), torch.log_softmax(student / T, -1)
+    # T^2 sum over positions of KL(p_T || q_T), mean over the 3 strings
+    expected = T * T * (log_p.exp() * (log_p - log_q)).sum((-1, -2)).mean()
+    loss = swiftkv.distillation_loss(student, teacher, temperature=T)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    assert teacher.grad is None
+    assert swiftkv.distillation_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-6)

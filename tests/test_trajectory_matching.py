@@ -13,12 +13,14 @@ def _setup(steps=3):
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3)).double()
     x_real = torch.randn(60, 6, dtype=torch.float64)
     y_real = (x_real[:, 0] > 0).long() + (x_real[:, 1] > 0).long()
-    trajectory = expert_trajectory(model, x_real, y_real, epochs=4, lr=0.2, batch_size=20,
-                                   generator=torch.Generator().manual_seed(1))
+    trajectory = expert_trajectory(model, x_real, y_real, epochs=4, lr=0.2, batch_size=20, seed=1)
     x_syn = torch.randn(6, 6, dtype=torch.float64, requires_grad=True)
     y_syn = torch.arange(3).repeat(2)
     syn_lr = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
-    loss = lambda xs, lr: trajectory_matching_step(model, trajectory, 1, 2, xs, y_syn, lr, steps)  # noqa: E731
+
+    def loss(xs, lr):
+        return trajectory_matching_step(model, trajectory, 1, 2, xs, y_syn, lr, steps)
+
     return model, trajectory, x_syn, y_syn, syn_lr, loss
 
 
@@ -83,8 +85,7 @@ def test_expert_trajectories_are_seeded_and_the_penalty_smooths_them():
         model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
         x = torch.randn(90, 6, generator=torch.Generator().manual_seed(2))
         y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
-        traj = expert_trajectory(model, x, y, epochs=6, lr=0.3, batch_size=30,
-                                 generator=torch.Generator().manual_seed(seed), gradient_penalty=penalty)
+        traj = expert_trajectory(model, x, y, epochs=6, lr=0.3, batch_size=30, seed=seed, gradient_penalty=penalty)
         xr = x.clone().requires_grad_(True)
         (gx,) = torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
         return traj, gx.norm(dim=1).mean().item()
@@ -97,6 +98,43 @@ def test_expert_trajectories_are_seeded_and_the_penalty_smooths_them():
     assert not torch.equal(plain[-1]["0.weight"], smooth[-1]["0.weight"])
     assert smooth_norm < plain_norm  # flatter loss around the data
     assert path_length(smooth) < path_length(plain)  # and a shorter path in parameter space
+
+
+def test_experts_trained_by_fit_follow_the_hand_written_epoch_loop():
+    """``fit`` owns the expert's loop: a fresh random order per epoch from the data generator (the last batch of
+    an epoch smaller), the ramp's scale for the step's epoch, and a checkpoint at every epoch's end, the same
+    numbers as the loop written out."""
+    x = torch.randn(50, 6, generator=torch.Generator().manual_seed(2))
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
+    epochs, lr, batch, penalty, scales = 3, 0.3, 16, 0.5, (0.5, 0.75)
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+    net = model()
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(7)
+    by_hand = [snapshot(net)]
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for start in range(0, len(x), batch):
+            idx = order[start:start + batch]
+            xb = x[idx].clone().requires_grad_(True)
+            ce = F.cross_entropy(net(xb), y[idx])
+            (gx,) = torch.autograd.grad(ce * len(idx), xb, create_graph=True)
+            loss = (scales[epoch] if epoch < len(scales) else 1.0) * ce + penalty * gx.pow(2).sum(1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        by_hand.append(snapshot(net))
+
+    trajectory = expert_trajectory(model(), x, y, epochs=epochs, lr=lr, batch_size=batch, seed=7,
+                                   gradient_penalty=penalty, loss_scales=scales)
+    assert len(trajectory) == epochs + 1
+    for ours, theirs in zip(trajectory, by_hand):
+        for k in theirs:
+            torch.testing.assert_close(ours[k], theirs[k], rtol=0, atol=0)
 
 
 def test_snapshot_is_detached():

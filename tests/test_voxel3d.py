@@ -17,7 +17,10 @@ def test_renderer_gradients_match_finite_differences():
         grid.colour.normal_(0, 1)
     cams = v.Cameras(torch.tensor([0.3, 2.0]), torch.tensor([0.2, 0.4]))
     weights = torch.randn(2, 3, 6, 6, dtype=torch.float64)
-    loss = lambda: (grid.render(cams, 6, n_samples=16) * weights).sum()  # noqa: E731
+
+    def loss():
+        return (grid.render(cams, 6, n_samples=16) * weights).sum()
+
     grid.zero_grad()
     loss().backward()
     for param in (grid.density, grid.colour):
@@ -48,7 +51,10 @@ def test_empty_and_voxelised_scenes():
 def test_the_front_is_plus_x_and_cameras_are_front_biased():
     field = v.scene_field("red-front-cube", "blue")
     front, back = v.render_field(field, v.Cameras(torch.tensor([0.0, math.pi]), torch.zeros(2)), 16)
-    red = lambda img: ((img[0] > 0.7) & (img[2] < 0.3)).float().mean()  # noqa: E731
+
+    def red(img):
+        return ((img[0] > 0.7) & (img[2] < 0.3)).float().mean()
+
     assert red(front) > 0.2 and red(back) == 0
     cams = v.orbit(4000, torch.Generator().manual_seed(0), front_share=0.5)
     within = (cams.azimuth.abs() <= math.pi / 4).float().mean().item()
@@ -73,7 +79,10 @@ def test_finite_set_denoiser_is_tweedie():
 
 def test_score_distillation_identities():
     gen = torch.Generator().manual_seed(1)
-    e = lambda: torch.randn(3, 3, 4, 4, generator=gen)  # noqa: E731
+
+    def e():
+        return torch.randn(3, 3, 4, 4, generator=gen)
+
     eps_u, eps_c, noise, fake_u, fake_c = e(), e(), e(), e(), e()
     w = 0.7
     # VSD with the injected noise as the fake score is SDS; ESD at lambda = 1 is VSD

@@ -96,7 +96,7 @@ def layout_markdown() -> str:
     lines += [f"- `{room}` {what}" for room, what in ROOMS]
     lines += ["", "Where each method is computed:", "", "| method | paper | file and function | chapters |",
               "|---|---|---|---|"]
-    lines += [f"| {m} | {p} | {w} | {c} |" for m, p, w, c in methods_rows()]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in methods_rows()]
     return "\n".join(lines)
 
 

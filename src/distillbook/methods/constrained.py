@@ -10,15 +10,16 @@ with P_HMM(format | x_<=t) computed exactly by a backward pass over the product 
 states and the DFA's states. Hard masking, the baseline, keeps p_LM and zeroes only the tokens from
 which the format can no longer be reached.
 
+:func:`decode` appends tokens to prompts, free, under hard masking or under Deco-G.
+
 The HMM is ``testbeds.grammar.HMMLanguage`` (x_t emitted by z_t, then z_{t+1} ~ A[z_t]); its
 log-likelihood is cross-checked against ``hmmlearn`` in the tests, and the format probabilities against
 brute-force enumeration.
-
-Used by: ``decoding-helpers``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +27,14 @@ import torch
 from distillbook.testbeds.grammar import HMMLanguage
 
 DEAD = -1
+METHODS = {
+    "format automaton (DFA over tokens)": ("DFA", None),
+    "HMM distilled from LM samples (Baum-Welch EM)": ("fit_hmm", 73),
+    "format probability under HMM x DFA (backward pass)": ("format_backward", 73),
+    "Deco-G next-token reweighting p_LM(v) P_HMM(format | prefix, v)": ("constrained_probs", 73),
+    "hard format masking (reachable tokens only)": ("reachable", None),
+    "format-constrained decoding (free, hard masking or Deco-G)": ("decode", 73),
+}
 
 
 @dataclass(frozen=True)
@@ -166,7 +175,31 @@ def constrained_probs(lm_probs: torch.Tensor, prefix: torch.Tensor, dfa: DFA, le
             ok = reachable(dfa, length)
         nxt = dfa.transition[state]
         weights = ((nxt != DEAD) & ok[t + 1][nxt.clamp_min(0)]).double()
+    # p(x_t = v) ∝ p_LM(v | x_<t) * weight(v)
     p = lm_probs.double() * weights
     if p.sum() <= 0:
         raise ValueError("no token keeps the format reachable from this prefix")
     return p / p.sum()
+
+
+@torch.no_grad()
+def decode(next_probs: Callable[[torch.Tensor], torch.Tensor], prompts: torch.Tensor, new_tokens: int,
+           generator: torch.Generator | None = None, *, dfa: DFA | None = None, hmm: HMMLanguage | None = None,
+           beta: torch.Tensor | None = None, ok: torch.Tensor | None = None, greedy: bool = False) -> torch.Tensor:
+    """Append ``new_tokens`` tokens to every row of ``prompts`` (n, P) and return the rows (n, P + new_tokens).
+
+    ``next_probs(x)`` gives the LM's next-token probabilities after each row of x, (n, V). Tokens are sampled
+    with ``generator``, or taken by arg-max when ``greedy``. Without ``dfa`` the LM decodes freely; with it the
+    new tokens follow the format, through :func:`constrained_probs`: Deco-G with ``hmm`` (and ``beta``), else
+    hard masking (``ok``).
+    """
+    x = prompts.clone()
+    start = prompts.shape[1]
+    for _ in range(new_tokens):
+        probs = next_probs(x)
+        if dfa is not None:
+            probs = torch.stack([constrained_probs(pr, row[start:], dfa, new_tokens, hmm=hmm, beta=beta, ok=ok)
+                                 for pr, row in zip(probs, x)])
+        nxt = probs.argmax(-1, keepdim=True) if greedy else torch.multinomial(probs, 1, generator=generator)
+        x = torch.cat([x, nxt], 1)
+    return x

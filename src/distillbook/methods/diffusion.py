@@ -12,8 +12,6 @@ between them in one place:
 
 Samplers are diffusers' DDIM, Euler and DDPM schedulers, configured from the same training schedule
 with ``trailing`` timestep spacing (so one step starts at t = T).
-
-Used by: ``dmd-one-step``.
 """
 
 from __future__ import annotations
@@ -21,11 +19,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+from torch import nn
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 SAMPLERS = ("ddim", "euler", "ddpm")
+METHODS = {
+    "noise schedule, forward diffusion, eps/x0/v conversions": ("Schedule", None),
+    "DDPM / DDIM / Euler sampling (diffusers schedulers)": ("Schedule", None),
+    "denoising score matching (teachers, priors, fake scores)": ("denoising_loss", None),
+    "classifier-free guidance": ("cfg", None),
+    "guided prediction of a class-conditional denoiser": ("guided", None),
+}
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
 
@@ -128,6 +133,13 @@ class Schedule:
                 kwargs["eta"] = 0.0
             x = scheduler.step(out, t, x, **kwargs).prev_sample
         return x
+
+
+def denoising_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Denoising score matching for the teacher and the fake score: E || net(x_t, t) - target ||^2,
+    the target being eps, x0 or v to match the network's prediction type."""
+    # E || net(x_t, t) - target ||^2, summed over dim
+    return ((prediction - target) ** 2).reshape(len(prediction), -1).sum(dim=1).mean()
 
 
 def cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:

@@ -10,16 +10,32 @@ The token-level divergences take logits of shape (..., V) and an optional
 mask of shape (...) (1 = a real token, 0 = padding) and return the mean over
 unmasked positions. The teacher's logits never receive a gradient.
 
-Used by: ``foundations`` (``hinton_kd_loss``), ``lm-kd-dynamics`` and ``decoding-helpers`` (the token-level
-divergences).
+Where a distilled language model's training strings come from is the *data regime*
+(:func:`regime_batches`): ``offline`` (a fixed set of teacher samples, repeated for epochs), ``online``
+(fresh teacher samples at every step) or ``on_policy`` (the student's own samples at every step).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+METHODS: dict[str, tuple[str, int | None]] = {
+    "Hinton soft targets (softmax at temperature T)": ("soft_targets", None),
+    "Hinton knowledge-distillation loss, T^2 KL(p_T || q_T)": ("hinton_kd_loss", None),
+    "Hinton distillation objective (soft targets + hard labels)": ("distillation_objective", None),
+    "forward KL (token-level, mass-covering)": ("forward_kl", None),
+    "reverse KL (token-level, mode-seeking)": ("reverse_kl", None),
+    "generalized Jensen-Shannon divergence (GKD)": ("generalized_jsd", None),
+    "total variation distance": ("total_variation", None),
+    "skew KL (DistiLLM)": ("skew_kl", None),
+    "skew reverse KL (DistiLLM)": ("skew_reverse_kl", None),
+    "LM distillation data regimes: offline, online, on-policy": ("regime_batches", 43),
+}
+REGIMES = ("offline", "online", "on_policy")
 
 
 def soft_targets(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -174,3 +190,34 @@ DIVERGENCES = {
     "skew_kl": skew_kl,
     "skew_reverse_kl": skew_reverse_kl,
 }
+
+
+# ---------------------------------------------------------------- data regimes of language-model distillation
+
+
+def regime_batches(regime: str, *, batch_size: int, length: int, bos_id: int, n_symbols: int,
+                   offline_set: torch.Tensor | None = None, teacher: torch.nn.Module | None = None,
+                   student: torch.nn.Module | None = None) -> Callable[[torch.Generator], torch.Tensor]:
+    """``next_batch(generator) -> (batch_size, length)`` token ids for ``regime``, for
+    :func:`distillbook.core.training.fit` (so data order and samples replay exactly on resume).
+
+    - ``offline``: ``batch_size`` strings drawn with replacement from the fixed ``offline_set``;
+    - ``online``: ``batch_size`` fresh samples x ~ p_teacher at every step;
+    - ``on_policy``: ``batch_size`` fresh samples x ~ q_student at every step (the student being trained).
+    """
+    # the sampler's module imports transformers (seconds): only the language-model chapters need it
+    from distillbook.models.lm import sample
+
+    if regime == "offline":
+        if offline_set is None:
+            raise ValueError("regime 'offline' needs offline_set")
+        return lambda gen: offline_set[torch.randint(0, len(offline_set), (batch_size,), generator=gen)]
+    if regime == "online":
+        if teacher is None:
+            raise ValueError("regime 'online' needs the teacher")
+        return lambda gen: sample(teacher, batch_size, length, bos_id, gen, n_symbols=n_symbols)
+    if regime == "on_policy":
+        if student is None:
+            raise ValueError("regime 'on_policy' needs the student")
+        return lambda gen: sample(student, batch_size, length, bos_id, gen, n_symbols=n_symbols)
+    raise ValueError(f"regime={regime!r}; allowed: {', '.join(REGIMES)}")

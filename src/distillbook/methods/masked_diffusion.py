@@ -13,7 +13,8 @@ decoding trajectories that ended correct, with a random share of the answer mask
 
 lambda = 2 in the paper ("certainty forcing"). The entropy term sharpens what the model already gets right.
 
-Used by: ``decoding-helpers``.
+:func:`decode` runs threshold decoding on a Hugging Face masked LM; :func:`mask_random_share` builds the training
+batches and :func:`masked_lm_loss` the loss (CE alone, or with the entropy term: :func:`certainty_forcing_loss`).
 """
 
 from __future__ import annotations
@@ -23,10 +24,20 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+METHODS = {
+    "masked-diffusion confidence-threshold parallel decoding": ("threshold_decode", None),
+    "threshold decoding of a masked language model's answer positions": ("decode", None),
+    "masked CE (masked-diffusion LM training loss)": ("masked_ce", None),
+    "random-share answer masking for masked-diffusion training": ("mask_random_share", 36),
+    "dParallel certainty forcing (CE + entropy on correct masked positions)": ("certainty_forcing_loss", 36),
+    "dParallel training loss on a masked LM (CE or certainty forcing)": ("masked_lm_loss", 36),
+}
+
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:
     """H(softmax(logits)) = -sum_v p log p over the last axis (nats)."""
     log_p = torch.log_softmax(logits, dim=-1)
+    # H = -sum_v p_v log p_v
     return -(log_p.exp() * log_p).sum(-1)
 
 
@@ -79,7 +90,53 @@ def certainty_forcing_loss(logits: torch.Tensor, targets: torch.Tensor, masked: 
     masked positions whose arg-max already equals the target. ``entropy_weight`` 0 is the CE-only control."""
     if masked.sum() == 0:
         raise ValueError("no masked position to train on")
-    ce = F.cross_entropy(logits[masked], targets[masked])
+    ce = masked_ce(logits, targets, masked)
     correct = masked & (logits.argmax(-1) == targets)
+    # mean entropy over the masked positions whose arg-max is already the target (0 when there are none)
     h = entropy(logits[correct]).mean() if correct.any() else logits.sum() * 0.0
+    # L = CE + lambda * H
     return ce + entropy_weight * h, {"ce": ce.item(), "entropy": h.item()}
+
+
+def masked_ce(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the masked positions only: the masked-diffusion LM's training loss."""
+    # mean over masked (i, j) of -log softmax(logits[i, j])[targets[i, j]]
+    return F.cross_entropy(logits[masked], targets[masked])
+
+
+def mask_random_share(x: torch.Tensor, positions: slice, mask_id: int,
+                      generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A training batch from complete rows ``x`` (n, T): each row's ``positions`` are masked with its own share
+    r ~ U(0, 1) (at least one position, :func:`mask_positions`). Returns the input with ``mask_id`` at the masked
+    positions, the targets ``x[:, positions]`` and the mask over them."""
+    targets = x[:, positions]
+    masked = mask_positions(targets, torch.rand(len(x), generator=generator), generator)
+    x_in = x.clone()
+    x_in[:, positions] = torch.where(masked, torch.full_like(targets, mask_id), targets)
+    return x_in, targets, masked
+
+
+def masked_lm_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], positions: slice,
+                   vocab: slice, entropy_weight: float | None = None):
+    """The loss of a masked LM (``input_ids`` -> ``.logits``) on a :func:`mask_random_share` batch, over the tokens
+    ``vocab`` at ``positions``: :func:`masked_ce` when ``entropy_weight`` is None, else
+    :func:`certainty_forcing_loss` (``entropy_weight`` 0: its CE-only control)."""
+    x_in, targets, masked = batch
+    logits = model(input_ids=x_in).logits[:, positions, vocab]
+    if entropy_weight is None:
+        return masked_ce(logits, targets, masked)
+    return certainty_forcing_loss(logits, targets, masked, entropy_weight)
+
+
+def decode(model: torch.nn.Module, x: torch.Tensor, positions: slice, mask_id: int, tau: float,
+           vocab: slice | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask ``positions`` of every row of ``x`` and decode them by :func:`threshold_decode` with a masked LM
+    (``input_ids`` -> ``.logits``); returns the rows and the steps each took."""
+    x_in = x.clone()
+    x_in[:, positions] = mask_id
+
+    def logits_fn(t: torch.Tensor) -> torch.Tensor:
+        return model(input_ids=t).logits
+
+    out, steps, _ = threshold_decode(logits_fn, x_in, mask_id, tau, vocab=vocab)
+    return out, steps

@@ -35,7 +35,10 @@ and standard deviation before the threshold: ``restandardise=True``).
 
 Base-to-novel results are summarised by the harmonic mean HM = 2 B N / (B + N) of base and novel accuracy.
 
-Used by: the ``clip-prompt-learning`` chapter.
+Training (CoOp's recipe, shared by every learner here): SGD with momentum 0.9 and a cosine-decayed rate on
+batches of the few labelled images (:func:`coop_optimizer`), on a :class:`PromptTrainee` (the learner and, for
+PromptSRC, its GPA sums: one module, one checkpoint) with :func:`trainee_loss` and GPA's per-epoch
+:func:`gpa_after_step`.
 """
 
 from __future__ import annotations
@@ -43,11 +46,33 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from distillbook.models import clip as toyclip
+
+METHODS: dict[str, tuple[str, int | None]] = {
+    "zero-shot CLIP template ensemble": ("zero_shot_weights", None),
+    "base-to-novel harmonic mean": ("harmonic_mean", 41),
+    "CoOp learned context (prompt learner)": ("coop", None),
+    "CoOp cross-entropy loss": ("coop_loss", None),
+    "CoOp training recipe (SGD, cosine decay)": ("coop_optimizer", None),
+    "IVLP deep vision and text prompts": ("ivlp", 41),
+    "PromptSRC regulariser: self-regularising loss (L1 features + KL to zero-shot)": ("promptsrc_loss", 41),
+    "PromptSRC objective for fit": ("promptsrc_objective", 41),
+    "KL to the zero-shot logits": ("kl_to_zero_shot", 41),
+    "Gaussian prompt aggregation (GPA) weights": ("gaussian_weights", 41),
+    "Gaussian prompt aggregation (GPA)": ("GaussianPromptAggregation", 41),
+    "GPA per-epoch update (fit after_step)": ("gpa_after_step", 41),
+    "GPA distance from the last prompts": ("gpa_shift", 41),
+    "prompt learner with its GPA state (fit module)": ("PromptTrainee", 41),
+    "BiomedCoOp loss (CE + MSE to the description ensemble + KL)": ("biomedcoop_loss", 16),
+    "BiomedCoOp objective for fit": ("biomedcoop_objective", 16),
+    "BiomedCoOp outlier pruning of descriptions (robust z-score)": ("prune_descriptions", 16),
+    "BiomedCoOp regularisers' share of the loss": ("regulariser_share", 16),
+}
 
 # ---------------------------------------------------------------- zero-shot classifiers and metrics
 
@@ -194,6 +219,29 @@ def coop_loss(learner: PromptLearner, batch) -> torch.Tensor:
     return F.cross_entropy(learner(images), labels)
 
 
+def coop_optimizer(learner: PromptLearner, lr: float, steps: int):
+    """CoOp's recipe: SGD with momentum 0.9 on the prompts, its rate decayed by a cosine over ``steps`` steps,
+    lr_s = lr (1 + cos(pi s / steps)) / 2. Returns (optimizer, scheduler)."""
+    optimizer = torch.optim.SGD(list(learner.prompts().values()), lr=lr, momentum=0.9)
+    return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+
+
+class PromptTrainee(nn.Module):
+    """What ``fit`` trains: a prompt learner and, for PromptSRC, its GPA state, one module so that one
+    checkpoint resumes both. ``gpa=None`` for learners without aggregation."""
+
+    def __init__(self, learner: PromptLearner, gpa: GaussianPromptAggregation | None = None):
+        super().__init__()
+        self.learner, self.gpa = learner, gpa
+
+
+def trainee_loss(objective):
+    """A ``fit`` loss on a :class:`PromptTrainee` from a learner's objective ``objective(learner, batch)``."""
+    def loss_fn(trainee: PromptTrainee, batch):
+        return objective(trainee.learner, batch)
+    return loss_fn
+
+
 # ---------------------------------------------------------------- PromptSRC
 
 
@@ -287,6 +335,29 @@ class GaussianPromptAggregation(nn.Module):
             p.copy_(getattr(self, self._key(name)))
 
 
+def gpa_after_step(steps_per_epoch: int):
+    """``fit``'s ``after_step`` for GPA: epoch e (1-based) ends after step index s = e * steps_per_epoch - 1,
+    and there the trainee's GPA adds a_e * P_e (nothing happens for a trainee without GPA)."""
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+
+    def after_step(trainee: PromptTrainee, step: int) -> None:
+        # the epoch ends when (s + 1) is a multiple of the epoch length
+        if trainee.gpa is not None and (step + 1) % steps_per_epoch == 0:
+            trainee.gpa.update(trainee.learner)
+    return after_step
+
+
+def gpa_shift(initial: dict[str, torch.Tensor], last: dict[str, torch.Tensor],
+              aggregated: dict[str, torch.Tensor]) -> float:
+    """How far GPA moved the prompts, relative to how far training moved them, over all prompt tensors:
+    ||P_GPA - P_last|| / ||P_last - P_init|| (0: GPA is the last prompts)."""
+    moved = sum(float((last[k] - initial[k]).pow(2).sum()) for k in last)
+    shift = sum(float((v.detach() - last[k]).pow(2).sum()) for k, v in aggregated.items())
+    # sqrt(sum_k ||P_GPA,k - P_last,k||^2 / sum_k ||P_last,k - P_init,k||^2)
+    return (shift / max(moved, 1e-30)) ** 0.5
+
+
 # ---------------------------------------------------------------- BiomedCoOp
 
 
@@ -370,3 +441,11 @@ def biomedcoop_objective(features: torch.Tensor, tau: float | None = 1.0, mse_we
             parts["kept"] = keep.float().mean().item()
         return loss, parts
     return loss_fn
+
+
+def regulariser_share(ce, mse, kl, mse_weight: float, kl_weight: float) -> float:
+    """The regularisers' share of BiomedCoOp's loss, averaged over readings (arrays of CE, MSE and KL values)."""
+    ce, mse, kl = (np.asarray(x, dtype=float) for x in (ce, mse, kl))
+    reg = mse_weight * mse + kl_weight * kl
+    # mean over readings of (λ1 MSE + λ2 KL) / (CE + λ1 MSE + λ2 KL)
+    return float(np.mean(reg / (ce + reg)))

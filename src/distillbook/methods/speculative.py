@@ -12,11 +12,14 @@ Each emitted token is distributed exactly as under p. With a per-position accept
 alpha = sum_v min(p(v), q(v)) = 1 - TV(p, q) that is the same at every position, the expected number of
 tokens per target call (block efficiency) is (1 - alpha^(gamma+1)) / (1 - alpha).
 
-Models enter as ``next_probs(x) -> (len(x) + 1, V)``: row i is the next-token distribution after x[:i].
-The tests check the output law against exact string probabilities, the verification law against
-transformers' own ``_speculative_sampling``, and the block-efficiency formula against measurement.
+DistillSpec (paper 79) raises alpha by distilling the draft towards the target: a divergence D between
+their next-token distributions, on strings from data (offline) or from the draft itself (on-policy),
+:func:`draft_distillation_loss`; :func:`measured_block_efficiency` counts the tokens per target call it buys.
 
-Used by: ``decoding-helpers``.
+Models enter as ``next_probs(x) -> (len(x) + 1, V)``: row i is the next-token distribution after x[:i]
+(:func:`lm_next_probs` makes one from a causal language model). The tests check the output law against
+exact string probabilities, the verification law against transformers' own ``_speculative_sampling``, and
+the block-efficiency formula against measurement.
 """
 
 from __future__ import annotations
@@ -26,13 +29,25 @@ from dataclasses import dataclass
 
 import torch
 
+from distillbook.methods.kd import DIVERGENCES
+
 NextProbs = Callable[[torch.Tensor], torch.Tensor]
+METHODS = {
+    "speculative sampling (draft proposes, target verifies)": ("speculative_sample", None),
+    "speculative verification: accept min(1, p/q), resample norm(max(0, p - q))": ("verify", None),
+    "acceptance rate alpha = sum_v min(p, q)": ("acceptance_rate", None),
+    "block efficiency (1 - alpha^(gamma+1)) / (1 - alpha)": ("block_efficiency", None),
+    "DistillSpec draft distillation loss (forward KL, TVD, JSD; offline or on-policy)": ("draft_distillation_loss",
+                                                                                        79),
+    "measured block efficiency (tokens per target call)": ("measured_block_efficiency", 79),
+}
 
 
 def acceptance_rate(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """alpha = sum_v min(p(v), q(v)) over the last axis (= 1 - total variation distance)."""
     if p.shape != q.shape:
         raise ValueError(f"p and q must have the same shape, got {tuple(p.shape)} and {tuple(q.shape)}")
+    # alpha = sum_v min(p(v), q(v))
     return torch.minimum(p, q).sum(-1)
 
 
@@ -43,12 +58,14 @@ def block_efficiency(alpha, gamma: int) -> torch.Tensor:
     a = torch.as_tensor(alpha, dtype=torch.float64)
     if ((a < 0) | (a > 1)).any():
         raise ValueError("alpha must lie in [0, 1]")
+    # (1 - alpha^(gamma+1)) / (1 - alpha) = 1 + alpha + ... + alpha^gamma
     geometric = (1 - a ** (gamma + 1)) / (1 - a).clamp_min(1e-300)
     return torch.where(a >= 1, torch.full_like(a, gamma + 1.0), geometric)
 
 
 def _residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """norm(max(0, p - q)); p itself where p <= q everywhere (then a rejection has probability 0)."""
+    # max(0, p - q) / sum_v max(0, p(v) - q(v))
     r = (p - q).clamp_min(0)
     total = r.sum()
     return r / total if total > 0 else p
@@ -117,3 +134,37 @@ def speculative_sample(target: NextProbs, draft: NextProbs, prefix: torch.Tensor
         accepted.append(n)
         x = torch.cat([x, emitted])
     return SpeculativeResult(x[len(prefix):len(prefix) + new_tokens], calls, accepted)
+
+
+def draft_distillation_loss(draft_logits: torch.Tensor, target_logits: torch.Tensor, divergence: str) -> torch.Tensor:
+    """DistillSpec's loss for the draft: L = mean over strings x and positions t of D(p(. | x_<t), q(. | x_<t)),
+    p the target, q the draft, D one of :data:`distillbook.methods.kd.DIVERGENCES` (``forward_kl``,
+    ``total_variation``, ``jsd``, ...). The strings come from data (offline) or from the draft's own samples
+    (on-policy); that choice is the caller's batches. The target gets no gradient."""
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"divergence={divergence!r}; allowed: {', '.join(DIVERGENCES)}")
+    # D(p(. | x_<t), q(. | x_<t)), mean over strings and positions
+    return DIVERGENCES[divergence](draft_logits, target_logits.detach())
+
+
+def lm_next_probs(model: torch.nn.Module, n_symbols: int, bos_id: int) -> NextProbs:
+    """A causal language model (``input_ids`` -> ``.logits``) as ``next_probs``: x -> the softmax over the first
+    ``n_symbols`` ids after BOS + x[:i], for i = 0 .. len(x), in float64."""
+    def next_probs(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            ids = torch.cat([torch.tensor([bos_id]), x])[None]
+            return torch.softmax(model(input_ids=ids).logits[0, :, :n_symbols].double(), -1)
+    return next_probs
+
+
+def measured_block_efficiency(target: NextProbs, draft: NextProbs, prefix: torch.Tensor, new_tokens: int, gamma: int,
+                              strings: int, generator: torch.Generator) -> float:
+    """Tokens emitted per target call, pooled over ``strings`` runs of :func:`speculative_sample` after ``prefix``:
+    sum over rounds of (accepted drafts + 1), over the number of target calls."""
+    tokens = calls = 0
+    for _ in range(strings):
+        result = speculative_sample(target, draft, prefix, new_tokens, gamma, generator)
+        # a round emits its accepted drafts plus one token, for one target call
+        tokens += sum(result.accepted) + len(result.accepted)
+        calls += result.target_calls
+    return tokens / calls

@@ -10,21 +10,28 @@ while the last prompt token and every token after it (the *full* positions) stil
 layers to form their queries and outputs. As in the reference implementation, a decoded token's KV in
 those layers also comes from h_k; unlike it, each layer keeps its own input norm rather than one new
 shared norm (equal at k = L - 1, where the model is unchanged). Prefill then costs about k / L of the model's layer
-compute for long prompts. Only W_Q, W_K, W_V of layers > k need retraining (by distillation) to make up
+compute for long prompts. Only W_Q, W_K, W_V of layers > k need retraining (:func:`unfreeze_later_qkv`), by
+distillation from the unchanged model, T^2 KL(p_T || q_T) at T = 2 (:func:`distillation_loss`), to make up
 for the rewiring.
 
 :func:`forward` is written out layer by layer from the model's own modules; with k = L it must equal the
 model's logits exactly (and with k = L - 1 too: the last layer's KV input *is* h_{L-1}), which the tests
 check.
-
-Used by: ``decoding-helpers``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
+
+METHODS = {
+    "SwiftKV forward (SingleInputKV: later layers read the prompt's KV from layer k)": ("forward", 28),
+    "SwiftKV prefill FLOPs": ("prefill_flops", 28),
+    "SwiftKV trainable weights (W_Q, W_K, W_V of the later layers)": ("unfreeze_later_qkv", 28),
+    "SwiftKV distillation loss (T^2 KL to the unchanged model)": ("distillation_loss", 28),
+}
 
 
 def tiny_llama(vocab_size: int, d_model: int, n_layer: int, n_head: int = 2, n_kv_head: int | None = None,
@@ -111,3 +118,27 @@ def prefill_flops(model: LlamaForCausalLM, input_ids: torch.Tensor, k: int) -> i
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         forward(model, input_ids, input_ids.shape[1], k)
     return counter.get_total_flops()
+
+
+def unfreeze_later_qkv(model: LlamaForCausalLM, k: int) -> list[torch.nn.Parameter]:
+    """Freeze ``model`` except W_Q, W_K, W_V of the layers after the first ``k`` (the weights SwiftKV retrains);
+    returns those parameters, for the optimiser."""
+    n_layers = model.config.num_hidden_layers
+    trainable = [q for n, q in model.named_parameters()
+                 if any(f"layers.{i}.self_attn.{w}_proj." in n for i in range(k, n_layers) for w in "qkv")]
+    for q in model.parameters():
+        q.requires_grad_(False)
+    for q in trainable:
+        q.requires_grad_(True)
+    return trainable
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      temperature: float = 2.0) -> torch.Tensor:
+    """SwiftKV's distillation of the rewired model (student, q) from the unchanged one (teacher, p), logits
+    (batch, positions, V): T^2 KL(p_T || q_T), summed over positions and averaged over the batch. The teacher
+    gets no gradient."""
+    T = temperature
+    # T^2 sum_positions KL(softmax(teacher / T) || softmax(student / T)), mean over the batch
+    return T * T * F.kl_div(F.log_softmax(student_logits / T, -1), F.log_softmax(teacher_logits.detach() / T, -1),
+                            log_target=True, reduction="batchmean")

@@ -16,8 +16,6 @@ are appended after the patch embeddings (layer 0) and overwrite those tokens at 
 
 Pooling: ``CLIPTextModel`` takes the first ``eos_token_id`` position, except when ``eos_token_id == 2``, where
 it falls back to ``argmax(input_ids)`` (pre-transformers-PR-24773 checkpoints). ``tiny_clip`` refuses eos id 2.
-
-Used by: the ``clip-prompt-learning`` chapter.
 """
 
 from __future__ import annotations
@@ -131,12 +129,15 @@ def pretrain_loss(model: CLIPModel, batch: tuple[torch.Tensor, torch.Tensor]) ->
     return loss, {"temperature": float(scale.detach().exp())}
 
 
-@torch.no_grad()
-def zero_shot_accuracy(model: CLIPModel, images: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor,
-                       batch_size: int = 512) -> float:
-    """Accuracy of argmax_c <u(x), w_c> with class weights ``class_weights`` (C, D)."""
-    hits = 0
-    for start in range(0, len(images), batch_size):
-        u = F.normalize(image_features(model, images[start:start + batch_size]), dim=-1)
-        hits += int(((u @ class_weights.T).argmax(-1) == labels[start:start + batch_size]).sum())
-    return hits / len(images)
+def load_clip(name_or_path: str, vocab_size: int, image_size: int) -> CLIPModel:
+    """A saved ``CLIPModel`` (local folder, or hub id when online), checked against a test bed's vocabulary size,
+    image size and end token."""
+    clip = CLIPModel.from_pretrained(name_or_path)
+    text, vision = clip.config.text_config, clip.config.vision_config
+    if text.vocab_size != vocab_size or vision.image_size != image_size:
+        raise ValueError(f"clip_checkpoint={name_or_path!r} has vocab {text.vocab_size} and image size "
+                         f"{vision.image_size}; this test bed needs vocab {vocab_size} and image size {image_size}")
+    if text.eos_token_id == 2:
+        raise ValueError(f"clip_checkpoint={name_or_path!r} has eos_token_id 2, which makes CLIPTextModel pool at "
+                         "argmax(input_ids); the test bed's end token is id 1")
+    return clip

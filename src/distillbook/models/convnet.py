@@ -4,8 +4,6 @@ Depth blocks of conv 3x3 (``width`` channels) -> norm -> ReLU -> 2x2 average poo
 classifier. ``norm`` is ``instance`` (GroupNorm with one group per channel, affine, as in the reference
 code's instancenorm), ``batch`` (for the BatchNorm teachers that statistics matching needs) or ``none``.
 Inputs arrive flattened, (n, C * H * W), like every other model of the book, and are reshaped here.
-
-Used by: ``dataset-distillation`` (gpu profile).
 """
 
 from __future__ import annotations

@@ -12,8 +12,6 @@
 Every denoiser is called as ``net(x_t, t, labels=None)`` and returns its schedule's prediction type;
 ``net(..., return_features=True)`` (or ``net.features(...)``) gives the last hidden layer, which
 DMD2's GAN head reads.
-
-Used by: ``dmd-one-step``, ``sds-3d-gradients``.
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 from torch.func import functional_call
 
-from distillbook.methods.diffusion import Schedule
-from distillbook.methods.distribution_matching import denoising_loss
+from distillbook.methods.diffusion import Schedule, denoising_loss
 
 
 class MLPDenoiser(nn.Module):

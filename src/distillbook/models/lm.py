@@ -4,8 +4,6 @@
 chapter's profile (no weights are downloaded). ``sample`` is an ancestral
 sampler with a KV cache and a dedicated ``torch.Generator``, so samples are
 reproducible (``model.generate`` draws from the global generator).
-
-Used by: ``lm-kd-dynamics``, ``decoding-helpers``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""Small multilayer perceptrons.
-
-Used by: ``foundations`` (digit teacher and student), ``dataset-distillation`` (experts, students, BatchNorm
-teachers), ``dmd-one-step`` (the feature classifier).
-"""
+"""Small multilayer perceptrons."""
 
 from __future__ import annotations
 

@@ -28,8 +28,6 @@ The tokenizer is word level with ``<pad>`` = 0, ``<eos>`` = 1, ``<bos>`` = 2; ev
 pools at ``argmax(input_ids)`` (the highest id, OpenAI's old convention) when ``eos_token_id == 2``.
 
 Everything random is drawn from a ``torch.Generator``: same seed, same data.
-
-Used by: the ``clip-prompt-learning`` chapter.
 """
 
 from __future__ import annotations

@@ -3,8 +3,6 @@
 No download: the data ship inside scikit-learn. Pixels are scaled to [0, 1].
 The test split is fixed (the same 500 images for every seed and chapter);
 seeds vary everything else: the validation split, labelled subsets, inits.
-
-Used by: ``foundations``, ``dataset-distillation``, ``dmd-one-step``.
 """
 
 from __future__ import annotations
@@ -55,8 +53,11 @@ def load(seed: int, val_size: int = 200) -> Digits:
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=TEST_SIZE, stratify=y, random_state=0)
     x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=val_size, stratify=y_rest,
                                                       random_state=seed)
-    as_split = lambda a, b: Split(torch.from_numpy(a), torch.from_numpy(b))  # noqa: E731
-    return Digits(as_split(x_train, y_train), as_split(x_val, y_val), as_split(x_test, y_test))
+    return Digits(_as_split(x_train, y_train), _as_split(x_val, y_val), _as_split(x_test, y_test))
+
+
+def _as_split(x: np.ndarray, y: np.ndarray) -> Split:
+    return Split(torch.from_numpy(x), torch.from_numpy(y))
 
 
 def labelled_subset(split: Split, per_class: int, seed: int) -> torch.Tensor:

@@ -9,9 +9,8 @@ every position of a held-out string (averaged over a fixed set of strings).
 
 Strings are written over the letters ``a, b, c, ...``; :class:`CharTokenizer`
 maps them one to one, and :func:`train_bpe` trains a byte-pair tokenizer on
-them with the ``tokenizers`` library (for cross-tokenizer distillation).
-
-Used by: ``lm-kd-dynamics``, ``decoding-helpers``.
+them with the ``tokenizers`` library (for cross-tokenizer distillation, whose
+chunk alignment is :func:`distillbook.methods.cross_tokenizer.encode_bpe`).
 """
 
 from __future__ import annotations
@@ -143,10 +142,6 @@ class CharTokenizer:
         self.vocab_size = vocab_size
         self.bos_id = vocab_size
 
-    @property
-    def n_tokens(self) -> int:
-        return self.vocab_size + 1
-
     def encode(self, text: str) -> list[int]:
         ids = [ALPHABET.index(ch) for ch in text]
         if any(i >= self.vocab_size for i in ids):
@@ -170,27 +165,6 @@ def train_bpe(strings: list[str], vocab_size: int, alphabet: str):
                                   show_progress=False)
     tokenizer.train_from_iterator(strings, trainer=trainer)
     return tokenizer
-
-
-def encode_bpe(tokenizer, x: torch.Tensor, bos_id: int, width: int | None = None):
-    """BPE ids (n, T) padded with BOS, their mask, and for every symbol the index of its BPE token (n, L).
-
-    The BPE tokens are the *chunks* of cross-tokenizer distillation: every token boundary is a symbol
-    boundary, so each token's span lines up with a run of a character model's tokens.
-    """
-    encodings = tokenizer.encode_batch(to_strings(x))
-    width = width or max(len(e.ids) for e in encodings)
-    ids = torch.full((len(x), width), bos_id, dtype=torch.long)
-    mask = torch.zeros(len(x), width, dtype=torch.bool)
-    chunk = torch.full(x.shape, -1, dtype=torch.long)
-    for i, e in enumerate(encodings):
-        ids[i, : len(e.ids)] = torch.tensor(e.ids)
-        mask[i, : len(e.ids)] = True
-        for k, (a, b) in enumerate(e.offsets):
-            chunk[i, a:b] = k
-    if (chunk < 0).any():
-        raise ValueError("the BPE tokenizer dropped symbols: every symbol must belong to a token")
-    return ids, mask, chunk
 
 
 def with_bos(x: torch.Tensor, bos_id: int) -> torch.Tensor:

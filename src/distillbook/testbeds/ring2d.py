@@ -6,8 +6,6 @@
 Diffused by x_t = alpha x_0 + sigma eps, a mixture stays a mixture: means alpha mu_k, variances
 alpha^2 s^2 + sigma^2. Its exact posterior mean E[x_0 | x_t] (Tweedie) makes an *oracle teacher*
 that any learned denoiser can be compared with.
-
-Used by: ``dmd-one-step``.
 """
 
 from __future__ import annotations
@@ -45,10 +43,6 @@ class Mixture:
         gain = alpha * self.std ** 2 / var
         component = self.means[None] + gain[:, None] * (x_t[:, None, :] - alpha[:, None] * self.means[None])
         return (r[..., None] * component).sum(1)
-
-    def mode_of(self, x: torch.Tensor) -> torch.Tensor:
-        """Nearest mode of each point."""
-        return torch.cdist(x, self.means).argmin(dim=1)
 
 
 def ring(n_modes: int = 8, radius: float = 2.0, std: float = 0.1, weights=None) -> Mixture:

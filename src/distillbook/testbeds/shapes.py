@@ -7,8 +7,6 @@ the background's grey level and pixel noise. Nothing is downloaded; a seed fixes
 
 Images are (3, size, size) in [0, 1]; :func:`load` returns them flattened, like ``digits``, with the
 image shape alongside. Captions ("a red circle on the left") serve text-conditioned chapters.
-
-Used by: ``dataset-distillation`` (gpu profile).
 """
 
 from __future__ import annotations

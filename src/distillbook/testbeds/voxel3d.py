@@ -12,8 +12,6 @@ truth) and for a learnable voxel grid (the 3-D representation the score-distilla
 The grid is sampled with ``F.grid_sample`` (trilinear), so renders are differentiable in every voxel; the
 tests check those gradients by finite differences. Cameras are drawn with a front bias (a share of views
 within +-45 degrees of azimuth 0), so that a 2-D prior trained on them prefers front views.
-
-Used by: the ``sds-3d-gradients`` chapter.
 """
 
 from __future__ import annotations
@@ -163,10 +161,6 @@ class VoxelGrid(torch.nn.Module):
             raise ValueError(f"size must be >= 2, got {size}")
         self.density = torch.nn.Parameter(torch.full((1, 1, size, size, size), init_density))
         self.colour = torch.nn.Parameter(torch.zeros(1, 3, size, size, size))
-
-    def query(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Trilinear density (...,) and rgb (..., 3) at ``points`` (..., 3); zero density outside the cube."""
-        return query_grid(self.density, self.colour, points)
 
     def render(self, cameras: Cameras, resolution: int, n_samples: int = 32, background: float = 1.0) -> torch.Tensor:
         """Differentiable images (n, 3, H, W)."""

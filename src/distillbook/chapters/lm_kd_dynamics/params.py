@@ -1,0 +1,143 @@
+"""The chapter's parameters: the oracle language, the models and the four experiments' budgets."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pydantic import Field, field_validator, model_validator
+
+from distillbook.core.params import ChapterParams
+from distillbook.methods.kd import DIVERGENCES
+
+CHAPTER = "lm-kd-dynamics"
+
+
+class Params(ChapterParams):
+    # the oracle language (fixed across seeds: it is the test bed)
+    language_seed: int = Field(0, ge=0)
+    n_states: int = Field(ge=2, le=512)
+    vocab_size: int = Field(ge=2, le=26)
+    length: int = Field(ge=4, le=256, description="symbols per string")
+    branching: int = Field(ge=1, description="successor states per hidden state")
+    emissions: int = Field(ge=1, description="symbols each hidden state can emit")
+    golden_strings: int = Field(ge=16, description="held-out oracle strings for the golden metric")
+    batch_size: int = Field(ge=1, le=4096)
+    lr: float = Field(gt=0, le=1)
+    # teacher and student of experiments 1-2
+    teacher_dim: int = Field(ge=4)
+    teacher_layers: int = Field(ge=1)
+    teacher_train_strings: int = Field(ge=8, description="oracle strings the (imperfect) teacher learns from")
+    teacher_steps: int = Field(ge=1)
+    student_dim: int = Field(ge=4)
+    student_layers: int = Field(1, ge=1)
+    # 1. divergence zoo
+    zoo_divergences: list[str] = Field(min_length=1)
+    zoo_offline_strings: int = Field(ge=8)
+    zoo_steps: int = Field(ge=1)
+    # 2. teacher hacking
+    offline_sizes: list[int] = Field(min_length=1, description="sizes of the fixed offline sets of teacher samples "
+                                                           "(the smallest is the claims' offline regime)")
+    hacking_steps: int = Field(ge=1)
+    eval_every: int = Field(ge=1)
+    # 3. capacity gap
+    capacity_teacher_dims: list[int] = Field(min_length=3)
+    capacity_teacher_layers: int = Field(ge=1)
+    capacity_teacher_steps: int = Field(ge=1)
+    capacity_student_dim: int = Field(ge=4)
+    capacity_steps: int = Field(ge=1)
+    # 4. cross-tokenizer
+    bpe_vocab: int = Field(ge=8, description="BPE vocabulary of the cross-tokenizer teacher")
+    xtok_train_strings: int = Field(ge=8)
+    xtok_teacher_dim: int = Field(ge=4)
+    xtok_teacher_steps: int = Field(ge=1)
+    xtok_student_dim: int = Field(ge=4)
+    xtok_steps: int = Field(ge=1)
+    xtok_val_strings: int = Field(ge=8, description="oracle strings that pick ALM's tau and ULD's weight")
+    alm_temperatures: list[float] = Field([1.0, 4.0], min_length=1,
+                                          description="candidate taus of ALM's binarised chunk probabilities")
+    uld_weights: list[float] = Field([0.1, 1.0], min_length=1,
+                                     description="candidate weights of ULD's term next to cross-entropy")
+
+    PRESETS: ClassVar[dict] = {
+        "smoke": dict(seeds=[0, 1], n_states=8, vocab_size=6, length=8, branching=2, emissions=2, golden_strings=32,
+                      batch_size=16, lr=3e-3, teacher_dim=16, teacher_layers=1, teacher_train_strings=32,
+                      teacher_steps=10, student_dim=8, zoo_divergences=["forward_kl", "reverse_kl", "jsd"],
+                      zoo_offline_strings=32, zoo_steps=5, offline_sizes=[4, 16], hacking_steps=12, eval_every=2,
+                      capacity_teacher_dims=[8, 16, 32], capacity_teacher_layers=1, capacity_teacher_steps=5,
+                      capacity_student_dim=8, capacity_steps=5, bpe_vocab=16, xtok_train_strings=32,
+                      xtok_teacher_dim=16, xtok_teacher_steps=6, xtok_student_dim=8, xtok_steps=6,
+                      xtok_val_strings=16),
+        # Sized to stay well under 3 minutes on 2 cores (run times vary by 10-15% between runs).
+        "cpu": dict(seeds=[0, 1, 2, 3], n_states=16, vocab_size=12, length=16, branching=3, emissions=3,
+                    golden_strings=256, batch_size=32, lr=3e-3, teacher_dim=32, teacher_layers=1,
+                    teacher_train_strings=256, teacher_steps=300, student_dim=16, zoo_divergences=list(DIVERGENCES),
+                    zoo_offline_strings=512, zoo_steps=80, offline_sizes=[16, 64], hacking_steps=260, eval_every=20,
+                    capacity_teacher_dims=[8, 16, 32, 64], capacity_teacher_layers=1, capacity_teacher_steps=150,
+                    capacity_student_dim=16, capacity_steps=300, bpe_vocab=48, xtok_train_strings=256,
+                    xtok_teacher_dim=32, xtok_teacher_steps=300, xtok_student_dim=16, xtok_steps=150,
+                    xtok_val_strings=128),
+        # Larger language and models, longer training. Tiny transformers are launch-bound on a GPU (several ms a
+        # step, like the CPU), so the budget is counted in steps: about 3.5x the cpu profile's, which we estimate
+        # at 8-9 minutes on one H200. Not yet measured there.
+        "gpu": dict(seeds=[0, 1, 2, 3], n_states=32, vocab_size=16, length=24, branching=3, emissions=3,
+                    golden_strings=1024, batch_size=64, lr=2e-3, teacher_dim=128, teacher_layers=2,
+                    teacher_train_strings=512, teacher_steps=600, student_dim=32, zoo_divergences=list(DIVERGENCES),
+                    zoo_offline_strings=2048, zoo_steps=250, offline_sizes=[32, 128], hacking_steps=500,
+                    eval_every=25, capacity_teacher_dims=[16, 32, 64, 128, 256], capacity_teacher_layers=2,
+                    capacity_teacher_steps=400, capacity_student_dim=32, capacity_steps=800, bpe_vocab=96,
+                    xtok_train_strings=512, xtok_teacher_dim=128, xtok_teacher_steps=600, xtok_student_dim=32,
+                    xtok_steps=500, xtok_val_strings=512),
+    }
+
+    @field_validator("zoo_divergences")
+    @classmethod
+    def _known_divergences(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(DIVERGENCES))
+        if unknown:
+            raise ValueError(f"unknown divergences {unknown}; allowed: {', '.join(DIVERGENCES)}")
+        return value
+
+    @field_validator("capacity_teacher_dims")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if sorted(set(value)) != value:
+            raise ValueError("capacity_teacher_dims must be strictly increasing")
+        return value
+
+    @field_validator("teacher_dim", "student_dim", "capacity_teacher_dims", "capacity_student_dim", "xtok_teacher_dim",
+                     "xtok_student_dim")
+    @classmethod
+    def _even_widths(cls, value):
+        widths = value if isinstance(value, list) else [value]
+        if any(d < 4 or d % 2 for d in widths):
+            raise ValueError("model widths must be even and >= 4 (the models have 2 attention heads)")
+        return value
+
+    @field_validator("alm_temperatures", "uld_weights")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(v <= 0 for v in value):
+            raise ValueError("candidates must be > 0")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.branching > self.n_states or self.emissions > self.vocab_size:
+            raise ValueError("branching must be <= n_states and emissions <= vocab_size")
+        if sorted(set(self.offline_sizes)) != self.offline_sizes or self.offline_sizes[0] < 2:
+            raise ValueError("offline_sizes must be strictly increasing and >= 2")
+        if self.eval_every > self.hacking_steps:
+            raise ValueError(f"eval_every ({self.eval_every}) must be <= hacking_steps ({self.hacking_steps})")
+        return self
+
+
+def hacking_arms(p: Params) -> list[tuple[str, str, int | None, str]]:
+    """(name, regime, offline set size, teacher) of every teacher-hacking run.
+
+    ``oracle{n}`` is the control: the same offline regime with the oracle itself as the teacher, so
+    that a turn-up there is plain overfitting of a finite set, not hacking of a teacher's errors.
+    """
+    small = p.offline_sizes[0]
+    return ([(f"offline{n}", "offline", n, "teacher") for n in p.offline_sizes]
+            + [(f"oracle{small}", "offline", small, "oracle"), ("online", "online", None, "teacher"),
+               ("on_policy", "on_policy", None, "teacher")])
