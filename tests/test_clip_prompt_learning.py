@@ -271,10 +271,10 @@ def test_gpa_equals_averaged_model_and_explicit_average(bed, model):
             for p in learner.prompts().values():
                 p.add_(torch.randn(p.shape, generator=gen(100 + epoch)))
         snapshots.append({k: v.detach().clone() for k, v in learner.prompts().items()})
-        gpa.update(learner)
+        gpa.update(learner, epoch)
         reference.update_parameters(learner)
     with pytest.raises(ValueError, match="epochs"):
-        gpa.update(learner)
+        gpa.update(learner, 6)
     gpa.load_into(learner)
     averaged = dict(reference.module.named_parameters())
     for name, p in learner.prompts().items():
@@ -452,11 +452,13 @@ def test_gpa_after_step_updates_at_the_end_of_each_epoch():
     clip = toyclip.tiny_clip(len(bed_.tokenizer), 16, 8, 16, 2, 2, 16).eval().requires_grad_(False)
     learner = pl.coop(clip, bed_.tokenizer, bed_.classnames[:2])
     trainee = pl.PromptTrainee(learner, pl.GaussianPromptAggregation(learner, pl.gaussian_weights(3, 2.0, 1.0)))
-    after_step, epochs = pl.gpa_after_step(3), []
+    after_step, updates = pl.gpa_after_step(3), []
+    trainee.gpa.update = lambda learner, epoch: updates.append(epoch)  # record which epochs end where
     for step in range(9):
         after_step(trainee, step)
-        epochs.append(int(trainee.gpa.epoch))
-    assert epochs == [0, 0, 1, 1, 1, 2, 2, 2, 3]
+        updates.append(f"step {step}")
+    assert updates == ["step 0", "step 1", 0, "step 2", "step 3", "step 4", 1, "step 5", "step 6", "step 7", 2,
+                       "step 8"]
     pl.gpa_after_step(3)(pl.PromptTrainee(learner), 2)  # no GPA: nothing to update
     with pytest.raises(ValueError, match="steps_per_epoch"):
         pl.gpa_after_step(0)

@@ -212,3 +212,28 @@ def test_a_stack_refuses_models_of_different_shapes():
 
     with pytest.raises(ValueError, match="one architecture"):
         Stack([torch.nn.Linear(2, 1), torch.nn.Linear(3, 1)])
+
+
+def test_a_stack_keeps_frozen_parameters_frozen():
+    from distillbook.core.training import Stack
+
+    models = [_mlp(k) for k in range(2)]
+    for m in models:
+        m[0].requires_grad_(False)
+    stack = Stack(models)
+    trainable = {n for n, p in stack.named_parameters() if p.requires_grad}
+    assert trainable == {"2__weight", "2__bias"}
+
+
+def test_logged_extras_are_means_over_the_steps_that_reported_them():
+    model = torch.nn.Linear(1, 1)
+
+    def loss_fn(m, batch, step):
+        extras = {"every": float(step)}
+        if step % 2 == 0:  # a player that moves every other step
+            extras["even"] = float(step)
+        return m(batch).pow(2).mean(), extras
+
+    result = fit(model, loss_fn, lambda g: torch.randn(4, 1, generator=g), steps=6, seed=0, eval_every=3,
+                 optimizer=torch.optim.SGD(model.parameters(), lr=0.01), progress=False)
+    assert result.column("every") == [1.0, 4.0] and result.column("even") == [1.0, 4.0]  # (0+2)/2, 4/1

@@ -10,7 +10,7 @@
   experiments, records its numbers with ``run.record`` and returns what the figures show (samples, images);
 - ``claims``: ``claims(p) -> tuple[Claim, ...]`` (the papers' claims with their margins), ``evaluate_claims(run)
   -> list[dict]`` (the verdicts from the recorded per-seed numbers), ``record_health(run)`` (the test-bed
-  health table), ``glue_values(run, bed) -> dict[str, float]`` (every number the prose cites) and
+  health table), ``glue_values(run, bed) -> dict[str, float | str]`` (every number or phrase the prose glues) and
   ``summary_markdown(run, results) -> str``;
 - ``figures``: ``plot_*`` functions returning matplotlib figures.
 

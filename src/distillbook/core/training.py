@@ -80,7 +80,8 @@ def fit(
     """Train ``model`` for ``steps`` steps; return the evaluation history.
 
     ``evaluate(model)`` runs every ``eval_every`` steps and after the last
-    step (in eval mode, without gradients). ``checkpoint`` names a file: the
+    step (in eval mode, without gradients). Each logged row holds the mean loss since the previous row and
+    the mean of each extra ``loss_fn`` returned (over the steps that returned it). ``checkpoint`` names a file: the
     run resumes from it if present, saves to it every ``checkpoint_every``
     steps and at the end, so calling ``fit`` again on a finished run returns
     its result without training. ``after_step(model)`` runs after every optimiser step (an EMA update,
@@ -111,10 +112,11 @@ def fit(
         _set_global_rng(state["global_rng"])
         result = FitResult(history=state["history"], steps=state["step"])
         start = state["step"]
-        running, count = state["running_loss"]
+        running, count, extra_sums = state["running_loss"]
     else:
         seed_everything(seed)
         running, count = 0.0, 0  # loss summed since the last logged row
+        extra_sums: dict[str, list[float]] = {}  # each extra's [sum, count] since the last logged row
 
     bar = tqdm(total=steps, initial=start, desc=desc, file=sys.stdout, ascii=True,
                mininterval=5.0, ncols=80, disable=not progress or start == steps)
@@ -134,11 +136,14 @@ def fit(
             with torch.no_grad():
                 after_step_at(model, step=step)
         running, count = running + loss.item(), count + 1
+        for k, v in extras.items():  # an extra reported on some steps only (a TTUR player) averages over those
+            total = extra_sums.setdefault(k, [0.0, 0])
+            total[0], total[1] = total[0] + float(v), total[1] + 1
         bar.update(1)
         done = step + 1
         if (eval_every and done % eval_every == 0) or done == steps:
-            row = {"step": done, "loss": running / count, **{k: float(v) for k, v in extras.items()}}
-            running, count = 0.0, 0
+            row = {"step": done, "loss": running / count, **{k: s / n for k, (s, n) in extra_sums.items()}}
+            running, count, extra_sums = 0.0, 0, {}
             if evaluate is not None:
                 row.update(_evaluate(model, evaluate))
             result.history.append(row)
@@ -147,7 +152,7 @@ def fit(
                 tracker.log({f"{desc}/{k}": v for k, v in row.items()})
         result.steps = done
         if ckpt_path is not None and (done % checkpoint_every == 0 or done == steps):
-            _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps, (running, count))
+            _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps, (running, count, extra_sums))
     bar.close()
     if steps == 0 and evaluate is not None:
         result.history.append({"step": 0, **_evaluate(model, evaluate)})
@@ -190,7 +195,7 @@ class Stack(torch.nn.Module):
         params, buffers = torch.func.stack_module_state(models)
         self.names = list(params)
         for name, value in params.items():
-            self.register_parameter(name.replace(".", "__"), torch.nn.Parameter(value))
+            self.register_parameter(name.replace(".", "__"), torch.nn.Parameter(value, requires_grad=value.requires_grad))
         for name, value in buffers.items():
             self.register_buffer(name.replace(".", "__"), value)
         self.buffer_names = list(buffers)

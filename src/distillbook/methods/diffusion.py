@@ -30,6 +30,8 @@ METHODS = {
     "denoising score matching (teachers, priors, fake scores)": ("denoising_loss", None),
     "classifier-free guidance": ("cfg", None),
     "guided prediction of a class-conditional denoiser": ("guided", None),
+    "conditional and unconditional predictions in one call": ("cond_and_uncond", None),
+    "label dropout to the null class (CFG training)": ("drop_labels", None),
 }
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 
@@ -160,6 +162,21 @@ def guided(net: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Ten
         return net(x_t, t, labels)
     if scale == 0.0:
         return net(x_t, t, None)
-    both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, net.n_classes)]))
-    cond, uncond = both.chunk(2)
+    cond, uncond = cond_and_uncond(net, x_t, t, labels)
     return cfg(uncond, cond, scale)
+
+
+def null_labels(labels: torch.Tensor, null_class: int) -> torch.Tensor:
+    """The null (unconditional) label for every sample: class ``null_class`` (``net.n_classes``)."""
+    return torch.full_like(labels, null_class)
+
+
+def drop_labels(labels: torch.Tensor, drop: torch.Tensor, null_class: int) -> torch.Tensor:
+    """Classifier-free guidance training: the labels where ``drop`` is true become the null class."""
+    return torch.where(drop, null_labels(labels, null_class), labels)
+
+
+def cond_and_uncond(net: nn.Module, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor):
+    """(net(x_t, t, y), net(x_t, t, null)) in one batched call."""
+    both = net(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([labels, null_labels(labels, net.n_classes)]))
+    return both.chunk(2)

@@ -34,13 +34,14 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from distillbook.methods.diffusion import Schedule, denoising_loss, guided
+from distillbook.methods.diffusion import Schedule, denoising_loss, drop_labels, guided
 from distillbook.methods.score_distillation import surrogate, vsd
 from distillbook.models.denoiser import Generator, frozen
 
 METHODS = {
     "DMD2 distribution-matching gradient": ("dmd_loss", 50),
-    "DMD2 two time-scale update rule (TTUR), one step of the two-player game": ("distillation_loss", 50),
+    "DMD2 two time-scale update rule (TTUR): which steps move the generator": ("Arm", 50),
+    "one step of the two-player game (fake score, GAN head, generator)": ("distillation_loss", 50),
     "DMD2 GAN term, discriminator side": ("gan_discriminator_loss", 50),
     "DMD2 GAN term, generator side": ("gan_generator_loss", 50),
     "SwiftBrush one-step student with a LoRA fake score": ("Student", 19),
@@ -60,7 +61,8 @@ def dmd_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> t
 
     With p = x - x0_hat from each denoiser,
         g = (p_real - p_fake) / mean_d |p_real| = (x0_fake - x0_real) / mean_d |x - x0_real|,
-    and the surrogate 1/2 || x - sg(x - g) ||^2 has gradient g with respect to x. Unnormalised,
+    and the surrogate 1/2 || x - sg(x - g) ||^2 (averaged over the batch of n) has gradient g / n with
+    respect to x. Unnormalised,
     g = (sigma_t^2 / alpha_t) (s_fake - s_real) = (sigma_t^2 / alpha_t^2) grad_x KL(q_t || p_t) per sample.
     """
     with torch.no_grad():
@@ -146,6 +148,18 @@ class Arm:
     fake_scale: float = 1.0     # fake-score guidance; 0 = unconditional fake score (Zero-CFG)
     lora_rank: int | None = None  # SwiftBrush: the fake score is a LoRA copy of the teacher
     timesteps: tuple[int, ...] = (749,)  # the generator's timesteps; several make a few-step generator
+
+    def __post_init__(self):
+        if self.method not in ("dmd", "vsd", "sds", "sid", "sim"):
+            raise ValueError(f"Arm.method must be 'dmd', 'vsd', 'sds', 'sid' or 'sim', got {self.method!r}")
+        if self.ratio < 1:
+            raise ValueError(f"Arm.ratio (fake-score updates per generator update) must be >= 1, got {self.ratio}")
+        if self.lr <= 0 or (self.fake_lr is not None and self.fake_lr <= 0):
+            raise ValueError(f"Arm.lr and Arm.fake_lr must be > 0, got {self.lr} and {self.fake_lr}")
+        if self.gan and self.method == "sds":
+            raise ValueError("Arm.gan needs a fake score to read features from; method 'sds' has none")
+        if not self.timesteps:
+            raise ValueError("Arm.timesteps needs at least one timestep")
 
     def moves_generator(self, step: int) -> bool:
         """TTUR: the generator moves in steps 0, ratio, 2 ratio, ...; the fake score in every step."""
@@ -236,8 +250,7 @@ def distillation_loss(student: Student, batch: dict, step: int, teacher: torch.n
         x_t = schedule.add_noise(x_detached, noise_f, t_f)
         train_labels = fake_labels
         if fake_labels is not None:
-            dropped = torch.full_like(fake_labels, teacher.n_classes)
-            train_labels = torch.where(batch["fake_dropout"], dropped, fake_labels)
+            train_labels = drop_labels(fake_labels, batch["fake_dropout"], teacher.n_classes)
         # L_fake = E || fake(alpha_t sg(x) + sigma_t eps, t, y) - target(sg(x), eps, t) ||^2
         loss = denoising_loss(student.fake(x_t, t_f, train_labels), schedule.target(x_detached, noise_f, t_f))
     if student.head is not None:  # DMD2's GAN: the head reads the fake score's features, real vs generated
@@ -297,4 +310,4 @@ def student_optimizer(student: Student, arm: Arm) -> torch.optim.Optimizer:
     others = [q for n, q in student.named_parameters()
               if not n.startswith(("generator.", "ema.")) and q.requires_grad]
     return torch.optim.Adam([{"params": list(student.generator.parameters())},
-                             {"params": others, "lr": arm.fake_lr or arm.lr}], lr=arm.lr, betas=(0.0, 0.999))
+                             {"params": others, "lr": arm.lr if arm.fake_lr is None else arm.fake_lr}], lr=arm.lr, betas=(0.0, 0.999))

@@ -264,7 +264,7 @@ def promptsrc_loss(logits, labels, text_features, frozen_text_features, image_fe
     l1_text = F.l1_loss(text_features, frozen_text_features.detach())
     l1_image = F.l1_loss(image_features, frozen_image_features.detach())
     kl = kl_to_zero_shot(logits, zero_shot_logits)
-    # L = CE + 25 L1_text + 10 L1_image + KL(p_zs || p~)
+    # L = CE + lambda_text L1_text + lambda_image L1_image + lambda_kl KL(p_zs || p~)   (paper: 25, 10, 1)
     loss = ce + text_weight * l1_text + image_weight * l1_image + kl_weight * kl
     return loss, {"ce": ce.item(), "l1_text": l1_text.item(), "l1_image": l1_image.item(), "kl": kl.item()}
 
@@ -302,15 +302,15 @@ def gaussian_weights(n_epochs: int, mean: float, std: float) -> torch.Tensor:
 
 
 class GaussianPromptAggregation(nn.Module):
-    """GPA: call ``update(learner)`` once per epoch; ``load_into(learner)`` sets sum_e a_e * prompts_e.
+    """GPA: call ``update(learner, epoch)`` at the end of each epoch (0-based); ``load_into(learner)`` sets
+    sum_e a_e * prompts_e.
 
-    A module whose running sums and epoch count are buffers, so a checkpoint of a module holding it (and the
-    learner) resumes the aggregation exactly."""
+    A module whose running sums are buffers, so a checkpoint of a module holding it (and the learner) resumes
+    the aggregation exactly; the epoch comes from ``fit``'s step (:func:`gpa_after_step`)."""
 
     def __init__(self, learner: PromptLearner, weights: torch.Tensor):
         super().__init__()
         self.register_buffer("weights", weights.to(torch.float64))
-        self.register_buffer("epoch", torch.zeros((), dtype=torch.long))
         self.names = list(learner.prompts())
         for name, p in learner.prompts().items():
             self.register_buffer(self._key(name), torch.zeros_like(p, dtype=torch.float64))
@@ -320,14 +320,13 @@ class GaussianPromptAggregation(nn.Module):
         return "sum__" + name.replace(".", "__")
 
     @torch.no_grad()
-    def update(self, learner: PromptLearner) -> None:
-        if int(self.epoch) >= len(self.weights):
-            raise ValueError(f"GPA has weights for {len(self.weights)} epochs; update was called once more")
-        a = self.weights[int(self.epoch)]
+    def update(self, learner: PromptLearner, epoch: int) -> None:
+        if not 0 <= epoch < len(self.weights):
+            raise ValueError(f"GPA has weights for epochs 0..{len(self.weights) - 1}, got epoch {epoch}")
+        a = self.weights[epoch]
         for name, p in learner.prompts().items():
             # S <- S + a_e * P_e
             getattr(self, self._key(name)).add_(a * p.double())
-        self.epoch += 1
 
     @torch.no_grad()
     def load_into(self, learner: PromptLearner) -> None:
@@ -344,7 +343,7 @@ def gpa_after_step(steps_per_epoch: int):
     def after_step(trainee: PromptTrainee, step: int) -> None:
         # the epoch ends when (s + 1) is a multiple of the epoch length
         if trainee.gpa is not None and (step + 1) % steps_per_epoch == 0:
-            trainee.gpa.update(trainee.learner)
+            trainee.gpa.update(trainee.learner, epoch=(step + 1) // steps_per_epoch - 1)
     return after_step
 
 

@@ -13,7 +13,7 @@ conditional / unconditional predictions and s the guidance scale, eps_cfg = eps_
 - CSD (classifier score):            g = w(t) (s - 1) (eps_y - eps_0), no denoising term
 - CSM (TV-3DG, paper 12):            CSD at the render's DDIM inversion x_t (:func:`ddim_invert`) instead of
                                      random noise
-- BSD (PlacidDreamer, paper 68):     g = a c + (1 - a) d with c the classifier term, d the denoising term,
+- BSD (PlacidDreamer, paper 68):     g = sqrt(abar_t) (a c + (1 - a) d) with c the classifier term, d the denoising term,
                                      and a the min-norm mix, clip(<d - c, d> / ||d - c||^2, 0, 1)
 - ASD (ScaleDreamer, paper 15):      g = w(t) (eps_cfg(x_t, t) - eps_y(x_{t+dt}, t + dt)), the same noise
 - CDS (Consistent3D, paper 49):      a fixed noise, one Euler step of the probability-flow ODE from t to t'
@@ -34,7 +34,7 @@ from typing import Literal
 import torch
 from diffusers import DDIMInverseScheduler
 
-from distillbook.methods.diffusion import Schedule, cfg, denoising_loss, guided
+from distillbook.methods.diffusion import Schedule, cfg, cond_and_uncond, denoising_loss, guided, null_labels
 
 METHODS: dict[str, tuple[str, int | None]] = {
     "score-distillation method description (kind, guidance, particles, ESD lambda, CDS schedule)": ("Method", None),
@@ -50,6 +50,7 @@ METHODS: dict[str, tuple[str, int | None]] = {
     "BSD balanced score distillation (min-norm mix)": ("bsd", 68),
     "ASD asynchronous score distillation gradient (ScaleDreamer)": ("asd", 15),
     "CDS consistency distillation sampling gradient (Consistent3D)": ("cds", 49),
+    "CDS annealed t' schedule (Consistent3D)": ("cds_annealed_t_next", 49),
     "CDS probability-flow ODE Euler step": ("euler_step", 49),
     "exact finite-set denoiser (posterior mean E[x0 | x_t])": ("finite_set_x0", None),
 }
@@ -98,6 +99,14 @@ def euler_step(z: torch.Tensor, eps: torch.Tensor, sigma: torch.Tensor, sigma_ne
     """One Euler step of the probability-flow ODE in variance-exploding form: z' = z + (sigma' - sigma) eps.
     (It equals a deterministic DDIM step from t to t' on x_t = alpha_t z; the tests check this.)"""
     return z + (sigma_next - sigma) * eps
+
+
+def cds_annealed_t_next(progress: float, num_train_timesteps: int, max_gap: int, t_min: int = 20) -> int:
+    """Consistent3D's schedule for CDS's t': it falls linearly from t_max - max_gap to ``t_min`` as the run's
+    ``progress`` goes from 0 to 1, with t = t' + gap <= t_max = 0.98 T (the other methods' largest t)."""
+    # t'(progress) = hi - (hi - t_min) progress,  hi = 0.98 T - max_gap
+    hi = round(0.98 * num_train_timesteps) - max_gap
+    return round(hi - (hi - t_min) * progress)
 
 
 def cds(eps_cfg_t: torch.Tensor, eps_cfg_next: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
@@ -175,7 +184,7 @@ def ddim_invert(net, schedule: Schedule, x0: torch.Tensor, lab: torch.Tensor, n_
     for t in inverse.timesteps[:k]:
         t_batch = torch.full((len(x),), int(t), dtype=torch.long, device=x.device)
         # x_t' = alpha_t' x0_hat(x, t) + sigma_t' eps_0(x, t), the prediction made at the current level
-        x = inverse.step(net(x, t_batch, torch.full_like(lab, net.n_classes)), t, x).prev_sample
+        x = inverse.step(net(x, t_batch, null_labels(lab, net.n_classes)), t, x).prev_sample
     return x, torch.full((len(x),), int(inverse.timesteps[k - 1]), dtype=torch.long, device=x.device)
 
 
@@ -221,8 +230,7 @@ def image_gradient(schedule: Schedule, prior, method: Method, x: torch.Tensor, l
         _, sigma = schedule.coefficients(t, 2)
         # w(t) = sigma_t^2
         w = sigma ** 2
-        both = prior(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([lab, torch.full_like(lab, prior.n_classes)]))
-        eps_cond, eps_uncond = (_eps(schedule, o, x_t, t) for o in both.chunk(2))
+        eps_cond, eps_uncond = (_eps(schedule, o, x_t, t) for o in cond_and_uncond(prior, x_t, t, lab))
         # eps_cfg = eps_0 + s (eps_y - eps_0)
         eps_cfg = cfg(eps_uncond, eps_cond, method.guidance)
         if method.kind == "sds":

@@ -25,7 +25,7 @@ from diffusers.models.embeddings import get_timestep_embedding
 from torch import nn
 from torch.func import functional_call
 
-from distillbook.methods.diffusion import Schedule, denoising_loss
+from distillbook.methods.diffusion import Schedule, denoising_loss, drop_labels
 
 
 class MLPDenoiser(nn.Module):
@@ -179,7 +179,7 @@ def train_denoiser(run, name: str, net: nn.Module, schedule: Schedule, sample_da
         t = torch.randint(0, schedule.num_train_timesteps, (len(x0),), generator=gen)
         if labels is not None:
             drop = torch.rand(len(labels), generator=gen) < label_dropout
-            labels = torch.where(drop, torch.full_like(labels, net.n_classes), labels)
+            labels = drop_labels(labels, drop, net.n_classes)
         return x0, noise, t, labels
 
     def loss(m, b):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 
 # transformers imports tqdm.auto, which warns (into executed notebooks) that ipywidgets are missing.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -34,6 +35,12 @@ def symbol_logits(model: torch.nn.Module, x: torch.Tensor, n_symbols: int, bos_i
     device = next(model.parameters()).device
     ids = torch.cat([torch.full((len(x), 1), bos_id, dtype=x.dtype, device=x.device), x[:, :-1]], dim=1)
     return model(input_ids=ids.to(device)).logits[..., :n_symbols]
+
+
+def next_token_loss(model: torch.nn.Module, x: torch.Tensor, n_symbols: int, bos_id: int) -> torch.Tensor:
+    """Next-token cross-entropy of strings ``x`` (n, T), mean over positions: -mean_t log p(x_t | BOS, x_<t)."""
+    logits = symbol_logits(model, x, n_symbols, bos_id)
+    return F.cross_entropy(logits.reshape(-1, n_symbols), x.to(logits.device).reshape(-1))
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from distillbook.core.results import Run
 from distillbook.core.runtime import derived_generator, derived_seed
 from distillbook.methods import constrained, masked_diffusion, speculative, swiftkv
-from distillbook.models.lm import sample, symbol_logits, tiny_gpt2
+from distillbook.models.lm import next_token_loss, sample, symbol_logits, tiny_gpt2
 from distillbook.testbeds.grammar import HMMLanguage, golden_kl, with_bos
 
 from .params import Params
@@ -38,10 +38,6 @@ TARGET_INIT, SWIFTKV_INIT, DPARALLEL_INIT, DRAFT_INIT, DECOG_LM_INIT = range(9, 
 def _fit(run: Run, name: str, seed: int, model, loss, batches, steps: int, lr: float, params=None):
     optimizer = torch.optim.AdamW(params if params is not None else model.parameters(), lr=lr)
     return run.fit(name, seed, model, loss, batches, steps=steps, optimizer=optimizer)
-
-
-def _next_token_ce(m, x, V, bos):
-    return F.cross_entropy(symbol_logits(m, x, V, bos).reshape(-1, V), x.reshape(-1))
 
 
 # ---------------------------------------------------------------- shared models (trained once per run)
@@ -68,7 +64,7 @@ def build_bed(run: Run) -> Bed:
         return lang.sample(p.batch_size, gen)
 
     def lm_loss(m, x):
-        return _next_token_ce(m, x, V, bos)
+        return next_token_loss(m, x, V, bos)
 
     torch.manual_seed(derived_seed(seed, TARGET_INIT))
     target = tiny_gpt2(V + 1, p.target_dim, p.target_layers, max_length=p.length + p.gamma + 2)
@@ -107,7 +103,7 @@ def distillspec(run: Run, b: Bed, seed: int) -> dict:
         return b.lang.sample(p.batch_size, gen)
 
     def ce_loss(m, x):
-        return _next_token_ce(m, x, V, bos)
+        return next_token_loss(m, x, V, bos)
 
     torch.manual_seed(derived_seed(seed, DRAFT_INIT))
     draft0 = tiny_gpt2(V + 1, p.draft_dim, 1, max_length=p.length + p.gamma + 2)
@@ -310,7 +306,7 @@ def decog(run: Run, b: Bed, seed: int) -> dict:
     p = run.params
 
     def lm_loss(m, x):
-        return _next_token_ce(m, x, DG_V, DG_BOS)
+        return next_token_loss(m, x, DG_V, DG_BOS)
 
     def lm_batches(gen):
         return _dg_strings(p.batch_size, gen, p.dg_target_share)

@@ -113,7 +113,7 @@ def train_next_token(run: Run, bed: Bed, model, next_batch, steps: int, seed: in
     p = run.params
 
     def loss(m, x):
-        return F.cross_entropy(symbol_logits(m, bed, x).reshape(-1, bed.V), x.to(run.device).reshape(-1))
+        return lm.next_token_loss(m, x, bed.V, bed.bos)
 
     return run.fit(name, seed, model, loss, next_batch, steps=steps,
                    optimizer=torch.optim.AdamW(model.parameters(), lr=p.lr), **kw)

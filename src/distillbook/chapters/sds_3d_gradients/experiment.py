@@ -228,9 +228,8 @@ def object_loss(scene: Scene, batch: dict, step: int, p: Params, bed: Bed, metho
     fake_lab = labels(prompts, cams.azimuth.to(images.device))
     fake_free_lab = labels(prompts, None)  # the same prompts without the camera's view (ESD, the fake score's fit)
     if method.annealed:  # CDS: t' falls linearly over the run (Consistent3D's schedule), t = t' + gap
-        hi = round(0.98 * bed.schedule.num_train_timesteps) - p.cds_gap[1]  # t <= 0.98 T, as the other methods
-        batch = {**batch, "fixed_noise": scene.fixed_noise,
-                 "t_next": torch.full_like(batch["t"], round(hi - (hi - 20) * progress))}
+        t_next = sd.cds_annealed_t_next(progress, bed.schedule.num_train_timesteps, p.cds_gap[1])
+        batch = {**batch, "fixed_noise": scene.fixed_noise, "t_next": torch.full_like(batch["t"], t_next)}
     else:  # the ablation: SDS's random t and fresh noise, only the gradient is CDS's
         batch = {**batch, "fixed_noise": batch["noise"], "t_next": (batch["t"] - batch["gap"]).clamp(min=1)}
     loss, g = sd.score_distillation_loss(bed.schedule, bed.prior, method, x, lab, batch, fake=scene.fake,
