@@ -86,7 +86,7 @@ def test_kernel_is_quiet_but_keeps_a_chapters_own_warnings(tmp_path):
         nbformat.v4.new_code_cell("import warnings\nwarnings.warn('a chapter warns on purpose')")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     source.write_text(nbformat.writes(nb))
-    code = ("import sys; from pathlib import Path; from distillbook import pipeline; "
+    code = ("import sys; from pathlib import Path; from distillbook.core import pipeline; "
             "pipeline.execute_notebook(Path(sys.argv[1]), Path(sys.argv[2]), parameters={'x': 2})")
     proc = subprocess.run([sys.executable, "-c", code, str(source), str(target)], capture_output=True, text=True,
                           timeout=120)

@@ -60,7 +60,7 @@ def test_unrelated_module_change_stays_fresh(tree):
 
 def test_removed_module_is_stale(tree):
     root, notebook, record = tree
-    (root / "src" / "distillbook" / "metrics.py").unlink()
+    (root / "src" / "distillbook" / "core" / "metrics.py").unlink()
     state, reason = check_fresh(record, notebook)
     assert state == STALE and "removed" in reason and "metrics.py" in reason
 
