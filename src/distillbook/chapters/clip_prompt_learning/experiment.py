@@ -170,7 +170,7 @@ def train_prompts(run: Run, name: str, seed: int, learner: pl.PromptLearner, obj
 
     Base and novel test accuracy of the current prompts are evaluated ``prompt_evals`` times (no selection: the
     curves only say where training stands). Returns the learner and its curves (``base``, ``novel``, ``hm``,
-    ``loss`` and the objective's parts, from the last batch of each interval), plus, with ``gpa``,
+    ``loss`` and the objective's parts, each the mean over its evaluation interval), plus, with ``gpa``,
     ``gpa_shift`` (:func:`~distillbook.methods.prompt_learning.gpa_shift`).
     """
     p = run.params
