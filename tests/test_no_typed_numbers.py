@@ -21,7 +21,8 @@ NUMBER = re.compile(r"(?<![\w.#§])(\d+\.\d+|\d+(?:\.\d+)?\s?%)")
 PAPER_NUMBERS: dict[str, dict[str, str]] = {
     "*": {"95%": "the confidence level of every interval", "100%": "perfect accuracy, the ceiling"},
     "lm-kd-dynamics": {"2.5": "capacity-gap paper: best teacher about 2.5x the student's size"},
-    "foundations": {"2.5": "Hinton et al. §3: T in 2.5-4 works best for small nets"},
+    "foundations": {"2.5": "Hinton et al. §3: T in 2.5-4 works best for small nets",
+                    "0.72": "Hinton et al. §3: 146 -> 74 MNIST test errors of 10,000 is 0.72 points"},
     "dataset-distillation": {"0.5": "AST's expert code: loss ramp from 0.5", "0.9": "... to 0.9"},
     "clip-prompt-learning": {"0.0025": "PromptSRC's learning rate"},
 }

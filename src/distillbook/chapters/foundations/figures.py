@@ -1,4 +1,4 @@
-"""The chapter's figures: soft targets, accuracy against temperature, learning curves, ablation, omitted digit."""
+"""The chapter's figures: soft targets, accuracy against temperature, learning curves, omitted digit."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from distillbook.chapters.foundations.claims import at_temperature, curve_arms
-from distillbook.chapters.foundations.params import ablation_settings, longest_ablation
+from distillbook.chapters.foundations.claims import ACC_MARGIN, curve_arms
+from distillbook.chapters.foundations.experiment import omit_temperatures, soft_name
 from distillbook.core import claims as claims_lib
 from distillbook.core.plotting import mean_std_band, reference_band
 from distillbook.core.results import Run
@@ -16,25 +16,30 @@ from distillbook.models.mlp import predict_logits
 from distillbook.testbeds import digits
 
 
-def plot_accuracy_vs_temperature(run: Run):
-    temps = run.params.temperatures
-    fig, ax = plt.subplots(figsize=(7, 5.2), layout="constrained")
+def plot_gain_vs_temperature(run: Run):
+    """What soft targets add to every training label: each student's tail test accuracy with soft targets at T
+    minus the same student's on the labels alone, paired by seed (mean ± std over seeds), with the margin."""
+    p = run.params
+    fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
 
-    def pct(name):
-        return 100 * np.asarray(run.values(name))
+    def gain(group, temperatures):
+        hard = np.asarray(run.values(f"{group}_hard_test_acc"))
+        return 100 * np.stack([np.asarray(run.values(f"{group}_{soft_name(t)}_test_acc")) - hard
+                               for t in temperatures], axis=1)
 
-    reference_band(ax, pct("teacher_test_acc"), label="teacher (all labels)", color="k", linestyle=":")
-    reference_band(ax, pct("label_only_test_acc"), label="student, labels only", color="C3")
-    reference_band(ax, pct("pseudo_label_test_acc"), label="student, teacher's arg-max labels + unlabelled", color="C4",
-                   linestyle="-.")
-    mean_std_band(ax, temps, pct("soft_all_test_acc"), label="student, soft targets + unlabelled", color="C0")
-    mean_std_band(ax, temps, pct("soft_labelled_test_acc"), label="student, soft targets, labelled only", color="C2",
-                  marker="s")
+    wide, small = "×".join(map(str, p.wide_hidden)), "×".join(map(str, p.small_hidden))
+    mean_std_band(ax, p.wide_temperatures(), gain("wide", p.wide_temperatures()), label=f"{wide} student", color="C0")
+    mean_std_band(ax, p.temperatures, gain("small", p.temperatures), label=f"{small} student", color="C1", marker="s")
+    teacher_gap = 100 * (np.asarray(run.values("teacher_test_acc")) - np.asarray(run.values("wide_hard_test_acc")))
+    ax.axhline(teacher_gap.mean(), color="k", linestyle=":", label=f"teacher, over the {wide} student alone")
+    ax.axhline(0, color="0.3", linewidth=1)
+    ax.axhline(100 * ACC_MARGIN, color="0.5", linestyle="--", linewidth=1, label="margin of the claims")
+    ticks = sorted(set(p.temperatures) | set(p.wide_temperatures()))
     ax.set_xscale("log", base=2)
-    ax.set_xticks(temps, [f"{t:g}" for t in temps])
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.set_xlabel("distillation temperature T")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"Student accuracy vs temperature ({run.params.labelled_per_class} labels per class)")
+    ax.set_ylabel("accuracy gain over labels alone (points)")
+    ax.set_title("What soft targets add to every training label (paired by seed)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=8)
     return fig
 
@@ -67,57 +72,32 @@ def plot_soft_targets(teacher: torch.nn.Module, data: digits.Digits, temperature
 
 
 def plot_learning_curves(run: Run):
-    """Test accuracy against training step for every arm the claims read as a curve (mean ± std over seeds)."""
-    p = run.params
-    base_steps = run.values("curve_steps")[0]
-    longer = longest_ablation(p)
-    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
-    for k, (label, name, t) in enumerate(curve_arms(p)):
-        per_seed = run.values(name) if t is None else at_temperature(run, name, t)
-        steps = base_steps if name.startswith(("label_only", "pseudo", "soft_")) else \
-            run.values(f"ablation_steps{longer}_curve_steps")[0]
-        mean_std_band(ax, steps, 100 * np.asarray(per_seed), label=label, color=f"C{k}", marker=None,
-                      linestyle="--" if name.startswith("ablation") else "-")
-    ax.axvspan(base_steps[-2 * claims_lib.WINDOW] if len(base_steps) >= 2 * claims_lib.WINDOW else base_steps[0],
-               base_steps[-1], color="0.9", zorder=0, label="the two windows the convergence check compares")
-    ax.set_xlabel("student training step")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Student learning curves (mean ± std over seeds)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=8)
-    return fig
-
-
-def plot_soft_vs_argmax_ablation(run: Run):
-    """Soft targets (T = mnist_temperature) against arg-max labels on the full transfer set, per student setting."""
-    import pandas as pd
-    import seaborn as sns
-
-    p = run.params
-    base = f"{'x'.join(map(str, p.student_hidden))} units, {p.student_steps} steps"
-    settings = [(base, run.values("pseudo_label_test_acc"),
-                 at_temperature(run, "soft_all_test_acc", p.mnist_temperature))]
-    for label, hidden, steps in ablation_settings(p):
-        settings.append((f"{'x'.join(map(str, hidden))} units, {steps} steps",
-                         run.values(f"ablation_{label}_argmax_test_acc"), run.values(f"ablation_{label}_soft_test_acc")))
-    rows = [{"student": name, "targets": arm, "test accuracy (%)": 100 * v}
-            for name, hard, soft in settings
-            for arm, values in (("teacher's arg-max labels", hard), (f"soft targets, T = {p.mnist_temperature:g}", soft))
-            for v in values]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    sns.pointplot(data=pd.DataFrame(rows), x="student", y="test accuracy (%)", hue="targets", errorbar="sd",
-                  dodge=0.3, linestyle="none", capsize=0.1, ax=ax)
-    ax.set_xlabel("student setting")
-    ax.set_title("Soft targets vs arg-max labels on the full transfer set (mean ± std)")
-    ax.legend(fontsize=8, loc="lower right")
+    """Test accuracy against training step for every arm the claims read as a curve (mean ± std over seeds),
+    one panel per student group; the grey band marks the two windows the convergence check compares."""
+    panels = curve_arms(run.params)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.4), layout="constrained")
+    for ax, (panel, arms) in zip(axes, panels.items()):
+        group = arms[0][1].split("_")[0]
+        steps = run.values(f"{group}_curve_steps")[0]
+        for k, (label, name) in enumerate(arms):
+            mean_std_band(ax, steps, 100 * np.asarray(run.values(name)), label=label, color=f"C{k}", marker=None)
+        first = steps[-2 * claims_lib.WINDOW] if len(steps) >= 2 * claims_lib.WINDOW else steps[0]
+        ax.axvspan(first, steps[-1], color="0.9", zorder=0)
+        ax.set_title(panel, fontsize=10)
+        ax.set_xlabel("student training step")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.set_ylabel("test accuracy (%)")
+    fig.suptitle("Student learning curves (mean ± std over seeds)")
     return fig
 
 
 def plot_omitted_class(run: Run):
-    temps = run.params.temperatures
+    """Accuracy on the digit the student never saw, raw and after the bias shift, at each temperature."""
+    temps = omit_temperatures(run.params)
     fig, ax = plt.subplots(figsize=(7, 4.2))
     k = run.params.omit_class
-    mean_std_band(ax, temps, 100 * np.asarray(run.values("omit_class_adjusted_acc")), label="after bias shift (chosen on val)",
-                  color="C0")
+    mean_std_band(ax, temps, 100 * np.asarray(run.values("omit_class_adjusted_acc")),
+                  label="after bias shift (chosen on validation)", color="C0")
     mean_std_band(ax, temps, 100 * np.asarray(run.values("omit_class_raw_acc")), label="raw", color="C1", marker="s")
     ax.axhline(10, color="gray", linestyle=":", label="chance (10%)")
     ax.set_xscale("log", base=2)
