@@ -54,3 +54,28 @@ def test_repeated_splits_redraw_the_test_set_and_keep_splits_disjoint():
     expected = digits.TEST_SIZE * torch.bincount(all_y) / len(all_y)
     counts = torch.bincount(redrawn.test.y, minlength=digits.N_CLASSES)
     assert ((counts - expected).abs() <= 1).all(), "stratified: each digit in proportion"
+
+
+def test_a_students_training_does_not_depend_on_the_other_arms_of_its_stack(scratch):
+    """Every arm draws its batches from the same random numbers and gets only its own gradient, so an arm
+    trains the same alone, twice in one stack, or beside different arms (the paired comparison the claims read)."""
+    from distillbook.chapters import foundations
+    from distillbook.chapters.foundations.experiment import Arm, train_students
+    from distillbook.core.results import Run
+    from distillbook.models.mlp import predict_logits
+
+    params = foundations.Params.for_profile("smoke", seeds=[0], wide_steps=30)
+    run = Run("foundations", params)
+    data = digits.load(0, test_seed=0)
+    few = data.train.subset(digits.labelled_subset(data.train, 2, 0))
+    v = torch.randn(len(data.train), digits.N_CLASSES, generator=torch.Generator().manual_seed(0))
+    soft = Arm("soft", data.train, data.train, v, 4.0)
+    alone, _, _ = train_students(run, data, 0, "alone", [soft], [8], 30)
+    twice, curves, _ = train_students(run, data, 0, "twice", [soft, Arm("soft_copy", data.train, data.train, v, 4.0)],
+                                      [8], 30)
+    mixed, _, _ = train_students(run, data, 0, "mixed", [Arm("few", few), soft,
+                                                         Arm("few_unlabelled", few, data.train, v)], [8], 30)
+    out = [predict_logits(m, data.test.x) for m in (alone[0], twice[0], twice[1], mixed[1])]
+    for other in out[1:]:
+        torch.testing.assert_close(other, out[0], rtol=1e-4, atol=1e-4)
+    assert curves["soft"] == curves["soft_copy"]

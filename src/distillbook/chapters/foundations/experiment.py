@@ -14,6 +14,7 @@ from distillbook.core.metrics import accuracy
 from distillbook.core.results import Run
 from distillbook.core.runtime import derived_seed
 from distillbook.core.training import Stack
+from distillbook.models.convnet import ConvNet
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.testbeds import digits
 
@@ -40,11 +41,12 @@ def build_bed(run: Run) -> Bed:
 
 
 def train_teacher(run: Run, data: digits.Digits, seed: int) -> torch.nn.Module:
-    """A wide MLP trained with cross-entropy on every training label, with dropout and jittered inputs
-    (the regularisers of the paper's MNIST teacher, which its students do without)."""
+    """A small ConvNet trained with cross-entropy on every training label and jittered inputs: a teacher
+    regularised in ways its students are not, as the paper's was (it used dropout and jitter)."""
     p = run.params
     torch.manual_seed(derived_seed(seed, TEACHER_INIT))
-    teacher = mlp(64, p.teacher_hidden, digits.N_CLASSES, dropout=p.teacher_dropout).to(run.device)
+    teacher = ConvNet((1, *digits.IMAGE_SHAPE), digits.N_CLASSES, width=p.teacher_width,
+                      depth=p.teacher_depth).to(run.device)
     x, y = data.train.x.to(run.device), data.train.y.to(run.device)
 
     def batch(gen):
@@ -66,13 +68,14 @@ def train_teacher(run: Run, data: digits.Digits, seed: int) -> torch.nn.Module:
 class Arm:
     """What one student learns from: cross-entropy on ``labelled``, plus (with a ``transfer`` set and the
     teacher's logits on it) a term on the teacher's outputs: soft targets at ``temperature``, or its
-    arg-max labels when ``temperature`` is None."""
+    arg-max labels when ``temperature`` is None; ``alpha`` overrides the run's weight of that term."""
 
     name: str
     labelled: digits.Split
     transfer: digits.Split | None = None
     teacher_logits: torch.Tensor | None = None
     temperature: float | None = None
+    alpha: float | None = None
 
     def __post_init__(self):
         if (self.transfer is None) != (self.teacher_logits is None):
@@ -109,10 +112,10 @@ def _padded(tensors: list[torch.Tensor]) -> torch.Tensor:
 def train_students(run: Run, data: digits.Digits, seed: int, group: str, arms: list[Arm], hidden: list[int],
                    steps: int) -> tuple[list[torch.nn.Module], dict[str, list[float]], list[int]]:
     """One student per arm, all from the same initialisation, trained together as one :class:`Stack` (one
-    ``fit``; each student gets exactly its own gradient, so the numbers are those of training it alone).
+    ``fit``; each student gets exactly its own gradient). The learning rate decays to 0 on a cosine.
 
-    Each step every student draws its own batch of ``batch_size`` images (labelled and transfer, when the two
-    sets differ).
+    Each step every student reads ``batch_size`` images of its labelled set (and as many of its transfer set,
+    when the two differ), drawn with the same random numbers for every arm.
     Returns the trained students, each arm's test-accuracy curve, and the steps the curves were read at.
     """
     p: Params = run.params
@@ -129,24 +132,29 @@ def train_students(run: Run, data: digits.Digits, seed: int, group: str, arms: l
     x_t, v_t = _padded([t.x for t, _ in transfers]).to(device), _padded([v for _, v in transfers]).to(device)
     sizes = torch.tensor([[len(a.labelled), len(t)] for a, (t, _) in zip(arms, transfers)], dtype=torch.float32)
     temperature = torch.tensor([1.0 if a.temperature is None else a.temperature for a in arms], device=device)
-    alpha = torch.tensor([0.0 if a.transfer is None else p.alpha for a in arms], device=device)
+    alpha = torch.tensor([0.0 if a.transfer is None else p.alpha if a.alpha is None else a.alpha for a in arms],
+                         device=device)
     argmax = torch.tensor([a.transfer is not None and a.temperature is None for a in arms], device=device)
-    rows = torch.arange(len(arms))[:, None]
+    rows = torch.arange(len(arms), device=device)[:, None]
 
-    # when every arm's transfer set is its labelled set (or absent), both terms read the same images, as in
-    # the paper's MNIST distillation; otherwise each arm draws a labelled and a transfer batch
-    shared = all(a.transfer is None or a.transfer is a.labelled for a in arms)
+    # An arm whose transfer set is its labelled set (or absent) reads both terms on the same images, as in the
+    # paper's MNIST distillation; the others draw a labelled and a transfer batch. Every arm draws from the same
+    # uniform numbers, so arms on the same sets see the same images in the same order (a paired comparison).
+    same_images = torch.tensor([a.transfer is None or a.transfer is a.labelled for a in arms], device=device)
+    split = not bool(same_images.all())  # forward a separate transfer batch only if some arm needs one
 
     def batch(gen):
-        picks = (torch.rand(len(arms), 2, n, generator=gen) * sizes[:, :, None]).long()
-        i, j = picks[:, 0], picks[:, 0] if shared else picks[:, 1]
-        x = x_l[rows, i] if shared else torch.cat([x_l[rows, i], x_t[rows, j]], dim=1)
+        picks = (torch.rand(2, n, generator=gen) * sizes[:, :, None]).long().to(device)  # (arms, 2, batch)
+        i, j = picks[:, 0], torch.where(same_images[:, None], picks[:, 0], picks[:, 1])
+        x = torch.cat([x_l[rows, i], x_t[rows, j]], dim=1) if split else x_l[rows, i]
         return x, y_l[rows, i], v_t[rows, j]
 
     def loss_fn(m, b):
         x, y, v = b
         z = m(x)  # (arms, batch, classes), or the labelled batch followed by the transfer batch
-        z_l, z_t = (z, z) if shared else (z[:, :n], z[:, n:])
+        z_l, z_t = (z[:, :n], z[:, n:]) if split else (z, z)
+        # an arm reading one batch takes its transfer term on the labelled images' logits
+        z_t = torch.where(same_images[:, None, None], z_l, z_t)
         hard = F.one_hot(v.argmax(-1), digits.N_CLASSES).to(v.dtype)
         targets = torch.where(argmax[:, None, None], hard, F.softmax(v / temperature[:, None, None], -1))
         return stacked_objective(z_t, targets, temperature, z_l, y, alpha)
@@ -157,8 +165,9 @@ def train_students(run: Run, data: digits.Digits, seed: int, group: str, arms: l
         z = m(test_x.expand(len(arms), *test_x.shape))
         return {f"{arm.name}_test_acc": accuracy(z[k], test_y) for k, arm in enumerate(arms)}
 
-    result = run.fit(group, seed, stack, loss_fn, batch, steps=steps,
-                     optimizer=torch.optim.AdamW(stack.parameters(), lr=p.lr, weight_decay=p.weight_decay),
+    optimizer = torch.optim.AdamW(stack.parameters(), lr=p.lr, weight_decay=p.weight_decay)
+    result = run.fit(group, seed, stack, loss_fn, batch, steps=steps, optimizer=optimizer,
+                     scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps),
                      evaluate=evaluate, eval_every=p.eval_every)
     stack.unstack(students)
     return students, {arm.name: result.column(f"{arm.name}_test_acc") for arm in arms}, result.column("step")
@@ -179,8 +188,13 @@ def soft_name(temperature: float) -> str:
 
 
 def omit_temperatures(p: Params) -> list[float]:
-    """The omitted-digit student's temperatures: the paper's (20) and T = 1, where the small probabilities vanish."""
+    """The omitted-digit student's temperatures: the paper's (20) and T = 1."""
     return sorted({1.0, p.mnist_temperature})
+
+
+def omit_arms(p: Params) -> list[str]:
+    """The omitted-digit students, in the order their metrics list them: without a teacher, then per temperature."""
+    return ["omit_labels_only"] + [f"omit_T{t:g}" for t in omit_temperatures(p)]
 
 
 def record_curves(run: Run, seed: int, group: str, curves: dict[str, list[float]], steps: list[int]) -> None:
@@ -201,31 +215,35 @@ def run_seed(run: Run, seed: int, bed: Bed) -> torch.nn.Module:
                # how often the teacher's arg-max label is the true one on its own training images
                teacher_transfer_acc=accuracy(v_full, full.y))
 
-    # The paper's comparison: the same unregularised net on every training label, with and without soft targets.
-    wide = [Arm("hard", full)] + [Arm(soft_name(t), full, full, v_full, t) for t in p.wide_temperatures()]
-    _, curves, steps = train_students(run, data, seed, "wide", wide, p.wide_hidden, p.wide_steps)
+    # The paper's comparison: the same unregularised net on every training label, with and without soft targets;
+    # and, as in the paper's MNIST-without-3s experiment, that net with one digit removed from everything it sees.
+    k = p.omit_class
+    full_wo = full.without_class(k)
+    v_full_wo = predict_logits(teacher, full_wo.x)
+    wide = ([Arm("hard", full)] + [Arm(soft_name(t), full, full, v_full, t) for t in p.wide_temperatures()]
+            + [Arm(f"{soft_name(p.mnist_temperature)}_alpha{p.diagnosis_alpha:g}", full, full, v_full,
+                   p.mnist_temperature, alpha=p.diagnosis_alpha)]
+            + [Arm("omit_labels_only", full_wo)]
+            + [Arm(f"omit_T{t:g}", full_wo, full_wo, v_full_wo, t) for t in omit_temperatures(p)])
+    students, curves, steps = train_students(run, data, seed, "wide", wide, p.wide_hidden, p.wide_steps)
     record_curves(run, seed, "wide", curves, steps)
 
     # The small net: the temperature sweep on every label; a few labels per class (alone, with soft targets on
-    # them, with the teacher's soft or arg-max targets on every training image); one digit never seen.
+    # them, with the teacher's soft or arg-max targets on every training image).
     picks = digits.labelled_subset(full, p.labelled_per_class, derived_seed(seed, LABELLED_SUBSET))
     few = full.subset(picks)
-    k = p.omit_class
-    few_wo, full_wo = few.without_class(k), full.without_class(k)
-    v_full_wo = predict_logits(teacher, full_wo.x)
     t_small = p.small_net_temperature
     small = ([Arm("hard", full)] + [Arm(soft_name(t), full, full, v_full, t) for t in p.temperatures]
              + [Arm("few", few), Arm("few_soft", few, few, predict_logits(teacher, few.x), t_small),
                 Arm("few_unlabelled_argmax", few, full, v_full),
-                Arm("few_unlabelled_soft", few, full, v_full, t_small)]
-             + [Arm(f"omit_T{t:g}", few_wo, full_wo, v_full_wo, t) for t in omit_temperatures(p)])
-    students, curves, steps = train_students(run, data, seed, "small", small, p.small_hidden, p.small_steps)
+                Arm("few_unlabelled_soft", few, full, v_full, t_small)])
+    _, curves, steps = train_students(run, data, seed, "small", small, p.small_hidden, p.small_steps)
     record_curves(run, seed, "small", curves, steps)
 
     raw, adjusted, biases = [], [], []
     is_k = data.test.y == k
-    for t in omit_temperatures(p):
-        student = students[[a.name for a in small].index(f"omit_T{t:g}")]
+    for name in omit_arms(p):
+        student = students[[a.name for a in wide].index(name)]
         test_logits = predict_logits(student, data.test.x)
         b = best_bias(predict_logits(student, data.val.x), data.val.y, k)  # the paper tuned this bias by hand
         shifted = test_logits.clone()

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from distillbook.chapters.foundations.claims import ACC_MARGIN, curve_arms
-from distillbook.chapters.foundations.experiment import omit_temperatures, soft_name
+from distillbook.chapters.foundations.experiment import omit_arms, soft_name
 from distillbook.core import claims as claims_lib
 from distillbook.core.plotting import mean_std_band, reference_band
 from distillbook.core.results import Run
@@ -30,10 +30,12 @@ def plot_gain_vs_temperature(run: Run):
     wide, small = "×".join(map(str, p.wide_hidden)), "×".join(map(str, p.small_hidden))
     mean_std_band(ax, p.wide_temperatures(), gain("wide", p.wide_temperatures()), label=f"{wide} student", color="C0")
     mean_std_band(ax, p.temperatures, gain("small", p.temperatures), label=f"{small} student", color="C1", marker="s")
-    teacher_gap = 100 * (np.asarray(run.values("teacher_test_acc")) - np.asarray(run.values("wide_hard_test_acc")))
-    ax.axhline(teacher_gap.mean(), color="k", linestyle=":", label=f"teacher, over the {wide} student alone")
+    for group, name, color in (("wide", wide, "C0"), ("small", small, "C1")):
+        lead = 100 * (np.asarray(run.values("teacher_test_acc")) - np.asarray(run.values(f"{group}_hard_test_acc")))
+        ax.axhline(lead.mean(), color=color, linestyle=":", label=f"teacher's lead over the {name} student alone")
     ax.axhline(0, color="0.3", linewidth=1)
-    ax.axhline(100 * ACC_MARGIN, color="0.5", linestyle="--", linewidth=1, label="margin of the claims")
+    ax.axhline(100 * ACC_MARGIN, color="0.5", linestyle="--", linewidth=1,
+               label="margin (a claim needs its whole interval above it)")
     ticks = sorted(set(p.temperatures) | set(p.wide_temperatures()))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
@@ -92,19 +94,24 @@ def plot_learning_curves(run: Run):
 
 
 def plot_omitted_class(run: Run):
-    """Accuracy on the digit the student never saw, raw and after the bias shift, at each temperature."""
-    temps = omit_temperatures(run.params)
+    """Accuracy on the digit the student never saw, raw and after the bias shift: without a teacher, and with
+    the teacher's soft targets at each temperature (mean ± std over seeds, one tick per seed)."""
+    p = run.params
+    arms = omit_arms(p)
+    labels = ["no teacher" if a == "omit_labels_only" else f"soft targets, T = {a.removeprefix('omit_T')}" for a in arms]
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    k = run.params.omit_class
-    mean_std_band(ax, temps, 100 * np.asarray(run.values("omit_class_adjusted_acc")),
-                  label="after bias shift (chosen on validation)", color="C0")
-    mean_std_band(ax, temps, 100 * np.asarray(run.values("omit_class_raw_acc")), label="raw", color="C1", marker="s")
+    x = np.arange(len(arms))
+    for offset, (name, label, color) in zip((-0.12, 0.12), (("omit_class_raw_acc", "raw", "C1"),
+                                                            ("omit_class_adjusted_acc", "after bias shift "
+                                                             "(chosen on validation)", "C0"))):
+        values = 100 * np.asarray(run.values(name))
+        ax.errorbar(x + offset, values.mean(0), yerr=values.std(0, ddof=1) if len(values) > 1 else None, fmt="o",
+                    capsize=4, color=color, label=label)
+        ax.plot(np.broadcast_to(x + offset, values.shape).T, values.T, "_", color=color, alpha=0.5)
     ax.axhline(10, color="gray", linestyle=":", label="chance (10%)")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(temps, [f"{t:g}" for t in temps])
+    ax.set_xticks(x, labels)
     ax.set_ylim(-3, 103)
-    ax.set_xlabel("distillation temperature T")
-    ax.set_ylabel(f"test accuracy on digit {k} (%)")
-    ax.set_title(f"A student that never saw a {k}")
+    ax.set_ylabel(f"test accuracy on digit {p.omit_class} (%)")
+    ax.set_title(f"A student that never saw a {p.omit_class}")
     ax.legend(fontsize=8)
     return fig
