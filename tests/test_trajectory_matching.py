@@ -143,3 +143,59 @@ def test_snapshot_is_detached():
     assert all(not t.requires_grad for t in snap.values())
     with pytest.raises(ValueError, match="steps"):
         unroll(model, snap, torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), torch.tensor(0.1), -1)
+
+
+def _tiny_matching(iterations, **kwargs):
+    from functools import partial
+
+    from distillbook.core.training import fit
+    from distillbook.methods.dataset_distillation import match_trajectories
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    x, y = torch.randn(30, 6), torch.randint(0, 3, (30,))
+    trajectory = expert_trajectory(model, x, y, epochs=3, lr=0.1, batch_size=10, seed=0)
+    fit_ = kwargs.pop("fit", partial(fit, seed=0, progress=False, eval_every=2))
+    return match_trajectories(model, [trajectory], x[:6].clone(), y[:6], fit=fit_, iterations=iterations,
+                              expert_span=1, max_start_epoch=1, syn_steps=2, syn_lr_init=0.05, image_lr=0.01,
+                              **kwargs)
+
+
+def test_cosine_decay_anneals_the_matching_rates_to_zero():
+    """``cosine_decay`` changes the path (annealed rates), and the images still move under it."""
+    plain, _ = _tiny_matching(6)
+    decayed, _ = _tiny_matching(6, cosine_decay=True)
+    start, _ = _tiny_matching(0)
+    assert not torch.allclose(decayed.images, start.images)
+    assert not torch.allclose(decayed.images, plain.images)  # a different (annealed) path
+
+
+def test_probe_sees_the_iterations_done_and_survives_a_resume(tmp_path):
+    """The probe runs at every log with the number of iterations finished (gradients enabled, so it may train on
+    the set); a run stopped and resumed from its checkpoint keeps the rows probed before the stop."""
+    from functools import partial
+
+    from distillbook.core.training import fit
+
+    seen = []
+
+    def probe(m, done):
+        assert torch.is_grad_enabled()
+        seen.append(done)
+        return {"probe": float(done)}
+
+    def fit_(model, loss_fn, next_batch, stop_after=None, **kw):
+        def stop(model, step):
+            if step == stop_after:
+                raise KeyboardInterrupt
+        return fit(model, loss_fn, next_batch, seed=0, progress=False, eval_every=2, checkpoint=tmp_path / "m.pt",
+                   checkpoint_every=2, after_step=stop if stop_after is not None else None, **kw)
+
+    _, whole = _tiny_matching(8, probe=probe, fit=partial(fit, seed=0, progress=False, eval_every=2))
+    assert seen == [2, 4, 6, 8] and whole.column("probe") == [2.0, 4.0, 6.0, 8.0]
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):
+        _tiny_matching(8, probe=probe, fit=partial(fit_, stop_after=4))
+    seen.clear()
+    synthetic, resumed = _tiny_matching(8, probe=probe, fit=fit_)
+    assert seen == [6, 8] and resumed.column("probe") == [2.0, 4.0, 6.0, 8.0]

@@ -25,9 +25,9 @@ The method code (experts, unroll, matching loss, herding, BN-statistics synthesi
 from distillbook.chapters.dataset_distillation import figures
 from distillbook.chapters.dataset_distillation.claims import (claims, evaluate_claims, evaluation_curves_markdown,
                                                               glue_values, matching_loss_markdown, record_health,
-                                                              summary_markdown)
+                                                              storage_markdown, summary_markdown)
 from distillbook.chapters.dataset_distillation.experiment import Bed, build_bed, run_seed
 from distillbook.chapters.dataset_distillation.params import CHAPTER, Params
 
 __all__ = ["CHAPTER", "Bed", "Params", "build_bed", "claims", "evaluate_claims", "evaluation_curves_markdown",
-           "figures", "glue_values", "matching_loss_markdown", "record_health", "run_seed", "summary_markdown"]
+           "figures", "glue_values", "matching_loss_markdown", "record_health", "run_seed", "storage_markdown", "summary_markdown"]

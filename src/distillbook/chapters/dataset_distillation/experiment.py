@@ -16,8 +16,9 @@ from distillbook.core.metrics import accuracy
 from distillbook.core.results import Run
 from distillbook.core.runtime import derived_generator, derived_seed
 from distillbook.core.training import fit
-from distillbook.methods.dataset_distillation import (expert_trajectory, herding, match_trajectories, path_length,
-                                                      soft_labels, synthesise)
+from distillbook.methods.dataset_distillation import (augmented_soft_labels, expert_trajectory, herding,
+                                                      match_trajectories, path_length, random_shift, shift_by,
+                                                      shift_offsets, soft_labels, synthesise)
 from distillbook.models.convnet import ConvNet
 from distillbook.models.mlp import mlp, predict_logits
 from distillbook.testbeds import digits, shapes
@@ -89,20 +90,6 @@ def cross_entropy(model: torch.nn.Module, batch) -> torch.Tensor:
     return F.cross_entropy(model(batch[0]), batch[1])
 
 
-def shift(x: torch.Tensor, generator: torch.Generator, max_shift: int, image_shape=(1, *digits.IMAGE_SHAPE)) -> torch.Tensor:
-    """Roll each flattened (C, H, W) image by its own random (dy, dx) in [-max_shift, max_shift] (differentiable)."""
-    if max_shift == 0:
-        return x
-    images = x.reshape(-1, *image_shape)
-    offsets = range(-max_shift, max_shift + 1)
-    choice = torch.randint(0, len(offsets) ** 2, (len(x),), generator=generator)
-    out = torch.zeros_like(images)
-    for k, (dy, dx) in enumerate((dy, dx) for dy in offsets for dx in offsets):
-        pick = (choice == k).to(x.dtype)[:, None, None, None]
-        out = out + pick * torch.roll(images, shifts=(dy, dx), dims=(2, 3))
-    return out.reshape(len(x), -1)
-
-
 # ---------------------------------------------------------------- the yardstick
 
 
@@ -133,21 +120,19 @@ def _test_curve(data: Data):
 
 
 def evaluate_set(run: Run, data: Data, x: torch.Tensor, targets: torch.Tensor | None, seed: int,
-                 relabel=None, extra_lrs: tuple[float, ...] = (), *, unroll_conditions: bool = False
-                 ) -> tuple[float, float, list[float]]:
+                 relabel=None, lrs: tuple[float, ...] | None = None) -> tuple[float, float, list[float]]:
     """(test accuracy, learning rate, test-accuracy curve) of fresh nets trained by full-batch SGD (momentum 0.9)
-    on augmented ``x``.
+    on ``x`` randomly shifted at every step (:func:`random_shift`, the augmentation MTT's unroll uses too).
 
     ``targets`` are class ids or soft labels (static); ``relabel(x_augmented)`` instead gives soft labels
-    for every augmented batch (dynamic). The rate comes from ``eval_lrs`` + ``extra_lrs``, picked on validation.
-    ``unroll_conditions``: train as trajectory matching's unroll does (plain SGD, no momentum, no shift), the
-    diagnosis of the yardstick's mismatch with the conditions the images were distilled under.
+    for every augmented batch (dynamic). The rate is picked on validation among ``lrs`` (default ``eval_lrs``);
+    a distilled set with a learned rate passes that rate alone, as MTT and AST evaluate.
     """
     p = run.params
-    max_shift, momentum = (0, 0.0) if unroll_conditions else (p.eval_shift, 0.9)
+    momentum = 0.9
 
     def batch(gen):
-        xa = shift(x, gen, max_shift, data.image_shape)
+        xa = random_shift(x, gen, p.eval_shift, data.image_shape)
         return xa, (relabel(xa) if relabel is not None else targets)
 
     def train_one(lr, k):
@@ -157,7 +142,7 @@ def evaluate_set(run: Run, data: Data, x: torch.Tensor, targets: torch.Tensor | 
                      seed=derived_seed(seed, 8, k), progress=False, evaluate=_test_curve(data), eval_every=eval_every(p))
         return net, result.column("test_acc")
 
-    return best_on_validation(run, data, (*p.eval_lrs, *extra_lrs), train_one)
+    return best_on_validation(run, data, tuple(lrs or p.eval_lrs), train_one)
 
 
 def evaluate_full(run: Run, data: Data, seed: int) -> tuple[float, float, list[float]]:
@@ -168,7 +153,7 @@ def evaluate_full(run: Run, data: Data, seed: int) -> tuple[float, float, list[f
 
     def batch(gen):
         i = torch.randint(0, len(y), (128,), generator=gen)
-        return shift(x[i], gen, p.eval_shift, data.image_shape), y[i]
+        return random_shift(x[i], gen, p.eval_shift, data.image_shape), y[i]
 
     def train_one(lr, k):
         net = new_net(p, data, derived_seed(seed, 9, k))
@@ -183,8 +168,23 @@ def evaluate_full(run: Run, data: Data, seed: int) -> tuple[float, float, list[f
 # ---------------------------------------------------------------- trajectory matching (MTT, AST)
 
 
-def experts(run: Run, data: Data, seed: int, smooth: bool) -> list:
-    """``n_experts`` SGD trajectories on the real training set; ``smooth``: AST's gradient penalty and loss ramp."""
+def augmentation(p: Params, data: Data):
+    """The one augmentation of the chapter: a random shift of up to ``eval_shift`` pixels, for the experts, the
+    matching unroll and the evaluation nets alike."""
+    return partial(random_shift, max_shift=p.eval_shift, image_shape=data.image_shape)
+
+
+MATCH_LOGS = 20  # matching-loss logs per run (each the mean over its interval of iterations)
+
+
+def match_every(p: Params) -> int:
+    return max(1, p.match_iterations // MATCH_LOGS)
+
+
+def experts(run: Run, data: Data, seed: int, smooth: bool, augmented: bool = False) -> list:
+    """``n_experts`` SGD trajectories on the real training set; ``smooth``: AST's gradient penalty and loss ramp;
+    ``augmented``: the batches randomly shifted as the unroll and the evaluation nets see their images (MTT's
+    expert buffers; the diagnosis arm, see ``Params.augment_experts``)."""
     p = run.params
     out = []
     for e in range(p.n_experts):
@@ -192,26 +192,57 @@ def experts(run: Run, data: Data, seed: int, smooth: bool) -> list:
         out.append(expert_trajectory(model, data.train.x, data.train.y, epochs=p.expert_epochs, lr=p.expert_lr,
                                      batch_size=p.expert_batch, seed=derived_seed(seed, 2, e),
                                      gradient_penalty=p.ast_penalty if smooth else 0.0,
-                                     loss_scales=p.ast_loss_ramp if smooth else ()))
+                                     loss_scales=p.ast_loss_ramp if smooth else (),
+                                     augment=augmentation(p, data) if augmented else None))
     return out
 
 
-def distil_by_matching(run: Run, data: Data, name: str, seed: int, trajectories: list, init: digits.Split):
-    """MTT from ``init``: (images, labels, learned rate, matching-loss curve)."""
+PROBES = 4  # accuracy probes along a probed matching (at each quarter of its iterations; the last is the arm's)
+
+
+def distil_by_matching(run: Run, data: Data, name: str, seed: int, trajectories: list, init: digits.Split,
+                       probe: bool = False):
+    """MTT from ``init``: (images, labels, learned rate, matching-loss curve, accuracy probes). The unroll sees the
+    images through the evaluation's random shift (a fresh draw per step), as MTT does with DSA's augmentation.
+    ``probe``: the evaluation nets also train on the images (at the rate learned so far) at every quarter of the
+    iterations but the last, whose score is the arm's own: [(iterations done, test accuracy), ...]."""
     p = run.params
+    every = match_every(p) * max(1, MATCH_LOGS // PROBES)
+
+    def accuracy_so_far(m, done: int) -> dict:
+        if done % every or done >= p.match_iterations:
+            return {}
+        acc, _, _ = evaluate_set(run, data, m.images.detach().clone(), init.y, seed,
+                                 lrs=(float(m.log_lr.detach().exp()),))
+        return {"probe_acc": acc}
+
     synthetic, result = match_trajectories(
         new_net(p, data, derived_seed(seed, 6)), trajectories, init.x, init.y,
-        fit=partial(run.fit, name, seed, eval_every=max(1, p.match_iterations // 20)),
+        fit=partial(run.fit, name, seed, eval_every=match_every(p)),
         iterations=p.match_iterations, expert_span=p.expert_span, max_start_epoch=p.max_start_epoch,
-        syn_steps=p.syn_steps, syn_lr_init=p.syn_lr_init, image_lr=p.image_lr)
-    return synthetic.images.detach(), init.y, float(synthetic.log_lr.detach().exp()), result.column("loss")
+        syn_steps=p.syn_steps, syn_lr_init=p.syn_lr_init, image_lr=p.image_lr,
+        augment=augmentation(p, data), cosine_decay=p.match_schedule == "cosine",
+        probe=accuracy_so_far if probe else None)
+    probes = [(row["step"], row["probe_acc"]) for row in result.history if "probe_acc" in row]
+    return synthetic.images.detach(), init.y, float(synthetic.log_lr.detach().exp()), result.column("loss"), probes
 
 
 # ---------------------------------------------------------------- INFER and the SRe2L-like baseline
 
 
+SYNTHESIS_LOGS = 20  # synthesis-loss logs per run (each the mean over its interval of steps)
+
+
+def synthesis_every(p: Params) -> int:
+    """Steps per synthesis-loss log: a multiple of the number of teachers, so every log averages them alike."""
+    k = len(p.teacher_hiddens)
+    return max(k, p.synthesis_steps // SYNTHESIS_LOGS // k * k)
+
+
 def train_teachers(run: Run, data: Data, seed: int) -> list[torch.nn.Module]:
-    """BatchNorm nets of several architectures trained on the real training set (frozen afterwards)."""
+    """BatchNorm nets of several architectures trained on the real training set, randomly shifted as every set is
+    at evaluation (frozen afterwards): their labels of shifted views, static or dynamic, are then those of a
+    teacher that has seen such views, as SRe2L's and INFER's teachers were trained with their augmentation."""
     p = run.params
     teachers = []
     for a, hidden in enumerate(p.teacher_hiddens):
@@ -220,7 +251,7 @@ def train_teachers(run: Run, data: Data, seed: int) -> list[torch.nn.Module]:
 
         def batch(gen):
             i = torch.randint(0, len(y), (128,), generator=gen)
-            return x[i], y[i]
+            return random_shift(x[i], gen, p.eval_shift, data.image_shape), y[i]
 
         run.fit(f"teacher{a}", seed, net, cross_entropy, batch, steps=p.teacher_steps,
                 optimizer=torch.optim.AdamW(net.parameters(), lr=3e-3))
@@ -231,11 +262,14 @@ def train_teachers(run: Run, data: Data, seed: int) -> list[torch.nn.Module]:
     return teachers
 
 
-def label_bytes(n_images: int, kind: str, steps: int, n_classes: int) -> int:
-    """Bytes to store the labels: class ids (1 byte each), static soft labels (float32 per class), or
-    dynamic soft labels (one float32 vector per image for every training step)."""
+def label_bytes(n_images: int, kind: str, steps: int, n_classes: int, n_views: int = 1) -> int:
+    """Bytes to store the labels: class ids (1 byte each), static soft labels (float32 per class), soft labels
+    for each of the augmentation's ``n_views`` views of every image (a table the dynamic labels could be read
+    from when the augmentation is finite, as a shift is), or dynamic soft labels as SRe2L stores them (one
+    vector per image for every training step, what a continuous augmentation such as a random crop needs)."""
     per_soft = n_classes * 4
-    return {"hard": n_images, "static": n_images * per_soft, "dynamic": steps * n_images * per_soft}[kind]
+    return {"hard": n_images, "static": n_images * per_soft, "per_view": n_views * n_images * per_soft,
+            "dynamic": steps * n_images * per_soft}[kind]
 
 
 # ---------------------------------------------------------------- one seed
@@ -252,7 +286,11 @@ def _class_major(split: digits.Split, index: torch.Tensor, per_class: int, n_cla
 
 
 def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, torch.Tensor]:
-    """Every method at every IPC for one seed; records accuracies, bytes and curves; returns images to show."""
+    """Every method at every IPC for one seed; records accuracies, bytes and curves; returns images to show.
+
+    Subsets and trajectory matching run at every IPC; the BatchNorm-synthesis arms (SRe2L-like, INFER) at the
+    largest, the one their claims read. MTT and AST are trained at their learned rate; the real subsets and the
+    synthesised sets at the rate picked on validation from ``eval_lrs``."""
     p = run.params
     data = bed.data(seed)
     plain, smooth = experts(run, data, seed, smooth=False), experts(run, data, seed, smooth=True)
@@ -260,14 +298,34 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, torch.Tensor]:
                expert_path_smooth=float(np.mean([path_length(t) for t in smooth])))
     teachers = train_teachers(run, data, seed)
     run.record(seed, teacher_test_acc=float(np.mean([accuracy(t(data.test.x), data.test.y) for t in teachers])))
+    n_views = len(shift_offsets(p.eval_shift))
 
     def relabel(xa: torch.Tensor) -> torch.Tensor:
         return soft_labels(teachers, xa, p.label_temperature)
 
-    def synthesised(name: str, start: torch.Tensor, y: torch.Tensor, *, shared_per_slot: bool) -> torch.Tensor:
-        return synthesise(teachers, start, y, data.n_classes, shared_per_slot=shared_per_slot,
-                          steps=p.synthesis_steps, lr=p.synthesis_lr, bn_weight=p.bn_weight,
-                          fit=partial(run.fit, name, seed))
+    def static_labels(x: torch.Tensor) -> torch.Tensor:
+        return augmented_soft_labels(teachers, x, p.label_temperature, p.eval_shift, data.image_shape)
+
+    def synthesised(name: str, start: torch.Tensor, y: torch.Tensor, *,
+                    shared_per_slot: bool) -> tuple[torch.Tensor, list[float]]:
+        """The images (SRe2L's recover step, seeing the shift as the students will) and the synthesis-loss curve."""
+        result = {}
+
+        def fit_(*args, **kwargs):
+            result["fit"] = run.fit(name, seed, *args, eval_every=synthesis_every(p), **kwargs)
+            return result["fit"]
+
+        x = synthesise(teachers, start, y, data.n_classes, shared_per_slot=shared_per_slot, steps=p.synthesis_steps,
+                       lr=p.synthesis_lr, bn_weight=p.bn_weight, fit=fit_, augment=augmentation(p, data),
+                       cosine_decay=True)
+        return x, result["fit"].column("loss")
+
+    def shifted_teacher_accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
+        """The teachers' accuracy on every shifted view of ``x`` (mean over the views): whether the images carry
+        their class under the augmentation the students train with, or only in one alignment."""
+        with torch.no_grad():
+            return float(np.mean([accuracy(torch.stack([t(shift_by(x, dy, dx, data.image_shape)) for t in teachers])
+                                           .mean(0), y) for dy, dx in shift_offsets(p.eval_shift)]))
 
     shown = {}
     for ipc in p.ipcs:
@@ -275,41 +333,60 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, torch.Tensor]:
         random_picks = digits.labelled_subset(data.train, ipc, derived_seed(seed, 5))
         anchors = data.train.subset(_class_major(data.train, random_picks, ipc, k))
         herd = data.train.subset(_class_major(data.train, herding(data.train, ipc, k), ipc, k))
-        acc, size, lrs, eval_curves = {}, {}, {}, {}
-        acc["random"], lrs["random"], eval_curves["random"] = evaluate_set(run, data, anchors.x, anchors.y, seed)
-        acc["random_unrolled"], lrs["random_unrolled"], eval_curves["random_unrolled"] = evaluate_set(
-            run, data, anchors.x, anchors.y, seed, unroll_conditions=True)
-        acc["herding"], lrs["herding"], eval_curves["herding"] = evaluate_set(run, data, herd.x, herd.y, seed)
+        acc, size, lrs, eval_curves, curves, synthesis_curves, shifted_acc = {}, {}, {}, {}, {}, {}, {}
+
+        def evaluate(method: str, x, targets, **kwargs) -> None:
+            acc[method], lrs[method], eval_curves[method] = evaluate_set(run, data, x, targets, seed, **kwargs)
+
+        evaluate("random", anchors.x, anchors.y)
+        evaluate("herding", herd.x, herd.y)
         size["random"] = size["herding"] = label_bytes(len(anchors.y), "hard", p.eval_steps, k)
-        curves = {}
-        for method, trajectories in (("mtt", plain), ("ast", smooth)):
-            x, y, lr, curves[method] = distil_by_matching(run, data, f"{method}-ipc{ipc}", seed, trajectories, anchors)
-            acc[method], lrs[method], eval_curves[method] = evaluate_set(run, data, x, y, seed, extra_lrs=(lr,))
-            if method == "mtt":
-                acc["mtt_unrolled"], lrs["mtt_unrolled"], eval_curves["mtt_unrolled"] = evaluate_set(
-                    run, data, x, y, seed, extra_lrs=(lr,), unroll_conditions=True)
+        matched = [("mtt", plain), ("ast", smooth)]
+        if ipc == p.ipcs[-1] and p.augment_experts:
+            matched.append(("mtt_augmented_experts", experts(run, data, seed, smooth=False, augmented=True)))
+        for method, trajectories in matched:
+            probed = method == "mtt" and ipc == p.ipcs[-1]
+            x, y, lr, curves[method], probes = distil_by_matching(run, data, f"{method}-ipc{ipc}", seed, trajectories,
+                                                                  anchors, probe=probed)
+            evaluate(method, x, y, lrs=(lr,))  # the learned rate alone
+            if probed:  # the accuracy along the matching, ending with the arm's own
+                run.record(seed, **{f"probe_steps_{method}_ipc{ipc}": [s for s, _ in probes] + [p.match_iterations],
+                                    f"probe_acc_{method}_ipc{ipc}": [a for _, a in probes] + [acc[method]]})
             size[method] = label_bytes(len(y), "hard", p.eval_steps, k)
             shown[f"{method}-ipc{ipc}"] = x
-        # the same teachers for both: the contrast is class-wise synthesis + dynamic labels vs INFER + static labels
-        noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=derived_generator(seed, 4))
-        x_sre2l = synthesised(f"sre2l-ipc{ipc}", noise, anchors.y, shared_per_slot=False)
-        acc["sre2l"], lrs["sre2l"], eval_curves["sre2l"] = evaluate_set(run, data, x_sre2l, None, seed, relabel=relabel)
-        size["sre2l"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps, k)
-        x_infer = synthesised(f"infer-ipc{ipc}", anchors.x, anchors.y, shared_per_slot=True)
-        static = soft_labels(teachers, x_infer, p.label_temperature)
-        acc["infer"], lrs["infer"], eval_curves["infer"] = evaluate_set(run, data, x_infer, static, seed)
-        size["infer"] = label_bytes(len(anchors.y), "static", p.eval_steps, k)
-        acc["infer_dynamic"], lrs["infer_dynamic"], eval_curves["infer_dynamic"] = evaluate_set(
-            run, data, x_infer, None, seed, relabel=relabel)
-        size["infer_dynamic"] = label_bytes(len(anchors.y), "dynamic", p.eval_steps, k)
-        shown.update({f"random-ipc{ipc}": anchors.x, f"sre2l-ipc{ipc}": x_sre2l, f"infer-ipc{ipc}": x_infer})
+        if ipc == p.ipcs[-1]:
+            # the same teachers for both: INFER's anchors + shared compensators vs class-wise synthesis from noise,
+            # each with static labels (averaged over the shifts) and with dynamic ones
+            noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=derived_generator(seed, 4))
+            x_sre2l, synthesis_curves["sre2l"] = synthesised(f"sre2l-ipc{ipc}", noise, anchors.y, shared_per_slot=False)
+            x_infer, synthesis_curves["infer"] = synthesised(f"infer-ipc{ipc}", anchors.x, anchors.y, shared_per_slot=True)
+            shifted_acc.update(sre2l=shifted_teacher_accuracy(x_sre2l, anchors.y),
+                               infer=shifted_teacher_accuracy(x_infer, anchors.y),
+                               random=shifted_teacher_accuracy(anchors.x, anchors.y))
+            evaluate("sre2l", x_sre2l, None, relabel=relabel)
+            evaluate("sre2l_static", x_sre2l, static_labels(x_sre2l))
+            evaluate("infer", x_infer, static_labels(x_infer))
+            evaluate("infer_dynamic", x_infer, None, relabel=relabel)
+            # the labels before the fix: computed on the unshifted images, reused for every shifted view
+            evaluate("infer_unshifted_labels", x_infer, soft_labels(teachers, x_infer, p.label_temperature))
+            for method in ("sre2l_static", "infer", "infer_unshifted_labels"):
+                size[method] = label_bytes(len(anchors.y), "static", p.eval_steps, k)
+            for method in ("sre2l", "infer_dynamic"):
+                size[method] = label_bytes(len(anchors.y), "dynamic", p.eval_steps, k)
+            size["per_view"] = label_bytes(len(anchors.y), "per_view", p.eval_steps, k, n_views)
+            shown.update({f"sre2l-ipc{ipc}": x_sre2l, f"infer-ipc{ipc}": x_infer})
+        shown[f"random-ipc{ipc}"] = anchors.x
         run.record(seed, **{f"acc_{m}_ipc{ipc}": v for m, v in acc.items()},
                    **{f"lr_{m}_ipc{ipc}": v for m, v in lrs.items()},
                    **{f"bytes_{m}_ipc{ipc}": v for m, v in size.items()},
                    **{f"curve_{m}_ipc{ipc}": c for m, c in eval_curves.items()},
                    **{f"match_loss_{m}_ipc{ipc}": c for m, c in curves.items()},
                    **{f"match_loss_tail_{m}_ipc{ipc}": claims_lib.tail_mean(c) for m, c in curves.items()},
-                   **{f"match_loss_drift_{m}_ipc{ipc}": claims_lib.relative_change(c) for m, c in curves.items()})
+                   **{f"match_loss_drift_{m}_ipc{ipc}": claims_lib.relative_change(c) for m, c in curves.items()},
+                   **{f"synthesis_loss_{m}_ipc{ipc}": c for m, c in synthesis_curves.items()},
+                   **{f"synthesis_loss_drift_{m}_ipc{ipc}": claims_lib.relative_change(c)
+                      for m, c in synthesis_curves.items()},
+                   **{f"teacher_shifted_acc_{m}_ipc{ipc}": v for m, v in shifted_acc.items()})
     full, _, full_curve = evaluate_full(run, data, seed)
     run.record(seed, full_data_acc=full, full_data_curve=full_curve)
     return shown

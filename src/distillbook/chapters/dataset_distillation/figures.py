@@ -6,9 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from distillbook.chapters.dataset_distillation.claims import LABELS
+from distillbook.chapters.dataset_distillation.claims import EVERY_IPC, LABELS, arms_at, matched_arms
 from distillbook.core import claims as claims_lib
 from distillbook.core.plotting import mean_std_band
+from distillbook.chapters.dataset_distillation.experiment import match_every
 from distillbook.core.results import Run
 from distillbook.testbeds import digits
 
@@ -17,8 +18,15 @@ def plot_accuracy_vs_ipc(run: Run):
     ipcs = run.params.ipcs
     fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
     for k, (method, label) in enumerate(LABELS.items()):
-        per_seed = np.stack([claims_lib.curve(run.values(f"curve_{method}_ipc{i}")).values() for i in ipcs], axis=1)
-        mean_std_band(ax, ipcs, 100 * per_seed, label=label, color=f"C{k}")
+        at = [i for i in ipcs if method in arms_at(run, i)]
+        if not at:
+            continue
+        per_seed = np.stack([claims_lib.curve(run.values(f"curve_{method}_ipc{i}")).values() for i in at], axis=1)
+        if method in EVERY_IPC:
+            mean_std_band(ax, at, 100 * per_seed, label=label, color=f"C{k}")
+        else:  # run at the largest IPC only
+            ax.errorbar(at, 100 * per_seed.mean(0), yerr=100 * per_seed.std(0, ddof=1), fmt="o", capsize=3,
+                        color=f"C{k}", label=label)
     full = 100 * claims_lib.curve(run.values("full_data_curve")).values()
     ax.axhline(full.mean(), color="k", linestyle=":", label="whole training set (hard labels)")
     ax.set_xscale("log")
@@ -58,10 +66,13 @@ def plot_images(shown: dict[str, torch.Tensor], ipc: int, image_shape=(1, *digit
 
 def plot_matching_loss(run: Run):
     p = run.params
-    every = max(1, p.match_iterations // 20)
+    every = match_every(p)
     fig, axes = plt.subplots(1, len(p.ipcs), figsize=(5 * len(p.ipcs), 3.8), layout="constrained", squeeze=False)
+    matched = matched_arms(run)
     for ax, ipc in zip(axes[0], p.ipcs):
-        for method, color in (("mtt", "C2"), ("ast", "C3")):
+        for method, color in (("mtt", "C2"), ("ast", "C3"), ("mtt_augmented_experts", "C4")):
+            if (ipc, method) not in matched:
+                continue
             curves = run.values(f"match_loss_{method}_ipc{ipc}")
             steps = [every * (i + 1) for i in range(len(curves[0]))]
             mean_std_band(ax, steps, curves, label=LABELS[method], color=color, marker=None)
@@ -69,7 +80,7 @@ def plot_matching_loss(run: Run):
         ax.set_ylabel("normalised matching loss")
         ax.set_title(f"IPC {ipc}")
         ax.legend(fontsize=8)
-    fig.suptitle("Trajectory-matching loss, plain vs smooth experts (mean ± std over seeds)")
+    fig.suptitle("Trajectory-matching loss (mean ± std over seeds)")
     return fig
 
 
@@ -77,6 +88,8 @@ def plot_accuracy_vs_label_bytes(run: Run):
     large = run.params.ipcs[-1]
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     for k, (method, label) in enumerate(LABELS.items()):
+        if method not in arms_at(run, large):
+            continue
         acc = 100 * claims_lib.curve(run.values(f"curve_{method}_ipc{large}")).values()
         size = run.values(f"bytes_{method}_ipc{large}")[0]
         ax.errorbar(size, acc.mean(), yerr=acc.std(ddof=1), fmt="o", capsize=3, color=f"C{k}", label=label)
