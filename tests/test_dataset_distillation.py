@@ -17,6 +17,19 @@ from distillbook.models.convnet import ConvNet
 from distillbook.testbeds import digits, shapes
 
 
+def _interruptible_fit(checkpoint=None, stop_after=None):
+    """``fit`` with a checkpoint every 2 steps that raises KeyboardInterrupt after step ``stop_after`` (a kill)."""
+    def stop(model, step):
+        if step == stop_after:
+            raise KeyboardInterrupt
+
+    def fit_(model, loss_fn, next_batch, **kw):
+        return fit(model, loss_fn, next_batch, seed=0, progress=False, checkpoint=checkpoint, checkpoint_every=2,
+                   after_step=stop if stop_after is not None else None, **kw)
+
+    return fit_
+
+
 def test_bn_hook_statistics_match_the_layer_running_statistics():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4, momentum=1.0), torch.nn.ReLU(),
@@ -271,15 +284,8 @@ def test_synthesis_resumes_from_a_checkpoint_with_the_teacher_of_its_step(tmp_pa
     start, y = torch.rand(20, 64), torch.arange(10).repeat_interleave(2)
 
     def synthesised(checkpoint=None, stop_after=None):
-        def stop(model, step):
-            if step == stop_after:
-                raise KeyboardInterrupt
-
-        def fit_(model, loss_fn, next_batch, **kw):
-            return fit(model, loss_fn, next_batch, seed=0, progress=False, checkpoint=checkpoint, checkpoint_every=2,
-                       after_step=stop if stop_after is not None else None, **kw)
-
-        return synthesise(teachers, start, y, 10, shared_per_slot=True, steps=7, lr=0.05, bn_weight=0.01, fit=fit_)
+        return synthesise(teachers, start, y, 10, shared_per_slot=True, steps=7, lr=0.05, bn_weight=0.01,
+                          fit=_interruptible_fit(checkpoint, stop_after))
 
     whole = synthesised()
     with pytest.raises(KeyboardInterrupt):
@@ -374,16 +380,8 @@ def test_synthesis_sees_a_fresh_shift_every_step_and_resumes_with_it(tmp_path):
         return out
 
     def synthesised(checkpoint=None, stop_after=None, **kwargs):
-        def stop(model, step):
-            if step == stop_after:
-                raise KeyboardInterrupt
-
-        def fit_(model, loss_fn, next_batch, **kw):
-            return fit(model, loss_fn, next_batch, seed=0, progress=False, checkpoint=checkpoint, checkpoint_every=2,
-                       after_step=stop if stop_after is not None else None, **kw)
-
-        return synthesise(teachers, start, y, 10, shared_per_slot=False, steps=6, lr=0.05, bn_weight=1.0, fit=fit_,
-                          **kwargs)
+        return synthesise(teachers, start, y, 10, shared_per_slot=False, steps=6, lr=0.05, bn_weight=1.0,
+                          fit=_interruptible_fit(checkpoint, stop_after), **kwargs)
 
     whole = synthesised(augment=augment, cosine_decay=True)
     assert len(views) == 6 and not torch.allclose(views[0] - views[1], torch.zeros_like(views[0]))
