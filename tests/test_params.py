@@ -30,8 +30,8 @@ def test_unknown_key_is_named_with_the_allowed_ones():
 
 
 def test_wrong_type_is_named():
-    with pytest.raises(ParameterError, match=r"parameter 'student_steps'.*got 'many'"):
-        Params.for_profile("cpu", student_steps="many")
+    with pytest.raises(ParameterError, match=r"parameter 'small_steps'.*got 'many'"):
+        Params.for_profile("cpu", small_steps="many")
 
 
 def test_out_of_range_is_named_with_bounds():
@@ -48,7 +48,7 @@ def test_chapter_rules_are_checked():
     with pytest.raises(ParameterError, match="temperatures"):
         Params.for_profile("cpu", temperatures=[2.0, 4.0])
     with pytest.raises(ParameterError, match=r"mnist_temperature \(20\) must be one of temperatures"):
-        Params.for_profile("cpu", temperatures=[1.0, 4.0])
+        Params.for_profile("cpu", temperatures=[1.0, 2.0, 4.0])
     with pytest.raises(ParameterError, match="eval_every"):
         Params.for_profile("smoke", eval_every=1000)
     with pytest.raises(ParameterError, match="seeds"):
@@ -65,9 +65,9 @@ def test_unknown_profile_and_chapter():
 
 
 def test_none_keeps_the_preset_and_overrides_are_recorded():
-    params = Params.for_profile("cpu", seeds=None, student_steps=300)
+    params = Params.for_profile("cpu", seeds=None, small_steps=300)
     assert params.seeds == Params.PRESETS["cpu"]["seeds"]
-    assert params.overrides_from_preset() == {"student_steps": 300}
+    assert params.overrides_from_preset() == {"small_steps": 300}
 
 
 def test_auto_profile(monkeypatch):
