@@ -262,7 +262,7 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
 
 def curve_arms(p: Params) -> dict[str, list[tuple[str, str]]]:
     """Per figure panel, (label, metric) of the learning curves the claims read."""
-    big, alike, small = p.mnist_temperature, p.wide_alike_temperature, p.small_net_temperature
+    big, small = p.mnist_temperature, p.small_net_temperature
     n_few = p.labelled_per_class * digits.N_CLASSES
     return {
         f"{'×'.join(map(str, p.wide_hidden))} student, every label": [

@@ -94,7 +94,7 @@ def stacked_objective(z_transfer: torch.Tensor, targets: torch.Tensor, temperatu
     KL is the cross-entropy on those labels); alpha_k = 0 trains on labels only. Each term is
     :func:`distillbook.methods.kd.distillation_objective` for one student (``tests/test_foundations.py``).
     """
-    k, n, c = z_transfer.shape
+    k, _, c = z_transfer.shape
     t = temperature[:, None, None]
     kl = (torch.special.xlogy(targets, targets) - targets * F.log_softmax(z_transfer / t, -1)).sum(-1).mean(-1)
     ce = F.cross_entropy(z_labelled.reshape(-1, c), labels.reshape(-1), reduction="none").reshape(k, -1).mean(-1)

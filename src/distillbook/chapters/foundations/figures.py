@@ -9,7 +9,7 @@ import torch
 from distillbook.chapters.foundations.claims import ACC_MARGIN, curve_arms
 from distillbook.chapters.foundations.experiment import omit_arms, soft_name
 from distillbook.core import claims as claims_lib
-from distillbook.core.plotting import mean_std_band, reference_band
+from distillbook.core.plotting import mean_std_band
 from distillbook.core.results import Run
 from distillbook.methods.kd import soft_targets
 from distillbook.models.mlp import predict_logits
