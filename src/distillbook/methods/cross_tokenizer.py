@@ -21,8 +21,10 @@ METHODS: dict[str, tuple[str, int | None]] = {
     "ULD universal logit distillation (sorted-probability Wasserstein term)": ("uld_term", None),
     "cross-tokenizer student loss: next-token, ULD or ALM": ("cross_tokenizer_loss", 70),
     "log-probability of each token (chunk) of a string": ("token_log_probs", None),
+    "ALM chunk debiasing: the teacher's probability of a chunk's characters, not of its token":
+        ("debiased_token_log_probs", 70),
 }
-LOSSES = ("ntp", "uld", "alm")
+LOSSES = ("ntp", "uld", "alm", "alm_ntp")
 
 
 def encode_bpe(tokenizer, x: torch.Tensor, bos_id: int, width: int | None = None):
@@ -54,6 +56,38 @@ def token_log_probs(log_probs: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     student, the log-probability of each character.
     """
     return log_probs.gather(-1, ids.unsqueeze(-1)).squeeze(-1)
+
+
+def extension_matrix(tokenizer) -> torch.Tensor:
+    """``extends[c, w]`` is True when token ``w``'s text starts with token ``c``'s text (``w = c`` included).
+
+    Special tokens (``<bos>``) extend only themselves.
+    """
+    vocab = tokenizer.get_vocab()
+    text = [""] * len(vocab)
+    for token, i in vocab.items():
+        text[i] = token
+    special = {i for token, i in vocab.items() if token.startswith("<")}
+    extends = torch.zeros(len(text), len(text), dtype=torch.bool)
+    for c, a in enumerate(text):
+        for w, b in enumerate(text):
+            extends[c, w] = w == c or (c not in special and w not in special and b.startswith(a))
+    return extends
+
+
+def debiased_token_log_probs(log_probs: torch.Tensor, ids: torch.Tensor, extends: torch.Tensor) -> torch.Tensor:
+    """The teacher's log-probability that the next characters are token ``c``'s, at every position (n, T).
+
+    A character student's chunk probability q_c is the probability of c's *characters*, whatever follows; the
+    teacher's canonical token probability p(c) leaves out every longer token that starts with those characters,
+    so it is biased low (tokenization bias). To first order (one teacher token ahead), the characters of c come
+    next with probability
+        p~_c = sum_{w : text(w) starts with text(c)} p(w),
+    a log-sum-exp over the tokens that extend c (:func:`extension_matrix`). Paths through shorter,
+    non-canonical tokens are left out: a teacher trained on canonical tokenizations gives them little mass.
+    """
+    mask = extends[ids]  # (n, T, V_T): the tokens extending each position's token
+    return torch.logsumexp(log_probs.masked_fill(~mask.to(log_probs.device), float("-inf")), dim=-1)
 
 
 def uld_term(student_probs: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -106,7 +140,8 @@ def cross_tokenizer_loss(method: str, student_logits: torch.Tensor, x: torch.Ten
     With log q(x_l) the student's log-probability of character l:
     - ``ntp`` (next-token prediction on the transfer set, no teacher): -mean_l log q(x_l);
     - ``uld``: -mean_l log q(x_l) + knob * ULD(q, p_T) (:func:`uld_term`, ``knob`` its weight);
-    - ``alm``: ALM alone (:func:`alm_loss`, ``knob`` its tau), over the chunks of :func:`encode_bpe`.
+    - ``alm``: ALM alone (:func:`alm_loss`, ``knob`` its tau), over the chunks of :func:`encode_bpe`;
+    - ``alm_ntp``: ALM plus next-token prediction, -mean_l log q(x_l) + ALM (the paper's combined setting).
     ``teacher_chunk_logp`` (n, T) is the teacher's log-probability of each of its tokens
     (:func:`token_log_probs`), ``teacher_probs`` (n, T, V_T) its next-token distributions, ``mask`` (n, T)
     its real tokens.
@@ -119,4 +154,6 @@ def cross_tokenizer_loss(method: str, student_logits: torch.Tensor, x: torch.Ten
         return -char_logp.mean() + knob * uld_term(logp.exp(), teacher_probs, mask)
     if method == "alm":
         return alm_loss(char_logp, chunk, teacher_chunk_logp, mask, knob)
+    if method == "alm_ntp":
+        return -char_logp.mean() + alm_loss(char_logp, chunk, teacher_chunk_logp, mask, knob)
     raise ValueError(f"method={method!r}; allowed: {', '.join(LOSSES)}")

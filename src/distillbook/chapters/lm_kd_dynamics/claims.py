@@ -77,18 +77,21 @@ BPC_RATIONALE = ("0.01 bits/character is a 0.7% change in per-character perplexi
 
 def claims(p: Params) -> tuple[Claim, ...]:
     small, large = p.offline_sizes[0], p.offline_sizes[-1]
-    widest = p.capacity_teacher_dims[-1] / p.capacity_student_dim
-    hacking = dict(saturation_tol=KL_MARGIN)
     shape = "a turn-up is the golden curve rising at the end; a still-rising end cannot refute it"
+    regimes = ("equal distillation steps: the paper compares the regimes' curves over the same training run, "
+               "and the online student is still approaching its teacher at the end")
+    mitigation = dict(movement_is_the_claim=shape, margin=U_MARGIN,
+                      rationale="the turn-up's own bar: a mitigation must remove at least a 5% turn-up",
+                      paper_figure="§5")
     return (
         Claim("offline-golden-turns-up", TIAPKIN,
-              statement="With a small fixed offline set, the golden KL(oracle || student) falls, then rises again",
+              statement=f"With a small fixed offline set ({small} teacher samples), the golden KL(oracle || student) "
+                        "falls, then rises again",
               a="relative golden U-depth, small offline set", statistic="value", region=(">", 0.0),
               movement_is_the_claim=shape, margin=U_MARGIN, rationale=U_RATIONALE,
               paper_figure="Fig. 1 / §5", paper_value="offline golden metric U-shaped over training",
-              explanation=f"The {small}-string student stalls well above its teacher's golden KL: it never fits the "
-                          "teacher closely enough for the teacher's errors to be what it learns next, so its golden "
-                          "curve flattens instead of turning up.",
+              explanation="The student never copies the teacher's errors within the budget: its golden curve "
+                          "flattens instead of turning up.",
               diagnosis=f"hacking_offline{small}_gap_to_teacher"),
         Claim("proxy-falls-while-golden-rises", TIAPKIN,
               statement="...and, in the same seed, the proxy KL(teacher || student) on held-out teacher samples keeps "
@@ -97,85 +100,96 @@ def claims(p: Params) -> tuple[Claim, ...]:
               region=(">", 0.0), movement_is_the_claim=shape, margin=U_MARGIN,
               rationale="5% of each curve's value at the golden minimum, the turn-up's bar applied to both curves",
               paper_figure="Fig. 1 / §5", paper_value="proxy keeps improving while the golden metric degrades",
-              explanation="Both halves are needed; without a golden turn-up (previous claim) there is no hacking "
-                          "to see.",
+              explanation="Without a golden turn-up (previous claim) there is no hacking to see; with one, a proxy "
+                          "that rises too means the student is overfitting its offline set, not nearing its teacher.",
               diagnosis="offline-golden-turns-up"),
         Claim("turn-up-is-teacher-hacking", TIAPKIN,
-              statement="The turn-up is larger with the imperfect teacher than with the oracle itself as teacher on "
-                        "the same number of strings (so it is more than overfitting a finite set)",
-              a="relative U-depth, imperfect teacher", b="relative U-depth, oracle as teacher", movement_is_the_claim=shape, margin=U_MARGIN,
+              statement="The turn-up is larger with the confidently wrong teacher than with the oracle as teacher on "
+                        "as many strings, equally sharp (so it is more than overfitting a finite set)",
+              a="relative U-depth, teacher", b="relative U-depth, oracle as teacher", margin=U_MARGIN,
+              movement_is_the_claim=shape,
               rationale="the turn-up's own bar: a difference below 5% of the minimum is not a turn-up of its own",
               paper_figure="§4 (the oracle → teacher → student setup)",
               paper_value="hacking = exploiting the teacher's imperfections",
-              explanation=f"What turns up on {small} strings is finite-set overfitting, sharpest with the oracle's "
-                          "exact targets; the imperfect-teacher student stalls above its teacher before any hacking "
-                          "could start.",
-              diagnosis=f"hacking_offline{small}_gap_to_teacher"),
+              explanation="The turn-up at this set size is finite-set overfitting that the oracle's targets show as "
+                          "much as the teacher's; the larger set's U-depths, teacher against control (summary), say "
+                          "whether the teacher's errors add a turn-up where overfitting is smaller.",
+              diagnosis=f"hacking_offline{large}_gap_to_teacher"),
         Claim("online-turns-up-less", TIAPKIN,
-              statement="Fresh teacher samples at every step turn up less than the small offline set "
-                        "(relative U-depth)",
-              a="relative U-depth, small offline set", b="relative U-depth, online", movement_is_the_claim=shape, margin=U_MARGIN,
-              rationale="the turn-up's own bar: online data must remove at least a 5% turn-up",
-              paper_figure="§5", paper_value="online generation mitigates teacher hacking",
+              statement="Fresh teacher samples at every step turn up less than the small offline set",
+              a="relative U-depth, small offline set", b="relative U-depth, online",
+              paper_value="online generation mitigates teacher hacking", **mitigation,
               explanation="With no turn-up in the small offline arm there is nothing for online data to remove.",
+              diagnosis="offline-golden-turns-up"),
+        Claim("on-policy-turns-up-less", TIAPKIN,
+              statement="The student's own samples at every step turn up less than the small offline set",
+              a="relative U-depth, small offline set", b="relative U-depth, on-policy",
+              paper_value="on-policy generation mitigates teacher hacking", **mitigation,
+              explanation="With no turn-up in the small offline arm there is nothing for on-policy data to remove.",
+              diagnosis="offline-golden-turns-up"),
+        Claim("diverse-offline-turns-up-less", TIAPKIN,
+              statement=f"A larger, more diverse offline set ({large} strings) turns up less than the small one",
+              a="relative U-depth, small offline set", b="relative U-depth, largest offline set",
+              paper_value="more diverse offline data mitigates teacher hacking", **mitigation,
+              explanation="With no turn-up in the small offline arm there is nothing for more data to remove.",
               diagnosis="offline-golden-turns-up"),
         Claim("online-beats-offline", TIAPKIN,
               statement="Fresh teacher samples at every step end with a lower golden KL than the small offline set",
               a="final golden KL, small offline set", b="final golden KL, online", margin=KL_MARGIN,
-              rationale=KL_RATIONALE, **hacking,
-              paper_figure="§5", paper_value="online generation mitigates teacher hacking",
-              explanation="The online student is still descending toward its teacher's golden KL, its floor, at the "
-                          "end of the budget: online data bring the student to the teacher, not past it.",
+              rationale=KL_RATIONALE, budget_matched=regimes,
+              paper_figure="§5", paper_value="online generation: golden metric keeps improving",
+              explanation="The online student has not yet overtaken the offline one at the end of the budget.",
               diagnosis="hacking_online_gap_to_teacher"),
         Claim("on-policy-beats-offline", TIAPKIN,
               statement="The student's own samples end with a lower golden KL than the small offline set",
               a="final golden KL, small offline set", b="final golden KL, on-policy", margin=KL_MARGIN,
-              rationale=KL_RATIONALE, **hacking,
-              paper_figure="§5", paper_value="on-policy data mitigates teacher hacking",
-              explanation="The on-policy student is still descending toward its teacher's golden KL, its floor, at "
-                          "the end of the budget.",
+              rationale=KL_RATIONALE, budget_matched=regimes,
+              paper_figure="§5", paper_value="on-policy generation: golden metric keeps improving",
+              explanation="The on-policy student has not yet overtaken the offline one at the end of the budget.",
               diagnosis="hacking_on_policy_gap_to_teacher"),
-        Claim("diverse-offline-helps", TIAPKIN,
-              statement="A larger (more diverse) offline set ends with a lower golden KL than the small one",
-              a="final golden KL, small offline set", b="final golden KL, largest offline set", margin=KL_MARGIN,
-              rationale=KL_RATIONALE, **hacking,
-              paper_figure="§5", paper_value="more diverse offline data mitigates teacher hacking",
-              explanation=f"The {large}-string student is still descending toward its teacher's golden KL at the end "
-                          "of the budget.",
-              diagnosis=f"hacking_offline{large}_gap_to_teacher"),
         Claim("capacity-gap-u-shape", CAPACITY,
-              statement="The same student distilled from wider and wider teachers: its golden KL falls, then rises",
-              a="student's relative golden U-depth over teacher width", statistic="value", region=(">", 0.0),
-              margin=U_MARGIN, rationale="the teacher-hacking turn-up's bar (5% of the minimum), over teacher width",
+              statement="For each student size, the student's golden KL falls and then rises as its teacher grows "
+                        "(an interior best teacher)",
+              a="student's relative golden U-depth over teacher size", statistic="value", region=(">", 0.0),
+              margin=U_MARGIN, rationale="the teacher-hacking turn-up's bar (5% of the minimum), over teacher size",
               paper_figure="Fig. 1", paper_value="U-shaped student loss; best teacher ≈ 2.5× the student",
-              explanation=f"Up to {widest:g}× its width the student keeps up with every teacher (its golden KL stays "
-                          "close to each teacher's), so a wider, better teacher is simply better here.",
-              diagnosis="capacity_student_excess"),
+              explanation="Here the student's distillation loss and the golden metric are the same divergence on the "
+                          "same strings, so the better the teacher's targets the better the student: the oracle's "
+                          "exact targets, the limit of an unbounded teacher, should then beat every teacher.",
+              diagnosis=f"capacity_s{p.capacity_student_dims[0]}_oracle_gain"),
         Claim("alm-beats-uld", ALM,
-              statement="A character student distilled from a BPE teacher by ALM reaches fewer bits per character "
-                        "than by ULD",
-              a="bits/char, ULD", b="bits/char, ALM", margin=BPC_MARGIN, rationale=BPC_RATIONALE,
+              statement="A pre-trained character student distilled from a BPE teacher by ALM plus next-token loss "
+                        "reaches fewer bits per character than by ULD (plus next-token loss)",
+              a="bits/char, ULD", b="bits/char, ALM + next-token", margin=BPC_MARGIN, rationale=BPC_RATIONALE,
               saturation_tol=BPC_MARGIN,
               paper_figure="Table 1", paper_value="ALM beats prior cross-tokenizer methods (ULD, MinED, DSKD)",
-              explanation="ALM has not reached its own target: the teacher's canonical-chunk bits per character "
-                          "(the rate ALM matches, health table) lie below where the ALM student ends, and the ALM "
-                          "curve is still moving, so the comparison is decided by training length, not by ALM's "
-                          "objective (the earlier explanation, a biased canonical-chunk target, is refuted by the "
-                          "same number: that target is better than ULD's result).",
-              diagnosis="xtok_teacher_bpc"),
+              explanation="The teacher's canonical chunk probabilities carry less than the transfer set's own "
+                          "characters; debiasing the chunks (the ALM-alone claim's second group) tests whether the "
+                          "targets' bias is why.",
+              diagnosis="alm-alone-beats-next-token"),
         Claim("alm-beats-next-token", ALM,
-              statement="...and fewer than next-token training on the same strings",
-              a="bits/char, next-token", b="bits/char, ALM", margin=BPC_MARGIN, rationale=BPC_RATIONALE,
-              saturation_tol=BPC_MARGIN,
+              statement="...and fewer than next-token training alone on the same strings",
+              a="bits/char, next-token", b="bits/char, ALM + next-token", margin=BPC_MARGIN,
+              rationale=BPC_RATIONALE, saturation_tol=BPC_MARGIN,
               paper_figure="Table 1", paper_value="distillation transfers the teacher beyond the data",
-              explanation="As for ULD: the ALM student ends above the canonical-chunk rate it matches, still moving.",
+              explanation="As for ULD: the ALM term adds nothing the characters do not already carry.",
+              diagnosis="alm-alone-beats-next-token"),
+        Claim("alm-alone-beats-next-token", ALM,
+              statement="ALM alone (pure distillation) reaches fewer bits per character than next-token training, "
+                        "with the teacher's canonical chunk probabilities and with debiased ones",
+              a="bits/char, next-token", b="bits/char, ALM alone", margin=BPC_MARGIN,
+              rationale=BPC_RATIONALE, saturation_tol=BPC_MARGIN,
+              paper_figure="§3 (ALM as pure distillation)", paper_value="ALM needs no next-token term",
+              explanation="The teacher's chunk probabilities sit above the oracle's rate (health table): matching "
+                          "them cannot bring the student below what its own next-token training reaches.",
               diagnosis="xtok_teacher_bpc"),
     )
 
 
 def evaluate_claims(run: Run) -> list[dict]:
-    c = {claim.id: claim for claim in claims(run.params)}
-    n_small, n_large = run.params.offline_sizes[0], run.params.offline_sizes[-1]
+    p = run.params
+    c = {claim.id: claim for claim in claims(p)}
+    n_small, n_large = p.offline_sizes[0], p.offline_sizes[-1]
     small = f"offline{n_small}"
 
     def g(name):
@@ -185,7 +199,6 @@ def evaluate_claims(run: Run) -> list[dict]:
         return derived(relative_u_depth(g(name), WINDOW), [relative_change(c, WINDOW) for c in g(name)], WINDOW)
 
     off_g, off_p = g(small), np.asarray(run.values(f"hacking_{small}_proxy"), dtype=float)
-    teacher = run.values("teacher_golden")
     oracle_bpc = run.values("oracle_bits_per_char")
     results = [
         c["offline-golden-turns-up"].evaluate(u(small)),
@@ -194,34 +207,43 @@ def evaluate_claims(run: Run) -> list[dict]:
                     u(small).drift(), WINDOW)),
         c["turn-up-is-teacher-hacking"].evaluate(u(small), u(f"oracle{n_small}")),
         c["online-turns-up-less"].evaluate(u(small), u("online")),
-        c["online-beats-offline"].evaluate(curve(off_g), curve(g("online")), floor=teacher),
-        c["on-policy-beats-offline"].evaluate(curve(off_g), curve(g("on_policy")), floor=teacher),
+        c["on-policy-turns-up-less"].evaluate(u(small), u("on_policy")),
     ]
     if n_small != n_large:
-        results.append(c["diverse-offline-helps"].evaluate(curve(off_g), curve(g(f"offline{n_large}")),
-                                                           floor=teacher))
+        results.append(c["diverse-offline-turns-up-less"].evaluate(u(small), u(f"offline{n_large}")))
+    results += [
+        c["online-beats-offline"].evaluate(curve(off_g), curve(g("online"))),
+        c["on-policy-beats-offline"].evaluate(curve(off_g), curve(g("on_policy"))),
+        c["capacity-gap-u-shape"].evaluate({f"student width {d}": relative_u_depth(run.values(f"capacity_s{d}_golden"))
+                                            for d in p.capacity_student_dims}),
+    ]
 
     def xtok(method):
         return curve(run.values(f"xtok_{method}_bpc_curve"))
 
     return results + [
-        c["capacity-gap-u-shape"].evaluate(relative_u_depth(run.values("capacity_student_golden"))),
-        c["alm-beats-uld"].evaluate(xtok("uld"), xtok("alm"), floor=oracle_bpc),
-        c["alm-beats-next-token"].evaluate(xtok("ntp"), xtok("alm"), floor=oracle_bpc),
+        c["alm-beats-uld"].evaluate(xtok("uld"), xtok("alm_ntp"), floor=oracle_bpc),
+        c["alm-beats-next-token"].evaluate(xtok("ntp"), xtok("alm_ntp"), floor=oracle_bpc),
+        c["alm-alone-beats-next-token"].evaluate({"canonical chunks": xtok("ntp"), "debiased chunks": xtok("ntp")},
+                                                 {"canonical chunks": xtok("alm"),
+                                                  "debiased chunks": xtok("alm_debiased")}, floor=oracle_bpc),
     ]
 
 
 def record_health(run: Run) -> None:
-    """The test-bed health table: every teacher against the exact oracle."""
-    run.health("imperfect teacher (§1-2)", "golden KL, nats/symbol", "teacher_golden", lower_is_better=True,
-               references={"exact oracle": 0.0},
-               note="the floor of the teacher-hacking students' golden KL: a student distils towards it")
+    """The test-bed health table: every teacher against the exact oracle and the student it teaches."""
+    run.health("confidently wrong teacher (§1-2)", "golden KL, nats/symbol", "teacher_golden", lower_is_better=True,
+               references={"exact oracle": 0.0, "pre-trained student": "pretrained_student_golden"},
+               note="exact: the oracle with a few states' emissions reversed; it must beat the student it teaches, "
+                    "or distilling it is no help to undo")
     run.health("widest capacity teacher (§3)", "golden KL, nats/symbol", "capacity_widest_teacher_golden",
                lower_is_better=True,
                references={"exact oracle": 0.0, "narrowest teacher": "capacity_narrowest_teacher_golden"},
-               note="wider teachers must be better for the capacity-gap sweep to mean anything")
+               note="wider teachers must be better for the sweep to mean anything; each ends a cosine schedule, its "
+                    "golden curve's last relative change at most capacity_teacher_drift")
     run.health("BPE teacher (§4)", "bits per character", "xtok_teacher_bpc", lower_is_better=True,
-               references={"oracle entropy rate": "oracle_bits_per_char"},
+               references={"oracle entropy rate": "oracle_bits_per_char",
+                           "pre-trained character student": "xtok_pretrained_bpc"},
                note="from the teacher's canonical-token probabilities, the targets ALM matches")
 
 
@@ -230,6 +252,21 @@ def arm_label(arm) -> str:
     if regime == "offline":
         return f"offline, {size} strings" + (", oracle as teacher" if source == "oracle" else "")
     return {"online": "online (fresh teacher samples)", "on_policy": "on-policy (own samples)"}[regime]
+
+
+def u_depth_by_size(run: Run) -> dict[str, list[float]]:
+    """The offline-set size sweep: mean relative U-depth over seeds of every offline arm, teacher and control."""
+    p = run.params
+    return {source: [float(relative_u_depth(run.values(f"hacking_{source}{n}_golden"), WINDOW).mean())
+                     for n in p.offline_sizes] for source in ("offline", "oracle")}
+
+
+def best_teacher_ratios(run: Run, student_dim: int) -> np.ndarray:
+    """Per seed: the best teacher's parameter count over the student's (the arg-min of the student's golden KL)."""
+    goldens = np.asarray(run.values(f"capacity_s{student_dim}_golden"), dtype=float)
+    params = np.asarray(run.values("capacity_teacher_parameters"), dtype=float)
+    student = np.asarray(run.values(f"capacity_s{student_dim}_parameters"), dtype=float)
+    return params[np.arange(len(goldens)), goldens.argmin(axis=1)] / student
 
 
 def summary_markdown(run: Run, results: list[dict]) -> str:
@@ -241,36 +278,54 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
         x = np.asarray(values, dtype=float)
         return f"{x.mean():.{digits}f} ± {x.std(ddof=1):.{digits}f}"
 
-    teacher_g = np.asarray(run.values("capacity_teacher_golden"))
-    student_g = np.asarray(run.values("capacity_student_golden"))
-    best = p.capacity_teacher_dims[int(np.argmin(student_g.mean(axis=0)))]
     zoo = np.asarray(run.values("zoo_golden")).mean(axis=0)
     valid = np.asarray(run.values("zoo_valid_share")).mean(axis=0)
     entropy_rate = LOG2 * float(np.mean(run.values("oracle_bits_per_char")))  # nats/symbol, the same in every seed
+    sweep = u_depth_by_size(run)
+    teacher_params = np.asarray(run.values("capacity_teacher_parameters"), dtype=float).mean(axis=0)
+    capacity = []
+    for d in p.capacity_student_dims:
+        student_g = np.asarray(run.values(f"capacity_s{d}_golden")).mean(axis=0)
+        ratios = best_teacher_ratios(run, d)
+        capacity.append(f"width-{d} student ({run.values(f'capacity_s{d}_parameters')[0]:,} parameters): "
+                        + ", ".join(f"{g:.3f}" for g in student_g)
+                        + f", from the oracle {ms(run.values(f'capacity_s{d}_from_oracle_golden'))}; best teacher "
+                        + ", ".join(f"{r:.3g}×" for r in ratios) + " its parameters across seeds")
+    interior = all(0 < np.argmin(np.asarray(run.values(f"capacity_s{d}_golden"))[s]) < len(p.capacity_teacher_dims) - 1
+                   for d in p.capacity_student_dims for s in range(len(run.seeds)))
     return "\n".join([
         f"Over {len(run.seeds)} seeds (profile `{run.profile}`); KL in nats per symbol:",
         "",
-        f"- the oracle's entropy rate is {entropy_rate:.3f} nats/symbol; the imperfect teacher's golden KL is "
-        f"{ms(run.values('teacher_golden'))};",
+        f"- the oracle's entropy rate is {entropy_rate:.3f} nats/symbol; the confidently wrong teacher's golden KL is "
+        f"{ms(run.values('teacher_golden'))}, the pre-trained student's {ms(run.values('pretrained_student_golden'))};",
         f"- divergence zoo: the lowest golden KL comes from `{p.zoo_divergences[int(np.argmin(zoo))]}` "
         f"({zoo.min():.3f}), the most valid samples from `{p.zoo_divergences[int(np.argmax(valid))]}` "
-        f"({100 * valid.max():.0f}% valid, teacher {100 * np.mean(run.values('teacher_valid_share')):.0f}%);",
+        f"({100 * valid.max():.0f}% valid);",
         f"- teacher hacking, final golden KL (mean of the last {WINDOW} evaluations): "
         + ", ".join(f"{arm_label(arm)} {ms(_final(run.values(f'hacking_{arm[0]}_golden')))}"
                     for arm in hacking_arms(p))
         + f"; offline U-shape *{v['offline-golden-turns-up']}*, with the proxy still falling "
         f"*{v['proxy-falls-while-golden-rises']}*;",
-        f"- capacity gap: teachers' golden KL from width {p.capacity_teacher_dims[0]} to {p.capacity_teacher_dims[-1]}: "
-        + ", ".join(f"{g:.3f}" for g in teacher_g.mean(axis=0))
-        + f"; the width-{p.capacity_student_dim} student's: " + ", ".join(f"{g:.3f}" for g in student_g.mean(axis=0))
-        + f" (best teacher width {best}, {best / p.capacity_student_dim:g}× the student's; "
-        f"U-shape *{v['capacity-gap-u-shape']}*);",
-        f"- cross-tokenizer, bits per character at the end (mean of the last {WINDOW} evaluations; oracle {np.mean(run.values('oracle_bits_per_char')):.3f}, BPE teacher "
-        f"{ms(run.values('xtok_teacher_bpc'))}): next-token {ms(_final(run.values('xtok_ntp_bpc_curve')))}, ULD "
-        f"{ms(_final(run.values('xtok_uld_bpc_curve')))}, ALM {ms(_final(run.values('xtok_alm_bpc_curve')))} (validation picked ALM's tau = "
-        + ", ".join(f"{t:g}" for t in run.values("xtok_alm_tau")) + " and ULD's weight = "
-        + ", ".join(f"{w:g}" for w in run.values("xtok_uld_weight")) + " across seeds).",
+        "- the offline-set size sweep, mean relative U-depth (teacher / oracle control): "
+        + ", ".join(f"{n} strings {a:.3f} / {b:.3f}" for n, a, b in zip(p.offline_sizes, sweep["offline"],
+                                                                          sweep["oracle"])) + ";",
+        f"- capacity gap (teachers of {', '.join(f'{n:,.0f}' for n in teacher_params)} parameters, golden KL "
+        + ", ".join(f"{g:.3f}" for g in np.asarray(run.values("capacity_teacher_golden")).mean(axis=0))
+        + "): " + "; ".join(capacity) + f". U-shape *{v['capacity-gap-u-shape']}*; "
+        + ("every best teacher is interior, so the ratios above test the constant-multiple half"
+           if interior else "a best teacher at the end of the ladder is no optimum, so the constant-multiple half "
+                            "is not tested") + ";",
+        f"- cross-tokenizer, bits per character at the end (mean of the last {WINDOW} evaluations; oracle "
+        f"{np.mean(run.values('oracle_bits_per_char')):.3f}, BPE teacher {ms(run.values('xtok_teacher_bpc'))}, "
+        f"pre-trained start {ms(run.values('xtok_pretrained_bpc'))}): "
+        + ", ".join(f"{label} {ms(_final(run.values(f'xtok_{m}_bpc_curve')))}" for m, label in XTOK_LABELS.items())
+        + " (validation picked ALM's tau = " + ", ".join(f"{t:g}" for t in run.values("xtok_alm_tau"))
+        + " and ULD's weight = " + ", ".join(f"{w:g}" for w in run.values("xtok_uld_weight")) + " across seeds).",
     ])
+
+
+XTOK_LABELS = {"ntp": "next-token", "uld": "ULD", "alm": "ALM alone", "alm_ntp": "ALM + next-token",
+               "alm_debiased": "ALM alone, debiased chunks"}
 
 
 def glue_values(run: Run, bed: Bed) -> dict[str, float]:
@@ -281,22 +336,32 @@ def glue_values(run: Run, bed: Bed) -> dict[str, float]:
         return float(np.mean(run.values(name)))
 
     small, large = p.offline_sizes[0], p.offline_sizes[-1]
-    excess = np.asarray(run.values("capacity_student_excess"), dtype=float).mean(axis=0)
-    gains = -np.diff(np.asarray(run.values("capacity_teacher_golden"), dtype=float).mean(axis=0))
+    sweep = u_depth_by_size(run)
+    first, last = p.capacity_student_dims[0], p.capacity_student_dims[-1]
     return {
         "entropy_rate": bed.entropy_rate,
         "teacher_golden": m("teacher_golden"),
+        "pretrained_student_golden": m("pretrained_student_golden"),
         "gap_offline_small": m(f"hacking_offline{small}_gap_to_teacher"),
         "gap_offline_large": m(f"hacking_offline{large}_gap_to_teacher"),
         "gap_oracle_control": m(f"hacking_oracle{small}_gap_to_teacher"),
         "gap_online": m("hacking_online_gap_to_teacher"),
         "gap_on_policy": m("hacking_on_policy_gap_to_teacher"),
-        "capacity_excess_narrowest": float(excess[0]),
-        "capacity_excess_widest": float(excess[-1]),
-        "capacity_largest_teacher_gain": float(gains.max()),
-        "capacity_smallest_teacher_gain": float(gains.min()),
+        "u_teacher_small": sweep["offline"][0], "u_oracle_small": sweep["oracle"][0],
+        "u_teacher_large": sweep["offline"][-1], "u_oracle_large": sweep["oracle"][-1],
+        "capacity_widest_ratio_first": float(np.mean(run.values("capacity_teacher_parameters"), axis=0)[-1]
+                                             / m(f"capacity_s{first}_parameters")),
+        "capacity_widest_ratio_last": float(np.mean(run.values("capacity_teacher_parameters"), axis=0)[-1]
+                                            / m(f"capacity_s{last}_parameters")),
+        "capacity_oracle_gain_first": m(f"capacity_s{first}_oracle_gain"),
+        "capacity_oracle_gain_last": m(f"capacity_s{last}_oracle_gain"),
+        "capacity_teacher_drift": float(np.max(run.values("capacity_teacher_drift"))),
+        "capacity_ladder_seconds": m("capacity_ladder_seconds"),
         "xtok_teacher_bpc": m("xtok_teacher_bpc"),
         "oracle_bpc": m("oracle_bits_per_char"),
+        "xtok_debias_shift": m("xtok_debias_shift"),
+        "alm_ntp_minus_ntp_bpc": float(np.mean(_final(run.values("xtok_alm_ntp_bpc_curve"))
+                                               - _final(run.values("xtok_ntp_bpc_curve")))),
         "alm_minus_ntp_bpc": float(np.mean(_final(run.values("xtok_alm_bpc_curve"))
                                            - _final(run.values("xtok_ntp_bpc_curve")))),
     }

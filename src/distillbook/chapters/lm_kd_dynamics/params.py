@@ -24,12 +24,12 @@ class Params(ChapterParams):
     batch_size: int = Field(ge=1, le=4096)
     lr: float = Field(gt=0, le=1)
     # teacher and student of experiments 1-2
-    teacher_dim: int = Field(ge=4)
-    teacher_layers: int = Field(ge=1)
-    teacher_train_strings: int = Field(ge=8, description="oracle strings the (imperfect) teacher learns from")
-    teacher_steps: int = Field(ge=1)
+    teacher_golden_kl: float = Field(0.15, gt=0, description="the most KL(oracle || teacher), nats/symbol, that the "
+                                                            "teacher's reversed states may cost")
     student_dim: int = Field(ge=4)
     student_layers: int = Field(1, ge=1)
+    pretrain_strings: int = Field(ge=8, description="oracle strings the student is pre-trained on")
+    pretrain_steps: int = Field(ge=1)
     # 1. divergence zoo
     zoo_divergences: list[str] = Field(min_length=1)
     zoo_offline_strings: int = Field(ge=8)
@@ -42,51 +42,56 @@ class Params(ChapterParams):
     # 3. capacity gap
     capacity_teacher_dims: list[int] = Field(min_length=3)
     capacity_teacher_layers: int = Field(ge=1)
-    capacity_teacher_steps: int = Field(ge=1)
-    capacity_student_dim: int = Field(ge=4)
+    capacity_teacher_steps: int = Field(ge=1, description="each teacher's cosine schedule, to convergence")
+    capacity_student_dims: list[int] = Field(min_length=1, description="student widths (two test the constant ratio)")
     capacity_steps: int = Field(ge=1)
     # 4. cross-tokenizer
     bpe_vocab: int = Field(ge=8, description="BPE vocabulary of the cross-tokenizer teacher")
     xtok_train_strings: int = Field(ge=8)
     xtok_teacher_dim: int = Field(ge=4)
+    xtok_teacher_layers: int = Field(1, ge=1)
     xtok_teacher_steps: int = Field(ge=1)
     xtok_student_dim: int = Field(ge=4)
+    xtok_pretrain_strings: int = Field(ge=8, description="oracle strings the character student is pre-trained on")
+    xtok_pretrain_steps: int = Field(ge=1)
     xtok_steps: int = Field(ge=1)
     xtok_val_strings: int = Field(ge=8, description="oracle strings that pick ALM's tau and ULD's weight")
-    alm_temperatures: list[float] = Field([1.0, 4.0], min_length=1,
+    alm_temperatures: list[float] = Field([1.0, 4.0, 16.0], min_length=1,
                                           description="candidate taus of ALM's binarised chunk probabilities")
     uld_weights: list[float] = Field([0.1, 1.0], min_length=1,
                                      description="candidate weights of ULD's term next to cross-entropy")
 
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], n_states=8, vocab_size=6, length=8, branching=2, emissions=2, golden_strings=32,
-                      batch_size=16, lr=3e-3, teacher_dim=16, teacher_layers=1, teacher_train_strings=32,
-                      teacher_steps=10, student_dim=8, zoo_divergences=["forward_kl", "reverse_kl", "jsd"],
-                      zoo_offline_strings=32, zoo_steps=5, offline_sizes=[4, 16], hacking_steps=12, eval_every=2,
-                      capacity_teacher_dims=[8, 16, 32], capacity_teacher_layers=1, capacity_teacher_steps=5,
-                      capacity_student_dim=8, capacity_steps=5, bpe_vocab=16, xtok_train_strings=32,
-                      xtok_teacher_dim=16, xtok_teacher_steps=6, xtok_student_dim=8, xtok_steps=6,
-                      xtok_val_strings=16),
-        # Sized to stay well under 3 minutes on 2 cores (run times vary by 10-15% between runs).
+                      batch_size=16, lr=3e-3, student_dim=8, pretrain_strings=16, pretrain_steps=4,
+                      zoo_divergences=["forward_kl", "reverse_kl", "jsd"], zoo_offline_strings=32, zoo_steps=5,
+                      offline_sizes=[4, 16], hacking_steps=12, eval_every=2, capacity_teacher_dims=[8, 16, 32],
+                      capacity_teacher_layers=1, capacity_teacher_steps=10, capacity_student_dims=[4, 8],
+                      capacity_steps=5, bpe_vocab=16, xtok_train_strings=32, xtok_teacher_dim=16,
+                      xtok_teacher_steps=6, xtok_student_dim=8, xtok_pretrain_strings=16, xtok_pretrain_steps=4,
+                      xtok_steps=6, xtok_val_strings=16),
+        # Pilot costs on 2 cores, one thread (s per seed unless said): student pre-training 1, zoo 6 x 80 steps 4,
+        # hacking 6 arms x 400 steps 25 (on-policy twice an offline arm), capacity ladder once per run 30, its
+        # 2 x 5 students 9, cross-tokenizer 9 students 10. The ladder trained per seed would add 90 s.
         "cpu": dict(seeds=[0, 1, 2, 3], n_states=16, vocab_size=12, length=16, branching=3, emissions=3,
-                    golden_strings=256, batch_size=32, lr=3e-3, teacher_dim=32, teacher_layers=1,
-                    teacher_train_strings=256, teacher_steps=300, student_dim=16, zoo_divergences=list(DIVERGENCES),
-                    zoo_offline_strings=512, zoo_steps=80, offline_sizes=[16, 64], hacking_steps=260, eval_every=20,
-                    capacity_teacher_dims=[8, 16, 32, 64], capacity_teacher_layers=1, capacity_teacher_steps=150,
-                    capacity_student_dim=16, capacity_steps=300, bpe_vocab=48, xtok_train_strings=256,
-                    xtok_teacher_dim=32, xtok_teacher_steps=300, xtok_student_dim=16, xtok_steps=150,
-                    xtok_val_strings=128),
+                    golden_strings=256, batch_size=32, lr=3e-3, student_dim=32, pretrain_strings=64,
+                    pretrain_steps=100, zoo_divergences=list(DIVERGENCES), zoo_offline_strings=256, zoo_steps=80,
+                    offline_sizes=[128, 512], hacking_steps=600, eval_every=30,
+                    capacity_teacher_dims=[16, 32, 64, 96], capacity_teacher_layers=1, capacity_teacher_steps=600,
+                    capacity_student_dims=[8, 16], capacity_steps=200, bpe_vocab=48, xtok_train_strings=256,
+                    xtok_teacher_dim=32, xtok_teacher_steps=300, xtok_student_dim=16, xtok_pretrain_strings=128,
+                    xtok_pretrain_steps=150, xtok_steps=150, xtok_val_strings=128),
         # Larger language and models, longer training. Tiny transformers are launch-bound on a GPU (several ms a
-        # step, like the CPU), so the budget is counted in steps: about 3.5x the cpu profile's, which we estimate
-        # at 8-9 minutes on one H200. Not yet measured there.
+        # step, like the CPU), so the budget is counted in steps. Not yet measured there.
         "gpu": dict(seeds=[0, 1, 2, 3], n_states=32, vocab_size=16, length=24, branching=3, emissions=3,
-                    golden_strings=1024, batch_size=64, lr=2e-3, teacher_dim=128, teacher_layers=2,
-                    teacher_train_strings=512, teacher_steps=600, student_dim=32, zoo_divergences=list(DIVERGENCES),
-                    zoo_offline_strings=2048, zoo_steps=250, offline_sizes=[32, 128], hacking_steps=500,
-                    eval_every=25, capacity_teacher_dims=[16, 32, 64, 128, 256], capacity_teacher_layers=2,
-                    capacity_teacher_steps=400, capacity_student_dim=32, capacity_steps=800, bpe_vocab=96,
-                    xtok_train_strings=512, xtok_teacher_dim=128, xtok_teacher_steps=600, xtok_student_dim=32,
-                    xtok_steps=500, xtok_val_strings=512),
+                    golden_strings=1024, batch_size=64, lr=2e-3, student_dim=64,
+                    pretrain_strings=256, pretrain_steps=300, zoo_divergences=list(DIVERGENCES),
+                    zoo_offline_strings=1024, zoo_steps=250, offline_sizes=[128, 512, 2048], hacking_steps=1200,
+                    eval_every=40, capacity_teacher_dims=[16, 32, 64, 128, 256], capacity_teacher_layers=2,
+                    capacity_teacher_steps=3000, capacity_student_dims=[16, 32], capacity_steps=800, bpe_vocab=96,
+                    xtok_train_strings=512, xtok_teacher_dim=128, xtok_teacher_layers=2, xtok_teacher_steps=1500,
+                    xtok_student_dim=32, xtok_pretrain_strings=512, xtok_pretrain_steps=500, xtok_steps=500,
+                    xtok_val_strings=512),
     }
 
     @field_validator("zoo_divergences")
@@ -104,7 +109,7 @@ class Params(ChapterParams):
             raise ValueError("capacity_teacher_dims must be strictly increasing")
         return value
 
-    @field_validator("teacher_dim", "student_dim", "capacity_teacher_dims", "capacity_student_dim", "xtok_teacher_dim",
+    @field_validator("student_dim", "capacity_teacher_dims", "capacity_student_dims", "xtok_teacher_dim",
                      "xtok_student_dim")
     @classmethod
     def _even_widths(cls, value):
@@ -134,10 +139,10 @@ class Params(ChapterParams):
 def hacking_arms(p: Params) -> list[tuple[str, str, int | None, str]]:
     """(name, regime, offline set size, teacher) of every teacher-hacking run.
 
-    ``oracle{n}`` is the control: the same offline regime with the oracle itself as the teacher, so
-    that a turn-up there is plain overfitting of a finite set, not hacking of a teacher's errors.
+    ``oracle{n}`` is the control of ``offline{n}``: the same offline regime and set size with the oracle itself
+    as the teacher (its strings, its exact targets, the same sharpness), so a turn-up there is plain overfitting
+    of a finite set, not hacking of a teacher's errors.
     """
-    small = p.offline_sizes[0]
     return ([(f"offline{n}", "offline", n, "teacher") for n in p.offline_sizes]
-            + [(f"oracle{small}", "offline", small, "oracle"), ("online", "online", None, "teacher"),
-               ("on_policy", "on_policy", None, "teacher")])
+            + [(f"oracle{n}", "offline", n, "oracle") for n in p.offline_sizes]
+            + [("online", "online", None, "teacher"), ("on_policy", "on_policy", None, "teacher")])
