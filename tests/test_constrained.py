@@ -114,3 +114,22 @@ def test_decode_appends_tokens_free_masked_or_reweighted():
     # hard masking keeps the LM's preference wherever the format stays reachable
     hard = cz.decode(next_probs, prompts, 5, dfa=dfa, ok=ok, greedy=True)
     assert hard[0, 2:].tolist() == [0, 0, 0, 0, 2]
+
+
+def test_format_weights_with_a_prompt_context_match_brute_force():
+    """An HMM over prompt + answer: the weights read the prompt, and the format applies to the answer only."""
+    prompt_length, length = 2, 3
+    hmm = HMMLanguage.random(7, n_states=3, vocab_size=3, length=prompt_length + length, branching=3, emissions=3)
+    dfa = _dfa_ends_with_2_no_0_after_1()
+    beta = cz.format_backward(hmm, dfa, length)
+    strings = torch.tensor(list(itertools.product(range(3), repeat=prompt_length + length)))
+    prob = hmm.log_likelihood(strings).exp()
+    ok = torch.tensor([dfa.accepts(s[prompt_length:].tolist()) for s in strings])
+    for context, prefix in (([0, 1], []), ([2, 2], [1]), ([1, 0], [2, 1])):
+        t = prompt_length + len(prefix)
+        weights = cz.format_weights(hmm, dfa, beta, torch.tensor(prefix, dtype=torch.long),
+                                    context=torch.tensor(context))
+        for v in range(3):
+            match = (strings[:, :t + 1] == torch.tensor(context + prefix + [v])).all(1)
+            expected = (prob * match * ok).sum() / (prob * match).sum()
+            assert weights[v].item() == pytest.approx(expected.item(), abs=1e-12), (context, prefix, v)

@@ -130,13 +130,17 @@ def format_backward(hmm: HMMLanguage, dfa: DFA, length: int) -> torch.Tensor:
     return beta
 
 
-def format_weights(hmm: HMMLanguage, dfa: DFA, beta: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-    """P_HMM(format | prefix, x_t = v) for every v (V,), with t = len(prefix)."""
+def format_weights(hmm: HMMLanguage, dfa: DFA, beta: torch.Tensor, prefix: torch.Tensor,
+                   context: torch.Tensor | None = None) -> torch.Tensor:
+    """P_HMM(format | context, prefix, x_t = v) for every v (V,), with t = len(prefix) the position in the formatted
+    part. ``context`` (the prompt) is read by the HMM before the prefix but is not under the format: an HMM fitted
+    on prompt + answer strings then knows what the prompt asks for (the instruction-aware HMM)."""
     t, length = len(prefix), beta.shape[0] - 1
     if t >= length:
         raise ValueError(f"prefix of {t} tokens leaves nothing to decode in a string of {length}")
     belief = hmm.initial.clone()
-    for v in prefix.tolist():
+    read = prefix.tolist() if context is None else context.tolist() + prefix.tolist()
+    for v in read:
         joint = belief * hmm.emission[:, v]
         belief = (joint / joint.sum()) @ hmm.transition
     state = dfa.run(prefix.tolist())
@@ -161,15 +165,17 @@ def reachable(dfa: DFA, length: int) -> torch.Tensor:
 
 def constrained_probs(lm_probs: torch.Tensor, prefix: torch.Tensor, dfa: DFA, length: int, *,
                       hmm: HMMLanguage | None = None, beta: torch.Tensor | None = None,
-                      ok: torch.Tensor | None = None) -> torch.Tensor:
+                      ok: torch.Tensor | None = None, context: torch.Tensor | None = None) -> torch.Tensor:
     """The next-token distribution under the format: Deco-G with ``hmm`` (``beta`` from :func:`format_backward`,
-    computed when not given), else hard masking (``ok`` from :func:`reachable`, likewise)."""
+    computed when not given; ``context``: tokens the HMM reads before ``prefix``), else hard masking (``ok`` from
+    :func:`reachable`, likewise)."""
     t = len(prefix)
     state = dfa.run(prefix.tolist())
     if state == DEAD:
         raise ValueError(f"the prefix {prefix.tolist()} already breaks the format")
     if hmm is not None:
-        weights = format_weights(hmm, dfa, format_backward(hmm, dfa, length) if beta is None else beta, prefix)
+        weights = format_weights(hmm, dfa, format_backward(hmm, dfa, length) if beta is None else beta, prefix,
+                                 context)
     else:
         if ok is None:
             ok = reachable(dfa, length)
@@ -185,20 +191,23 @@ def constrained_probs(lm_probs: torch.Tensor, prefix: torch.Tensor, dfa: DFA, le
 @torch.no_grad()
 def decode(next_probs: Callable[[torch.Tensor], torch.Tensor], prompts: torch.Tensor, new_tokens: int,
            generator: torch.Generator | None = None, *, dfa: DFA | None = None, hmm: HMMLanguage | None = None,
-           beta: torch.Tensor | None = None, ok: torch.Tensor | None = None, greedy: bool = False) -> torch.Tensor:
+           beta: torch.Tensor | None = None, ok: torch.Tensor | None = None, greedy: bool = False,
+           hmm_reads_prompt: bool = False) -> torch.Tensor:
     """Append ``new_tokens`` tokens to every row of ``prompts`` (n, P) and return the rows (n, P + new_tokens).
 
     ``next_probs(x)`` gives the LM's next-token probabilities after each row of x, (n, V). Tokens are sampled
     with ``generator``, or taken by arg-max when ``greedy``. Without ``dfa`` the LM decodes freely; with it the
     new tokens follow the format, through :func:`constrained_probs`: Deco-G with ``hmm`` (and ``beta``), else
-    hard masking (``ok``).
+    hard masking (``ok``). ``hmm_reads_prompt``: the HMM (fitted on prompt + answer strings) reads each row's prompt
+    before its answer, so its format probabilities depend on what the prompt asks for.
     """
     x = prompts.clone()
     start = prompts.shape[1]
     for _ in range(new_tokens):
         probs = next_probs(x)
         if dfa is not None:
-            probs = torch.stack([constrained_probs(pr, row[start:], dfa, new_tokens, hmm=hmm, beta=beta, ok=ok)
+            probs = torch.stack([constrained_probs(pr, row[start:], dfa, new_tokens, hmm=hmm, beta=beta, ok=ok,
+                                                   context=row[:start] if hmm_reads_prompt else None)
                                  for pr, row in zip(probs, x)])
         nxt = probs.argmax(-1, keepdim=True) if greedy else torch.multinomial(probs, 1, generator=generator)
         x = torch.cat([x, nxt], 1)

@@ -7,7 +7,8 @@ import numpy as np
 
 from distillbook.core.results import Run
 
-from .experiment import DRAFT_ARMS
+from .claims import PAPER_ANSWER, PAPER_STEPS
+from .experiment import BLOCK_ARMS, DRAFT_ARMS
 
 
 def _bars(ax, run: Run, names: list[str], labels: list[str], ylabel: str, title: str, scale: float = 1.0):
@@ -29,6 +30,8 @@ def plot_distillspec(run: Run):
     lo = min(np.min(run.values(f"alpha_{a}")) for a in arms)
     axes[0].set_ylim(max(0, lo - 0.05), 1)
     for i, a in enumerate(arms):
+        if a not in BLOCK_ARMS:
+            continue
         measured, analytic = run.values(f"block_measured_{a}"), run.values(f"block_analytic_{a}")
         axes[1].scatter(analytic, measured, color=f"C{i}", label=DRAFT_ARMS[a][0])
     lims = axes[1].get_xlim()
@@ -57,21 +60,27 @@ def plot_swiftkv(run: Run):
 
 def plot_dparallel(run: Run):
     fig, ax = plt.subplots(figsize=(6.5, 4.2), layout="constrained")
-    for i, (name, label) in enumerate((("base", "base"), ("ce", "CE only"), ("dparallel", "CE + entropy (dParallel)"))):
-        steps, valid = np.asarray(run.values(f"dp_steps_{name}")), 100 * np.asarray(run.values(f"dp_valid_{name}"))
-        ax.errorbar(steps.mean(), valid.mean(), xerr=steps.std(ddof=1), yerr=valid.std(ddof=1), fmt="o", capsize=4,
-                    color=f"C{i}", label=label)
-    ax.set_xlabel(f"decoding steps per answer ({run.params.dp_digits} tokens)")
-    ax.set_ylabel("valid answers (%)")
-    ax.set_title(f"dParallel: threshold decoding at tau = {run.params.dp_tau:g}")
+    p = run.params
+    base = np.asarray(run.values("dp_steps_base"))
+    for i, (name, label) in enumerate((("ce", "CE only"), ("dparallel", "CE + entropy (dParallel)"))):
+        curves = np.asarray(run.values(f"dp_steps_curve_{name}"))
+        x = np.linspace(0, p.dp_tune_steps, curves.shape[1] + 1)[1:]
+        ax.plot(x, curves.T, color=f"C{i}", lw=0.8, alpha=0.5)
+        ax.plot(x, curves.mean(0), color=f"C{i}", lw=2, label=label)
+    ax.axhline(base.mean(), color="k", ls=":", label="base (before fine-tuning)")
+    ax.axhline(1 + (PAPER_STEPS - 1) / (PAPER_ANSWER - 1) * (p.dp_digits - 1), color="C3", ls="--", label="the paper's share of the answer length")
+    ax.set_xlabel("fine-tuning steps")
+    ax.set_ylabel(f"decoding steps per answer ({p.dp_digits} tokens)")
+    ax.set_title(f"dParallel: threshold decoding at tau = {p.dp_tau:g} (thin: seeds)")
     ax.legend(fontsize=8)
     return fig
 
 
 def plot_decog(run: Run):
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    names, labels = ["prompt", "hard", "decog"], ["LM alone", "hard DFA masking", "Deco-G (HMM x DFA)"]
+    names = ["prompt", "hard", "decog_answers", "decog"]
+    labels = ["prompting (LM alone)", "hard DFA masking", "Deco-G, answer-only HMM", "Deco-G, prompt-aware HMM"]
     _bars(axes[0], run, [f"dg_compliance_{n}" for n in names], labels, "format compliance (%)", "Compliance", 100)
-    _bars(axes[1], run, [f"dg_accuracy_{n}" for n in names], labels, "correct sums (%)", "Accuracy", 100)
+    _bars(axes[1], run, [f"dg_accuracy_{n}" for n in names], labels, "correct answers (%)", "Accuracy", 100)
     fig.suptitle("Deco-G: format-constrained decoding (mean ± std over seeds, dots: seeds)")
     return fig

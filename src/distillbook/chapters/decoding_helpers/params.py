@@ -38,40 +38,48 @@ class Params(ChapterParams):
     kv_base_steps: int = Field(ge=1)
     kv_distil_steps: int = Field(ge=1)
     # dParallel
-    dp_digits: int = Field(ge=2, le=10)
+    dp_digits: int = Field(ge=2, le=64, description="answer tokens (the prompt has as many)")
     dp_dim: int = Field(ge=4)
+    dp_batch: int = Field(default=64, ge=2)
+    dp_noise_max: float = Field(default=0.4, ge=0, lt=1, description="base training noise of the last answer token")
     dp_base_steps: int = Field(ge=1)
-    dp_tune_steps: int = Field(ge=1)
+    dp_base_lr: float = Field(default=2e-3, gt=0)
+    dp_tune_steps: int = Field(ge=1, description="fine-tuning steps of CE only and of CE + entropy (equal budgets)")
+    dp_tune_lr: float = Field(default=1e-4, gt=0)
     dp_tau: float = Field(default=0.9, gt=0, le=1)
     dp_entropy_weight: float = Field(default=2.0, gt=0)
     dp_trajectories: int = Field(ge=10)
     dp_eval: int = Field(ge=10)
+    dp_curve_problems: int = Field(ge=1, description="test problems decoded for the fine-tuning curves")
     # Deco-G
     dg_lm_steps: int = Field(ge=1)
-    dg_target_share: float = Field(default=0.2, gt=0, lt=1,
-                                   description="share of LM training answers in the required format")
     dg_hmm_states: int = Field(ge=2)
     dg_hmm_samples: int = Field(ge=10)
     dg_em_iterations: int = Field(ge=1)
     dg_eval: int = Field(ge=10)
 
+    # cpu cost per seed (pilot, one thread): base models 51 s (target, SwiftKV base, masked-diffusion base; trained
+    # per seed, so 4 x 51 s over 2 workers, about 100 s of the run), DistillSpec 42 s with five draft arms (the JSD
+    # arm, about 8 s, is dropped to fit), SwiftKV 11 s, dParallel 12 s, Deco-G 15 s: about 125 s a seed, 4 seeds on
+    # 2 workers about 250 s plus the notebook.
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], n_states=8, vocab_size=8, length=12, lr=3e-3, batch_size=16, target_dim=16,
-                      target_layers=1, target_steps=10, draft_dim=8, draft_pre_steps=5, draft_steps=5, gamma=2,
+                      target_layers=1, target_steps=10, draft_dim=8, draft_pre_steps=5, draft_steps=6, gamma=2,
                       alpha_strings=16, spec_strings=1, kv_layers=3, kv_dim=16, kv_local=1, kv_k=1, kv_prompt=8,
-                      kv_base_steps=5, kv_distil_steps=5, dp_digits=3, dp_dim=16, dp_base_steps=10,
-                      dp_tune_steps=5, dp_trajectories=40, dp_eval=20, dg_lm_steps=10, dg_hmm_states=4,
+                      kv_base_steps=5, kv_distil_steps=5, dp_digits=4, dp_dim=16, dp_base_steps=10,
+                      dp_tune_steps=6, dp_trajectories=40, dp_eval=20, dp_curve_problems=10, dg_lm_steps=10, dg_hmm_states=4,
                       dg_hmm_samples=40, dg_em_iterations=2, dg_eval=10),
         "cpu": dict(seeds=[0, 1, 2, 3], n_states=16, vocab_size=12, length=20, lr=3e-3, batch_size=32, target_dim=64,
                     target_layers=2, target_steps=400, draft_dim=16, draft_pre_steps=100, draft_steps=150, gamma=4,
                     alpha_strings=256, spec_strings=32, kv_layers=6, kv_dim=64, kv_local=2, kv_k=2, kv_prompt=15,
-                    kv_base_steps=400, kv_distil_steps=200, dp_digits=4, dp_dim=64, dp_base_steps=700,
-                    dp_tune_steps=200, dp_trajectories=1500, dp_eval=300, dg_lm_steps=500, dg_hmm_states=24,
+                    kv_base_steps=400, kv_distil_steps=200, dp_digits=16, dp_dim=64, dp_base_steps=300,
+                    dp_tune_steps=60, dp_trajectories=400, dp_eval=300, dp_curve_problems=100, dg_lm_steps=500, dg_hmm_states=24,
                     dg_hmm_samples=1500, dg_em_iterations=30, dg_eval=200),
         "gpu": dict(seeds=[0, 1, 2, 3, 4], n_states=32, vocab_size=16, length=32, lr=1e-3, batch_size=128,
                     target_dim=256, target_layers=6, target_steps=3000, draft_dim=64, draft_pre_steps=500,
                     draft_steps=1500, gamma=4, alpha_strings=1024, spec_strings=64, kv_layers=8, kv_dim=256,
-                    kv_local=2, kv_k=4, kv_prompt=24, kv_base_steps=3000, kv_distil_steps=1500, dp_digits=8,
-                    dp_dim=256, dp_base_steps=4000, dp_tune_steps=1500, dp_trajectories=8000, dp_eval=1000,
+                    kv_local=2, kv_k=4, kv_prompt=24, kv_base_steps=3000, kv_distil_steps=1500, dp_digits=32,
+                    dp_dim=256, dp_base_steps=4000, dp_tune_steps=300, dp_trajectories=8000, dp_eval=1000,
+                    dp_curve_problems=300,
                     dg_lm_steps=3000, dg_hmm_states=64, dg_hmm_samples=8000, dg_em_iterations=50, dg_eval=1000),
     }
