@@ -90,9 +90,11 @@ def claims(p: Params) -> tuple[Claim, ...]:
               a="relative golden U-depth, small offline set", statistic="value", region=(">", 0.0),
               movement_is_the_claim=shape, margin=U_MARGIN, rationale=U_RATIONALE,
               paper_figure="Fig. 1 / §5", paper_value="offline golden metric U-shaped over training",
-              explanation="The student never copies the teacher's errors within the budget: its golden curve "
-                          "flattens instead of turning up.",
-              diagnosis=f"hacking_offline{small}_gap_to_teacher"),
+              explanation="The student copies the teacher's errors at once, not after it has learned the rest: the "
+                          "golden KL at the positions the teacher gets wrong jumps by the first evaluation and barely "
+                          "moves after, while the rest keeps falling, so the rise comes first and is hidden in the fall "
+                          "(split figure).",
+              diagnosis=f"hacking_offline{small}_wrong_rise_first"),
         Claim("proxy-falls-while-golden-rises", TIAPKIN,
               statement="...and, in the same seed, the proxy KL(teacher || student) on held-out teacher samples keeps "
                         "falling while the golden KL rises",
@@ -111,10 +113,10 @@ def claims(p: Params) -> tuple[Claim, ...]:
               rationale="the turn-up's own bar: a difference below 5% of the minimum is not a turn-up of its own",
               paper_figure="§4 (the oracle → teacher → student setup)",
               paper_value="hacking = exploiting the teacher's imperfections",
-              explanation="The turn-up at this set size is finite-set overfitting that the oracle's targets show as "
-                          "much as the teacher's; the larger set's U-depths, teacher against control (summary), say "
-                          "whether the teacher's errors add a turn-up where overfitting is smaller.",
-              diagnosis=f"hacking_offline{large}_gap_to_teacher"),
+              explanation="The teacher's errors are copied early, where the curve still falls, so they add little "
+                          "to the late rise that a U-depth measures; the wrong positions' rise after the first "
+                          "evaluation says how much copying is left for the end.",
+              diagnosis=f"hacking_offline{small}_wrong_rise_after"),
         Claim("online-turns-up-less", TIAPKIN,
               statement="Fresh teacher samples at every step turn up less than the small offline set",
               a="relative U-depth, small offline set", b="relative U-depth, online",
@@ -153,9 +155,11 @@ def claims(p: Params) -> tuple[Claim, ...]:
               a="student's relative golden U-depth over teacher size", statistic="value", region=(">", 0.0),
               margin=U_MARGIN, rationale="the teacher-hacking turn-up's bar (5% of the minimum), over teacher size",
               paper_figure="Fig. 1", paper_value="U-shaped student loss; best teacher ≈ 2.5× the student",
-              explanation="Here the student's distillation loss and the golden metric are the same divergence on the "
-                          "same strings, so the better the teacher's targets the better the student: the oracle's "
-                          "exact targets, the limit of an unbounded teacher, should then beat every teacher.",
+              explanation="Past the best teacher the student's golden KL rises by less than the bar, or not at all: "
+                          "its distillation loss and the golden metric are the same divergence on the same strings, "
+                          "so a larger teacher's sharper targets cost it little. Distilling from the oracle itself, "
+                          "the limit of an unbounded teacher, measures that cost: its gain over the widest teacher is "
+                          "negative where sharper targets hurt.",
               diagnosis=f"capacity_s{p.capacity_student_dims[0]}_oracle_gain"),
         Claim("alm-beats-uld", ALM,
               statement="A pre-trained character student distilled from a BPE teacher by ALM plus next-token loss "
@@ -306,6 +310,11 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
                     for arm in hacking_arms(p))
         + f"; offline U-shape *{v['offline-golden-turns-up']}*, with the proxy still falling "
         f"*{v['proxy-falls-while-golden-rises']}*;",
+        f"- when the teacher's errors are copied (offline, {p.offline_sizes[0]} strings), the golden KL at its wrong "
+        f"positions rises by the first evaluation by "
+        + ", ".join(f"{x:.3f}" for x in run.values(f"hacking_offline{p.offline_sizes[0]}_wrong_rise_first"))
+        + " and after it by " + ", ".join(f"{x:.3f}" for x in run.values(f"hacking_offline{p.offline_sizes[0]}_wrong_rise_after"))
+        + " (per seed);",
         "- the offline-set size sweep, mean relative U-depth (teacher / oracle control): "
         + ", ".join(f"{n} strings {a:.3f} / {b:.3f}" for n, a, b in zip(p.offline_sizes, sweep["offline"],
                                                                           sweep["oracle"])) + ";",
@@ -347,6 +356,10 @@ def glue_values(run: Run, bed: Bed) -> dict[str, float]:
         "gap_oracle_control": m(f"hacking_oracle{small}_gap_to_teacher"),
         "gap_online": m("hacking_online_gap_to_teacher"),
         "gap_on_policy": m("hacking_on_policy_gap_to_teacher"),
+        "wrong_rise_first": m(f"hacking_offline{small}_wrong_rise_first"),
+        "wrong_rise_after": m(f"hacking_offline{small}_wrong_rise_after"),
+        "control_wrong_rise_first": m(f"hacking_oracle{small}_wrong_rise_first"),
+        "eval_every": p.eval_every,
         "u_teacher_small": sweep["offline"][0], "u_oracle_small": sweep["oracle"][0],
         "u_teacher_large": sweep["offline"][-1], "u_oracle_large": sweep["oracle"][-1],
         "capacity_widest_ratio_first": float(np.mean(run.values("capacity_teacher_parameters"), axis=0)[-1]

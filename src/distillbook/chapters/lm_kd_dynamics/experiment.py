@@ -314,6 +314,10 @@ def teacher_hacking(run: Run, bed: Bed, teacher: HMMLanguage, student0, wrong_we
                             # the golden KL split by where the teacher is wrong and where it is right
                             f"hacking_{name}_golden_wrong": [start["golden_wrong"]] + result.column("golden_wrong"),
                             f"hacking_{name}_golden_right": [start["golden_right"]] + result.column("golden_right"),
+                            # when the wrong positions move: by the first evaluation, and from there to the end
+                            f"hacking_{name}_wrong_rise_first": result.column("golden_wrong")[0] - start["golden_wrong"],
+                            f"hacking_{name}_wrong_rise_after": tail_mean(result.column("golden_wrong"))
+                            - result.column("golden_wrong")[0],
                             # how far above its teacher's own golden KL the student ends
                             f"hacking_{name}_gap_to_teacher": tail_mean(golden_curve) - teacher_golden})
         steps = [0] + [r["step"] for r in result.history]
@@ -339,7 +343,7 @@ def capacity_ladder(run: Run, bed: "Bed") -> tuple[list, float]:
                          steps=p.capacity_teacher_steps, optimizer=optimizer,
                          scheduler=torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, p.capacity_teacher_steps),
                          evaluate=lambda m: {"golden": golden(bed, m)},
-                         eval_every=max(1, p.capacity_teacher_steps // 10))
+                         eval_every=max(1, p.capacity_teacher_steps // 20))
         teacher.eval().requires_grad_(False)
         teachers.append((teacher, result.column("golden")))
     return teachers, time.perf_counter() - started

@@ -70,14 +70,15 @@ class Params(ChapterParams):
                       capacity_steps=5, bpe_vocab=16, xtok_train_strings=32, xtok_teacher_dim=16,
                       xtok_teacher_steps=6, xtok_student_dim=8, xtok_pretrain_strings=16, xtok_pretrain_steps=4,
                       xtok_steps=6, xtok_val_strings=16),
-        # Pilot costs on 2 cores, one thread (s per seed unless said): student pre-training 1, zoo 6 x 80 steps 4,
-        # hacking 6 arms x 400 steps 25 (on-policy twice an offline arm), capacity ladder once per run 30, its
-        # 2 x 5 students 9, cross-tokenizer 9 students 10. The ladder trained per seed would add 90 s.
+        # Pilot costs, one thread on one core (s per seed unless said): student pre-training 1, zoo 6 x 80 steps 5,
+        # hacking 6 arms x 600 steps 45 (on-policy twice an offline arm), capacity ladder once per run 65, its
+        # 2 x 6 students 14, cross-tokenizer 9 students 14. Seeds run two at a time (one per core); the ladder
+        # trained per seed would add 120 s of wall time.
         "cpu": dict(seeds=[0, 1, 2, 3], n_states=16, vocab_size=12, length=16, branching=3, emissions=3,
                     golden_strings=256, batch_size=32, lr=3e-3, student_dim=32, pretrain_strings=64,
                     pretrain_steps=100, zoo_divergences=list(DIVERGENCES), zoo_offline_strings=256, zoo_steps=80,
                     offline_sizes=[128, 512], hacking_steps=600, eval_every=30,
-                    capacity_teacher_dims=[16, 32, 64, 96], capacity_teacher_layers=1, capacity_teacher_steps=600,
+                    capacity_teacher_dims=[8, 16, 32, 64, 96], capacity_teacher_layers=1, capacity_teacher_steps=1200,
                     capacity_student_dims=[8, 16], capacity_steps=200, bpe_vocab=48, xtok_train_strings=256,
                     xtok_teacher_dim=32, xtok_teacher_steps=300, xtok_student_dim=16, xtok_pretrain_strings=128,
                     xtok_pretrain_steps=150, xtok_steps=150, xtok_val_strings=128),
