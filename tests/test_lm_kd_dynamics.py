@@ -183,7 +183,7 @@ def _flat(level):
 
 
 FALLING = np.linspace(1.0, 0.45, N_EVALS).tolist()  # still moving at the end, above the teacher floor: not converged
-CONVERGED_BPC = [2.52, 2.5, 2.5, 2.5, 2.5, 2.5]  # 6 evaluations, as the profiles record: flat over both windows
+CONVERGED_BPC = [2.505, 2.5, 2.5, 2.5, 2.5, 2.5]  # 6 evaluations, as the profiles record: flat over both windows
 
 
 def _variant(kind: str, s: int) -> dict:
@@ -203,7 +203,7 @@ def _variant(kind: str, s: int) -> dict:
         off, off_proxy = _u_curve(depth), FALLING
         oracle, online, on_policy, large = _flat(0.3), _flat(0.31), _flat(0.31), _flat(0.31)
         capacity = [0.4, 0.3, 0.3 * (1 + depth)]
-        alm = [3.0, 2.8, 2.6, 2.4, 2.2, 2.0]
+        alm = (np.asarray(CONVERGED_BPC) - 0.01 - 0.02 * SPREAD[s]).tolist()  # compared at equal steps
     xtok = {"ntp": CONVERGED_BPC, "uld": CONVERGED_BPC, "alm": alm, "alm_ntp": alm, "alm_debiased": alm}
     return {
         "teacher_golden": 0.27, "oracle_bits_per_char": 1.8,
@@ -211,6 +211,7 @@ def _variant(kind: str, s: int) -> dict:
         "hacking_offline16_golden": _curve(large, s, 3), "hacking_oracle4_golden": _curve(oracle, s, 4),
         "hacking_online_golden": _curve(online, s, 5), "hacking_on_policy_golden": _curve(on_policy, s, 6),
         "capacity_s4_golden": _curve(capacity, s, 7), "capacity_s8_golden": _curve(capacity, s, 8),
+        "capacity_s4_drift": 0.001, "capacity_s8_drift": 0.001,
         **{f"xtok_{m}_bpc_curve": _curve(c, s, 9 + i) for i, (m, c) in enumerate(xtok.items())},
     }
 
@@ -226,10 +227,9 @@ def test_lm_kd_claims_reach_every_verdict(scratch, kind):
     assert {r["id"]: r["verdict"] for r in results} == {r["id"]: kind for r in results}
     if kind == "inconclusive":
         reasons = {r["id"]: r["reason"] for r in results}
-        for cid in ("alm-beats-uld", "alm-beats-next-token"):
-            assert reasons[cid] == "not converged", cid
-        for cid in ("offline-golden-turns-up", "online-beats-offline", "on-policy-beats-offline"):
-            assert reasons[cid] == "interval spans the region", cid  # the regimes are compared at equal steps
+        for cid in ("offline-golden-turns-up", "online-beats-offline", "on-policy-beats-offline", "alm-beats-uld",
+                    "alm-beats-next-token"):
+            assert reasons[cid] == "interval spans the region", cid  # compared at equal steps: never "not converged"
 
 
 def test_capacity_claim_is_judged_per_student_size(scratch):

@@ -73,6 +73,9 @@ KL_RATIONALE = ("0.01 nats/symbol is a 1% change in per-symbol perplexity (e^0.0
 BPC_MARGIN = 0.01
 BPC_RATIONALE = ("0.01 bits/character is a 0.7% change in per-character perplexity (2^0.01), the size of the golden "
                  "KL's margin; floor: the oracle's entropy rate, which no student can beat")
+XTOK_BUDGET = ("every method trains the same pre-trained student for the same number of steps on the same transfer set, "
+               "as the paper compares methods at a fixed training budget; the curves still fall by about a margin "
+               "between the last two windows of evaluations")
 
 
 def claims(p: Params) -> tuple[Claim, ...]:
@@ -90,10 +93,9 @@ def claims(p: Params) -> tuple[Claim, ...]:
               a="relative golden U-depth, small offline set", statistic="value", region=(">", 0.0),
               movement_is_the_claim=shape, margin=U_MARGIN, rationale=U_RATIONALE,
               paper_figure="Fig. 1 / §5", paper_value="offline golden metric U-shaped over training",
-              explanation="The student copies the teacher's errors at once, not after it has learned the rest: the "
-                          "golden KL at the positions the teacher gets wrong jumps by the first evaluation and barely "
-                          "moves after, while the rest keeps falling, so the rise comes first and is hidden in the fall "
-                          "(split figure).",
+              explanation="Where a seed's golden KL does not fall first, the student copies the teacher's errors "
+                          "faster than it learns the rest: the golden KL at the positions the teacher gets wrong jumps "
+                          "by the first evaluation (split figure), so there is no fall for a U to rise from.",
               diagnosis=f"hacking_offline{small}_wrong_rise_first"),
         Claim("proxy-falls-while-golden-rises", TIAPKIN,
               statement="...and, in the same seed, the proxy KL(teacher || student) on held-out teacher samples keeps "
@@ -108,30 +110,31 @@ def claims(p: Params) -> tuple[Claim, ...]:
         Claim("turn-up-is-teacher-hacking", TIAPKIN,
               statement="The turn-up is larger with the confidently wrong teacher than with the oracle as teacher on "
                         "as many strings, equally sharp (so it is more than overfitting a finite set)",
-              a="relative U-depth, teacher", b="relative U-depth, oracle as teacher", margin=U_MARGIN,
+              a="relative U-depth, teacher", b="turn-up (U-depth, 0 if still falling), oracle as teacher",
+              margin=U_MARGIN,
               movement_is_the_claim=shape,
               rationale="the turn-up's own bar: a difference below 5% of the minimum is not a turn-up of its own",
               paper_figure="§4 (the oracle → teacher → student setup)",
               paper_value="hacking = exploiting the teacher's imperfections",
-              explanation="The teacher's errors are copied early, where the curve still falls, so they add little "
-                          "to the late rise that a U-depth measures; the wrong positions' rise after the first "
-                          "evaluation says how much copying is left for the end.",
+              explanation="Where the teacher's errors are copied by the first evaluation, the teacher arm has no fall "
+                          "to rise from and its U-depth is negative whatever it copies later; the wrong positions' "
+                          "rise after the first evaluation measures the copying that a U-depth can see.",
               diagnosis=f"hacking_offline{small}_wrong_rise_after"),
         Claim("online-turns-up-less", TIAPKIN,
               statement="Fresh teacher samples at every step turn up less than the small offline set",
-              a="relative U-depth, small offline set", b="relative U-depth, online",
+              a="relative U-depth, small offline set", b="turn-up (U-depth, 0 if still falling), online",
               paper_value="online generation mitigates teacher hacking", **mitigation,
               explanation="With no turn-up in the small offline arm there is nothing for online data to remove.",
               diagnosis="offline-golden-turns-up"),
         Claim("on-policy-turns-up-less", TIAPKIN,
               statement="The student's own samples at every step turn up less than the small offline set",
-              a="relative U-depth, small offline set", b="relative U-depth, on-policy",
+              a="relative U-depth, small offline set", b="turn-up (U-depth, 0 if still falling), on-policy",
               paper_value="on-policy generation mitigates teacher hacking", **mitigation,
               explanation="With no turn-up in the small offline arm there is nothing for on-policy data to remove.",
               diagnosis="offline-golden-turns-up"),
         Claim("diverse-offline-turns-up-less", TIAPKIN,
               statement=f"A larger, more diverse offline set ({large} strings) turns up less than the small one",
-              a="relative U-depth, small offline set", b="relative U-depth, largest offline set",
+              a="relative U-depth, small offline set", b="turn-up (U-depth, 0 if still falling), largest offline set",
               paper_value="more diverse offline data mitigates teacher hacking", **mitigation,
               explanation="With no turn-up in the small offline arm there is nothing for more data to remove.",
               diagnosis="offline-golden-turns-up"),
@@ -154,27 +157,29 @@ def claims(p: Params) -> tuple[Claim, ...]:
                         "(an interior best teacher)",
               a="student's relative golden U-depth over teacher size", statistic="value", region=(">", 0.0),
               margin=U_MARGIN, rationale="the teacher-hacking turn-up's bar (5% of the minimum), over teacher size",
+              budget_matched="the paper's law is for a fixed distillation budget: every student trains the same "
+                             "number of steps on the same pool of strings, whichever its teacher",
               paper_figure="Fig. 1", paper_value="U-shaped student loss; best teacher ≈ 2.5× the student",
               explanation="Past the best teacher the student's golden KL rises by less than the bar, or not at all: "
                           "its distillation loss and the golden metric are the same divergence on the same strings, "
                           "so a larger teacher's sharper targets cost it little. Distilling from the oracle itself, "
                           "the limit of an unbounded teacher, measures that cost: its gain over the widest teacher is "
                           "negative where sharper targets hurt.",
-              diagnosis=f"capacity_s{p.capacity_student_dims[0]}_oracle_gain"),
+              diagnosis=f"capacity_s{p.capacity_student_dims[-1]}_oracle_gain"),
         Claim("alm-beats-uld", ALM,
               statement="A pre-trained character student distilled from a BPE teacher by ALM plus next-token loss "
                         "reaches fewer bits per character than by ULD (plus next-token loss)",
               a="bits/char, ULD", b="bits/char, ALM + next-token", margin=BPC_MARGIN, rationale=BPC_RATIONALE,
-              saturation_tol=BPC_MARGIN,
+              saturation_tol=BPC_MARGIN, budget_matched=XTOK_BUDGET,
               paper_figure="Table 1", paper_value="ALM beats prior cross-tokenizer methods (ULD, MinED, DSKD)",
-              explanation="The teacher's canonical chunk probabilities carry less than the transfer set's own "
-                          "characters; debiasing the chunks (the ALM-alone claim's second group) tests whether the "
-                          "targets' bias is why.",
+              explanation="Next to the next-token term, ALM's chunk targets add little the transfer set's characters "
+                          "do not carry; ALM alone on canonical and on debiased chunks (next claim) separates the "
+                          "targets' bias from the term itself.",
               diagnosis="alm-alone-beats-next-token"),
         Claim("alm-beats-next-token", ALM,
               statement="...and fewer than next-token training alone on the same strings",
               a="bits/char, next-token", b="bits/char, ALM + next-token", margin=BPC_MARGIN,
-              rationale=BPC_RATIONALE, saturation_tol=BPC_MARGIN,
+              rationale=BPC_RATIONALE, saturation_tol=BPC_MARGIN, budget_matched=XTOK_BUDGET,
               paper_figure="Table 1", paper_value="distillation transfers the teacher beyond the data",
               explanation="As for ULD: the ALM term adds nothing the characters do not already carry.",
               diagnosis="alm-alone-beats-next-token"),
@@ -182,11 +187,12 @@ def claims(p: Params) -> tuple[Claim, ...]:
               statement="ALM alone (pure distillation) reaches fewer bits per character than next-token training, "
                         "with the teacher's canonical chunk probabilities and with debiased ones",
               a="bits/char, next-token", b="bits/char, ALM alone", margin=BPC_MARGIN,
-              rationale=BPC_RATIONALE, saturation_tol=BPC_MARGIN,
+              rationale=BPC_RATIONALE, saturation_tol=BPC_MARGIN, budget_matched=XTOK_BUDGET,
               paper_figure="§3 (ALM as pure distillation)", paper_value="ALM needs no next-token term",
-              explanation="The teacher's chunk probabilities sit above the oracle's rate (health table): matching "
-                          "them cannot bring the student below what its own next-token training reaches.",
-              diagnosis="xtok_teacher_bpc"),
+              explanation="Canonical chunk probabilities are biased low (they leave out longer tokens with the same "
+                          "characters), so matching them pulls the student's character probabilities down; the "
+                          "debiased group measures what removing that bias recovers.",
+              diagnosis="xtok_debias_shift"),
     )
 
 
@@ -202,6 +208,9 @@ def evaluate_claims(run: Run) -> list[dict]:
     def u(name):  # U-depth per seed, moving as much as its golden curve still moves at the end
         return derived(relative_u_depth(g(name), WINDOW), [relative_change(c, WINDOW) for c in g(name)], WINDOW)
 
+    def turn_up(name):  # the U-depth as a turn-up: a curve still falling at the end has none, not a negative one
+        return derived(np.maximum(u(name).values(), 0.0), u(name).drift(), WINDOW)
+
     off_g, off_p = g(small), np.asarray(run.values(f"hacking_{small}_proxy"), dtype=float)
     oracle_bpc = run.values("oracle_bits_per_char")
     results = [
@@ -209,16 +218,17 @@ def evaluate_claims(run: Run) -> list[dict]:
         c["proxy-falls-while-golden-rises"].evaluate(
             derived(np.minimum(u(small).values(), proxy_fall_after_golden_minimum(off_g, off_p, WINDOW, relative=True)),
                     u(small).drift(), WINDOW)),
-        c["turn-up-is-teacher-hacking"].evaluate(u(small), u(f"oracle{n_small}")),
-        c["online-turns-up-less"].evaluate(u(small), u("online")),
-        c["on-policy-turns-up-less"].evaluate(u(small), u("on_policy")),
+        c["turn-up-is-teacher-hacking"].evaluate(u(small), turn_up(f"oracle{n_small}")),
+        c["online-turns-up-less"].evaluate(u(small), turn_up("online")),
+        c["on-policy-turns-up-less"].evaluate(u(small), turn_up("on_policy")),
     ]
     if n_small != n_large:
-        results.append(c["diverse-offline-turns-up-less"].evaluate(u(small), u(f"offline{n_large}")))
+        results.append(c["diverse-offline-turns-up-less"].evaluate(u(small), turn_up(f"offline{n_large}")))
     results += [
         c["online-beats-offline"].evaluate(curve(off_g), curve(g("online"))),
         c["on-policy-beats-offline"].evaluate(curve(off_g), curve(g("on_policy"))),
-        c["capacity-gap-u-shape"].evaluate({f"student width {d}": relative_u_depth(run.values(f"capacity_s{d}_golden"))
+        c["capacity-gap-u-shape"].evaluate({f"student width {d}": derived(relative_u_depth(run.values(f"capacity_s{d}_golden")),
+                                                                          run.values(f"capacity_s{d}_drift"), WINDOW)
                                             for d in p.capacity_student_dims}),
     ]
 
@@ -240,11 +250,17 @@ def record_health(run: Run) -> None:
                references={"exact oracle": 0.0, "pre-trained student": "pretrained_student_golden"},
                note="exact: the oracle with a few states' emissions reversed; it must beat the student it teaches, "
                     "or distilling it is no help to undo")
+    run.health("teacher at its wrong positions (§2)", "golden KL, nats/symbol", "teacher_golden_wrong",
+               lower_is_better=True, references={"pre-trained student there": "pretrained_student_golden_wrong",
+                                                 "teacher elsewhere": "teacher_golden_right",
+                                                 "pre-trained student elsewhere": "pretrained_student_golden_right"},
+               note="weighted by the oracle's belief that a reversed state emits next: the student must start better "
+                    "than the teacher here, and worse elsewhere, for copying the teacher to cost it anything")
     run.health("widest capacity teacher (§3)", "golden KL, nats/symbol", "capacity_widest_teacher_golden",
                lower_is_better=True,
                references={"exact oracle": 0.0, "narrowest teacher": "capacity_narrowest_teacher_golden"},
-               note="wider teachers must be better for the sweep to mean anything; each ends a cosine schedule, its "
-                    "golden curve's last relative change at most capacity_teacher_drift")
+               note="wider teachers must be better for the sweep to mean anything; each ends a cosine schedule (its "
+                    "golden curve's last relative change is in the diagnosis list)")
     run.health("BPE teacher (§4)", "bits per character", "xtok_teacher_bpc", lower_is_better=True,
                references={"oracle entropy rate": "oracle_bits_per_char",
                            "pre-trained character student": "xtok_pretrained_bpc"},
@@ -328,8 +344,10 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
         f"{np.mean(run.values('oracle_bits_per_char')):.3f}, BPE teacher {ms(run.values('xtok_teacher_bpc'))}, "
         f"pre-trained start {ms(run.values('xtok_pretrained_bpc'))}): "
         + ", ".join(f"{label} {ms(_final(run.values(f'xtok_{m}_bpc_curve')))}" for m, label in XTOK_LABELS.items())
-        + " (validation picked ALM's tau = " + ", ".join(f"{t:g}" for t in run.values("xtok_alm_tau"))
-        + " and ULD's weight = " + ", ".join(f"{w:g}" for w in run.values("xtok_uld_weight")) + " across seeds).",
+        + " (validation picked, across seeds, tau = " + ", ".join(f"{t:g}" for t in run.values("xtok_alm_tau"))
+        + " for ALM alone, " + ", ".join(f"{t:g}" for t in run.values("xtok_alm_ntp_tau")) + " for ALM + next-token, "
+        + ", ".join(f"{t:g}" for t in run.values("xtok_alm_debiased_tau")) + " for debiased ALM, and ULD's weight = "
+        + ", ".join(f"{w:g}" for w in run.values("xtok_uld_weight")) + ").",
     ])
 
 

@@ -45,6 +45,7 @@ XTOK_TEACHER_INIT = 17  # the BPE teacher
 XTOK_STUDENT_INIT = 18  # the character students
 
 
+CONFIDENT = 0.7  # a state the teacher gets confidently wrong emits its likeliest symbol with at least this probability
 EMISSION_FLOOR = 1e-3  # teachers emit every symbol with probability >= this / V: on-policy strings need targets
 
 
@@ -62,9 +63,10 @@ def confidently_wrong(lang: HMMLanguage, max_kl: float, generator: torch.Generat
     In a reversed state the most likely symbol becomes the least likely and vice versa: the teacher is
     confidently wrong there, systematically (the same states, every string), and exactly right elsewhere. A
     permutation keeps every state's entropy, so the teacher is exactly as sharp as the oracle: the
-    oracle-as-teacher control differs from it only in the errors. States are tried in random order and a reversal
-    is kept while the teacher's KL(oracle || teacher) per symbol stays within ``max_kl``, so every seed's teacher
-    is about as wrong, whichever states it gets wrong. The KL is measured on ``n_probe`` oracle strings drawn
+    oracle-as-teacher control differs from it only in the errors. Only confident states are reversed (the oracle's
+    likeliest symbol has probability >= ``CONFIDENT``, which the teacher then makes the least likely); they are
+    tried in random order and a reversal is kept while the teacher's KL(oracle || teacher) per symbol stays within
+    ``max_kl``, so every seed's teacher is about as wrong, whichever states it gets wrong. The KL is measured on ``n_probe`` oracle strings drawn
     from ``generator``, not on the golden strings. Returns the teacher and its reversed states.
     """
     if not max_kl > 0:
@@ -73,6 +75,8 @@ def confidently_wrong(lang: HMMLanguage, max_kl: float, generator: torch.Generat
     probe_probs = lang.next_token_probs(probe)
     emission, wrong = lang.emission.clone(), []
     for state in torch.randperm(lang.n_states, generator=generator).tolist():
+        if lang.emission[state].max() < CONFIDENT:
+            continue
         trial = emission.clone()
         support = torch.nonzero(trial[state] > 0).squeeze(1)
         ranked = support[trial[state, support].argsort()]  # least to most likely
@@ -188,12 +192,23 @@ def train_next_token(run: Run, bed: Bed, model, next_batch, steps: int, seed: in
                    optimizer=torch.optim.AdamW(model.parameters(), lr=p.lr), **kw)
 
 
+def adamw(model: torch.nn.Module, lr: float, steps: int | None = None):
+    """AdamW at ``lr``, and a cosine schedule to 0 over ``steps`` (``None``: a constant rate).
+
+    The decay lets a curve settle at the end, so its last evaluations read where training arrived rather than
+    the noise of a constant rate.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if steps else None
+    return {"optimizer": optimizer, "scheduler": schedule}
+
+
 def distill(run: Run, bed: Bed, student, targets, next_batch, divergence: str, steps: int, seed: int, name: str,
-            **kw):
+            cosine: bool = False, **kw):
     """Token-level distillation: D(teacher, student) at every position of the strings from ``next_batch``.
 
     ``targets(x)`` gives the teacher's logits (see :func:`teacher_targets`, :func:`oracle_targets`); a batch
-    may instead be a pair ``(x, teacher logits)`` computed ahead.
+    may instead be a pair ``(x, teacher logits)`` computed ahead. ``cosine`` decays the rate to 0 by the end.
     """
     p = run.params
     fn = DIVERGENCES[divergence]
@@ -208,7 +223,7 @@ def distill(run: Run, bed: Bed, student, targets, next_batch, divergence: str, s
         return fn(symbol_logits(m, bed, x), target)
 
     return run.fit(name, seed, student, loss, next_batch, steps=steps,
-                   optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr), **kw)
+                   **adamw(student, p.lr, steps if cosine else None), **kw)
 
 
 def oracle_batches(bed: Bed, batch_size: int):
@@ -236,10 +251,13 @@ def teacher_and_student(run: Run, bed: Bed, seed: int) -> tuple[HMMLanguage, tor
     train_next_token(run, bed, student, batches, p.pretrain_steps, seed, "student-pretrain")
     teacher_golden = float(golden_kl(bed.golden_probs, teacher.next_token_probs(bed.golden_x).clamp_min(1e-30).log())
                            .mean())
-    run.record(seed, teacher_golden=teacher_golden, pretrained_student_golden=golden(bed, student),
-               teacher_wrong_states=len(wrong))
     # each golden position's weight on the teacher's wrong states: the oracle's belief that one emits next
     wrong_weight = state_beliefs(bed.lang, bed.golden_x)[..., wrong].sum(-1)
+    teacher_wrong, teacher_right = split_kl(bed, teacher.next_token_probs(bed.golden_x).log(), wrong_weight)
+    student_wrong, student_right = golden_split(bed, student, wrong_weight)
+    run.record(seed, teacher_golden=teacher_golden, pretrained_student_golden=golden(bed, student),
+               teacher_wrong_states=len(wrong), teacher_golden_wrong=teacher_wrong, teacher_golden_right=teacher_right,
+               pretrained_student_golden_wrong=student_wrong, pretrained_student_golden_right=student_right)
     return teacher, student, wrong_weight
 
 
@@ -266,7 +284,11 @@ def golden_split(bed: Bed, model: torch.nn.Module, wrong_weight: torch.Tensor) -
     """The golden KL where the teacher is wrong and where it is right: the mean over golden positions of
     KL(oracle_t || model_t) weighted by ``wrong_weight`` (the oracle's belief that a wrong state emits x_t), and
     by its complement."""
-    log_q = torch.log_softmax(symbol_logits(model, bed, bed.golden_x).cpu().double(), -1)
+    return split_kl(bed, torch.log_softmax(symbol_logits(model, bed, bed.golden_x).cpu().double(), -1), wrong_weight)
+
+
+def split_kl(bed: Bed, log_q: torch.Tensor, wrong_weight: torch.Tensor) -> tuple[float, float]:
+    """:func:`golden_split` for log-probabilities ``log_q`` (n, L, V) on the golden strings."""
     p = bed.golden_probs
     kl = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - log_q), torch.zeros_like(p)).sum(-1)
     w = wrong_weight
@@ -307,7 +329,7 @@ def teacher_hacking(run: Run, bed: Bed, teacher: HMMLanguage, student0, wrong_we
                                      n_symbols=bed.V, offline_set=pools[source][:size] if size else None,
                                      student=student)
         result = distill(run, bed, student, targets[source], batches, "forward_kl", p.hacking_steps, seed,
-                         f"hacking-{name}", eval_every=p.eval_every, evaluate=evaluate)
+                         f"hacking-{name}", cosine=True, eval_every=p.eval_every, evaluate=evaluate)
         golden_curve = [start["golden"]] + result.column("golden")
         run.record(seed, **{f"hacking_{name}_golden": golden_curve,
                             f"hacking_{name}_proxy": [start["proxy"]] + result.column("proxy"),
@@ -368,7 +390,7 @@ def capacity_gap(run: Run, bed: Bed, ladder, seed: int) -> None:
                    for t, _ in teachers]
     targets.append(oracle_targets(bed)(pool))
     for student_dim in p.capacity_student_dims:
-        goldens = []
+        goldens, drifts = [], []
         for k, logits in enumerate(targets):
             student = new_lm(run, bed, student_dim, p.student_layers, derived_seed(seed, CAPACITY_STUDENT_INIT))
 
@@ -377,13 +399,18 @@ def capacity_gap(run: Run, bed: Bed, ladder, seed: int) -> None:
                 return pool[i], logits[i]
 
             name = f"d{p.capacity_teacher_dims[k]}" if k < len(teachers) else "oracle"
-            distill(run, bed, student, None, draw, "forward_kl", p.capacity_steps, seed,
-                    f"capacity-s{student_dim}-from-{name}")
-            goldens.append(golden(bed, student))
+            result = distill(run, bed, student, None, draw, "forward_kl", p.capacity_steps, seed,
+                             f"capacity-s{student_dim}-from-{name}", cosine=True,
+                             evaluate=lambda m: {"golden": golden(bed, m)},
+                             eval_every=max(1, p.capacity_steps // 10))
+            goldens.append(result.final("golden"))
+            drifts.append(result.drift("golden"))
         run.record(seed, **{f"capacity_s{student_dim}_golden": goldens[:-1],
                             f"capacity_s{student_dim}_from_oracle_golden": goldens[-1],
                             # > 0: the oracle's exact targets make a better student than the widest teacher's
                             f"capacity_s{student_dim}_oracle_gain": goldens[-2] - goldens[-1],
+                            # how much the students' golden curves still move at the end (the largest of them)
+                            f"capacity_s{student_dim}_drift": max(drifts),
                             f"capacity_s{student_dim}_parameters": n_parameters(student)})
     run.record(seed, capacity_teacher_golden=[tail_mean(c) for _, c in teachers],
                capacity_teacher_parameters=[n_parameters(t) for t, _ in teachers],
@@ -403,9 +430,9 @@ def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
     Every student starts from the same character model, pre-trained by next-token prediction on its own oracle
     strings (the paper distils into pre-trained students). On the transfer set it then learns by next-token
     prediction (NTP), NTP plus ULD's sorted-probability term, ALM alone, ALM plus NTP (the paper's combined
-    setting) or ALM on debiased chunk probabilities. ALM's tau and ULD's weight are each picked from their
-    candidates on separate validation strings; the combined and debiased arms use ALM's picked tau. The golden
-    strings only measure the picked students.
+    setting) or ALM on debiased chunk probabilities. Each arm's knob (ULD's weight, each ALM arm's tau) is picked
+    from its candidates on separate validation strings; the golden strings only measure the picked students. Every
+    student's rate decays to 0 on a cosine schedule, so its last evaluations read where it arrived.
     """
     p = run.params
     dev = run.device
@@ -477,22 +504,24 @@ def cross_tokenizer(run: Run, bed: Bed, seed: int) -> None:
             return {"bpc": bits_per_char(m, bed.golden_x)}
 
         result = run.fit(f"xtok-{method}-{chunks}-{knob}", seed, student, loss, draw, steps=p.xtok_steps,
-                         optimizer=torch.optim.AdamW(student.parameters(), lr=p.lr), evaluate=evaluate,
+                         **adamw(student, p.lr, p.xtok_steps), evaluate=evaluate,
                          eval_every=max(1, p.xtok_steps // 10))  # 10 evaluations: convergence reads the tail
         return student, [start] + result.column("bpc")
 
     curves, picked = {}, {}
-    for method, candidates in (("ntp", [None]), ("uld", p.uld_weights), ("alm", p.alm_temperatures)):
-        trained = [(knob, *train_student(method, knob)) for knob in candidates]
-        knob, _, bpc = min(trained, key=lambda t: bits_per_char(t[1], val_x))  # picked on validation strings
-        picked[method], curves[method] = knob, bpc
-    curves["alm_ntp"] = train_student("alm_ntp", picked["alm"])[1]
-    curves["alm_debiased"] = train_student("alm", picked["alm"], "debiased")[1]
+    arms = {"ntp": ("ntp", [None], "canonical"), "uld": ("uld", p.uld_weights, "canonical"),
+            "alm": ("alm", p.alm_temperatures, "canonical"), "alm_ntp": ("alm_ntp", p.alm_temperatures, "canonical"),
+            "alm_debiased": ("alm", p.alm_temperatures, "debiased")}
+    for arm, (method, candidates, chunks) in arms.items():  # each arm's knob picked on validation strings
+        trained = [(knob, *train_student(method, knob, chunks)) for knob in candidates]
+        knob, _, bpc = min(trained, key=lambda t: bits_per_char(t[1], val_x))
+        picked[arm], curves[arm] = knob, bpc
     steps = [0] + [round(k * max(1, p.xtok_steps // 10)) for k in range(1, len(curves["ntp"]))]
     # how much debiasing moves the teacher's chunk targets: mean log p~_c - log p_c over real chunks (nats)
     shift = float(((chunk_logp["debiased"] - chunk_logp["canonical"]) * mask).sum() / mask.sum())
     run.record(seed, xtok_steps=steps, oracle_bits_per_char=bed.entropy_rate / LOG2, xtok_teacher_bpc=teacher_bpc,
-               xtok_pretrained_bpc=start, xtok_alm_tau=picked["alm"], xtok_uld_weight=picked["uld"],
+               xtok_pretrained_bpc=start, xtok_alm_tau=picked["alm"], xtok_alm_ntp_tau=picked["alm_ntp"],
+               xtok_alm_debiased_tau=picked["alm_debiased"], xtok_uld_weight=picked["uld"],
                xtok_debias_shift=shift,
                **{f"xtok_{m}_bpc_curve": c for m, c in curves.items()},
                **{f"xtok_{m}_bpc": c[-1] for m, c in curves.items()})
