@@ -46,3 +46,10 @@ def test_digit_mapping_task_and_noise():
     assert eps[0] == 0 and abs(eps[-1] - p.dp_noise_max) < 1e-12 and (eps.diff() > 0).all()
     x_in, targets, masked = dh._noisy_batch(p, torch.Generator().manual_seed(1))
     assert masked.any(1).all() and (x_in[:, dh._answer(p)][masked] == dh.MASK).all()
+
+
+def test_deco_g_tests_every_distinct_prompt_once():
+    prompts = dh.dg_test_prompts()
+    assert len(prompts) == 20 and len({tuple(r) for r in prompts.tolist()}) == 20
+    assert set(prompts[:, 1].tolist()) == set(range(10)) and set(prompts[:, 2].tolist()) == {1, 2}
+    assert (prompts[:, 0] == dh.INSTRUCTED).all() and (prompts[:, 3] == dh.EQ).all()

@@ -36,10 +36,13 @@ preset's cost table)."""
 BLOCK_ARMS = ("tvd_onpolicy", "data")  # arms whose block efficiency is also measured by speculative sampling
 
 # the purposes of the seeds derived from a run seed: derived_seed(seed, purpose) / derived_generator(seed, purpose)
-ALPHA_STRINGS, SPECULATIVE_RUNS, SWIFTKV_STRINGS, DP_TRAJECTORIES, DP_TEST, DG_SAMPLES, DG_TEST, ORACLE_STRINGS = \
+# (purpose 7 drew Deco-G's random test prompts; every distinct prompt is now tested once, and the slot is kept so
+# that the other purposes keep their streams)
+ALPHA_STRINGS, SPECULATIVE_RUNS, SWIFTKV_STRINGS, DP_TRAJECTORIES, DP_TEST, DG_SAMPLES, _, ORACLE_STRINGS = \
     range(1, 9)  # evaluation and sampling draws
 TARGET_INIT, SWIFTKV_INIT, DPARALLEL_INIT, DRAFT_INIT, DECOG_LM_INIT = range(9, 14)  # initial weights
 DRAFT_SAMPLES = 14  # the pre-trained draft's own strings (the on-policy shift diagnosis)
+DG_HELDOUT = 15  # held-out LM samples for the Deco-G HMMs' likelihood check (test-bed health)
 
 
 def _fit(run: Run, name: str, seed: int, model, loss, batches, steps: int, lr: float, params=None, **kwargs):
@@ -208,7 +211,12 @@ def swift_kv(run: Run, b: Bed, m: Bases, seed: int) -> dict:
     def batches(gen):
         return b.lang.sample(p.batch_size, gen)
 
-    _fit(run, "swiftkv-distil", seed, student, loss, batches, p.kv_distil_steps, p.lr, params=trainable)
+    def evaluate(model) -> dict:  # the distillation curve: quality of the rewired student as it trains
+        agree, kl = quality(model, k)
+        return {"agree": agree, "kl": kl}
+
+    fit = _fit(run, "swiftkv-distil", seed, student, loss, batches, p.kv_distil_steps, p.lr, params=trainable,
+               evaluate=evaluate, eval_every=max(1, p.kv_distil_steps // 10))
     student.eval()
     base_agree, base_kl = quality(m.kv_base, L)
     rewired_agree, rewired_kl = quality(m.kv_base, k)
@@ -217,7 +225,8 @@ def swift_kv(run: Run, b: Bed, m: Bases, seed: int) -> dict:
     flops = swiftkv.prefill_flops(m.kv_base, prompt, k) / swiftkv.prefill_flops(m.kv_base, prompt, L)
     return {"kv_agree_base": base_agree, "kv_agree_rewired": rewired_agree, "kv_agree_distilled": distilled_agree,
             "kv_kl_base": base_kl, "kv_kl_rewired": rewired_kl, "kv_kl_distilled": distilled_kl,
-            "kv_prefill_flops_ratio": flops}
+            "kv_prefill_flops_ratio": flops, "kv_agree_curve_distilled": fit.column("agree"),
+            "kv_kl_curve_distilled": fit.column("kl")}
 
 
 # ---------------------------------------------------------------- 3. dParallel: "write these digits reversed, mapped"
@@ -339,9 +348,16 @@ def _answer_tokens(digit: torch.Tensor, count: torch.Tensor, fmt: torch.Tensor) 
 
 
 def _dg_prompts(n: int, gen: torch.Generator, instruction: int) -> torch.Tensor:
-    """Prompts [instruction, d, n, =]: write the digit d, n in {1, 2} times."""
+    """Prompts [instruction, d, n, =]: write the digit d, n in {1, 2} times (drawn at random)."""
     d, count = torch.randint(0, 10, (n,), generator=gen), torch.randint(1, 3, (n,), generator=gen)
     return torch.stack([torch.full_like(d, instruction), d, count, torch.full_like(d, EQ)], 1)
+
+
+def dg_test_prompts() -> torch.Tensor:
+    """Every distinct instructed prompt once (10 digits x 2 counts = 20): greedy decoding answers a prompt the same
+    way every time, so repeats of a prompt would add no information, only weight."""
+    d, n = torch.arange(10).repeat_interleave(2), torch.tensor([1, 2]).repeat(10)
+    return torch.stack([torch.full_like(d, INSTRUCTED), d, n, torch.full_like(d, EQ)], 1)
 
 
 def _dg_strings(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -384,6 +400,20 @@ DG_ARMS = ("prompt", "hard", "decog_answers", "decog")
 HMM of prompt + answer (instruction-aware: it reads the prompt)."""
 
 
+def _hmm_health(p: Params, lm, hmm_prompted, hmm_answers, next_probs, gen: torch.Generator) -> dict:
+    """Test-bed health of the HMMs: mean log p(answer | prompt) in nats on held-out samples of the instructed LM,
+    under the LM itself, the prompt-aware HMM (log p(prompt, answer) - log p(prompt)) and the answer-only HMM
+    (log p(answer), the prompt unread). An HMM that carries the request scores above the answer-only one."""
+    prompts = _dg_prompts(p.dg_heldout, gen, INSTRUCTED)
+    x = constrained.decode(next_probs, prompts, DG_ANSWER, gen)
+    with torch.no_grad():
+        logp = torch.log_softmax(lm(input_ids=with_bos(x, DG_BOS)).logits[:, :-1, :DG_V].double(), -1)
+        lm_ll = logp.gather(-1, x[..., None])[:, DG_PROMPT:, 0].sum(1)
+    hmm_ll = hmm_prompted.log_likelihood(x) - hmm_prompted.log_likelihood(x[:, :DG_PROMPT])
+    return {"dg_loglik_lm": lm_ll.mean().item(), "dg_loglik_hmm": hmm_ll.mean().item(),
+            "dg_loglik_hmm_answers": hmm_answers.log_likelihood(x[:, DG_PROMPT:]).mean().item()}
+
+
 def decog(run: Run, b: Bed, seed: int) -> dict:
     p = run.params
 
@@ -409,7 +439,7 @@ def decog(run: Run, b: Bed, seed: int) -> dict:
     hmm_prompted, _ = constrained.fit_hmm(samples, p.dg_hmm_states, DG_V, p.dg_em_iterations, gen)
     dfa = format_dfa()
     ok = constrained.reachable(dfa, DG_ANSWER)
-    test = _dg_prompts(p.dg_eval, derived_generator(seed, DG_TEST), INSTRUCTED)
+    test = dg_test_prompts()
     constraints = {"prompt": {}, "hard": {"dfa": dfa, "ok": ok},
                    "decog_answers": {"dfa": dfa, "hmm": hmm_answers,
                                      "beta": constrained.format_backward(hmm_answers, dfa, DG_ANSWER)},
@@ -423,12 +453,16 @@ def decog(run: Run, b: Bed, seed: int) -> dict:
             w = [constrained.format_weights(hmm_prompted, dfa, constraints["decog"]["beta"], torch.tensor([ANS_MARK]),
                                             torch.tensor([INSTRUCTED, d, n, EQ]))[PAD].item() for n in (1, 2)]
             gap.append(w[0] - w[1])
-    result = {"dg_hmm_prompt_gap": float(np.mean(gap))}
+    result = {"dg_hmm_prompt_gap": float(np.mean(gap)), **_hmm_health(p, lm, hmm_prompted, hmm_answers, next_probs,
+                                                                       derived_generator(seed, DG_HELDOUT))}
     for name in DG_ARMS:
         strings = constrained.decode(next_probs, test, DG_ANSWER, gen, greedy=True, **constraints[name])
         result[f"dg_compliance_{name}"] = float(np.mean([dfa.accepts(r) for r in strings[:, DG_PROMPT:].tolist()]))
         correct = _dg_correct(strings)
+        complies = torch.tensor([dfa.accepts(r) for r in strings[:, DG_PROMPT:].tolist()])
         result[f"dg_accuracy_{name}"] = correct.double().mean().item()
+        # compliance-aware: an answer outside the format counts as wrong
+        result[f"dg_accuracy_strict_{name}"] = (correct & complies).double().mean().item()
         # accuracy on the prompts that ask for two digits, where the chatty prefix the format allows is a trap
         result[f"dg_accuracy_two_{name}"] = correct[test[:, 2] == 2].double().mean().item()
     return result

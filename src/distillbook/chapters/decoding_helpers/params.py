@@ -51,12 +51,12 @@ class Params(ChapterParams):
     dp_trajectories: int = Field(ge=10)
     dp_eval: int = Field(ge=10)
     dp_curve_problems: int = Field(ge=1, description="test problems decoded for the fine-tuning curves")
-    # Deco-G
+    # Deco-G (tested on every distinct prompt once: 10 digits x 2 counts, decoded greedily)
     dg_lm_steps: int = Field(ge=1)
     dg_hmm_states: int = Field(ge=2)
     dg_hmm_samples: int = Field(ge=10)
     dg_em_iterations: int = Field(ge=1)
-    dg_eval: int = Field(ge=10)
+    dg_heldout: int = Field(ge=10, description="held-out LM samples on which the HMMs' likelihood is checked")
 
     # cpu cost per seed (pilot, one thread): base models 51 s (target, SwiftKV base, masked-diffusion base; trained
     # per seed, so 4 x 51 s over 2 workers, about 100 s of the run), DistillSpec 42 s with five draft arms (the JSD
@@ -68,18 +68,18 @@ class Params(ChapterParams):
                       alpha_strings=16, spec_strings=1, kv_layers=3, kv_dim=16, kv_local=1, kv_k=1, kv_prompt=8,
                       kv_base_steps=5, kv_distil_steps=5, dp_digits=4, dp_dim=16, dp_base_steps=10,
                       dp_tune_steps=6, dp_trajectories=40, dp_eval=20, dp_curve_problems=10, dg_lm_steps=10, dg_hmm_states=4,
-                      dg_hmm_samples=40, dg_em_iterations=2, dg_eval=10),
+                      dg_hmm_samples=40, dg_em_iterations=2, dg_heldout=40),
         "cpu": dict(seeds=[0, 1, 2, 3], n_states=16, vocab_size=12, length=20, lr=3e-3, batch_size=32, target_dim=64,
                     target_layers=2, target_steps=400, draft_dim=16, draft_pre_steps=100, draft_steps=150, gamma=4,
                     alpha_strings=256, spec_strings=32, kv_layers=6, kv_dim=64, kv_local=2, kv_k=2, kv_prompt=15,
                     kv_base_steps=400, kv_distil_steps=200, dp_digits=16, dp_dim=64, dp_base_steps=300,
                     dp_tune_steps=60, dp_trajectories=400, dp_eval=300, dp_curve_problems=100, dg_lm_steps=500, dg_hmm_states=24,
-                    dg_hmm_samples=1500, dg_em_iterations=30, dg_eval=200),
+                    dg_hmm_samples=1500, dg_em_iterations=30, dg_heldout=500),
         "gpu": dict(seeds=[0, 1, 2, 3, 4], n_states=32, vocab_size=16, length=32, lr=1e-3, batch_size=128,
                     target_dim=256, target_layers=6, target_steps=3000, draft_dim=64, draft_pre_steps=500,
                     draft_steps=1500, gamma=4, alpha_strings=1024, spec_strings=64, kv_layers=8, kv_dim=256,
                     kv_local=2, kv_k=4, kv_prompt=24, kv_base_steps=3000, kv_distil_steps=1500, dp_digits=32,
                     dp_dim=256, dp_base_steps=4000, dp_tune_steps=300, dp_trajectories=8000, dp_eval=1000,
                     dp_curve_problems=300,
-                    dg_lm_steps=3000, dg_hmm_states=64, dg_hmm_samples=8000, dg_em_iterations=50, dg_eval=1000),
+                    dg_lm_steps=3000, dg_hmm_states=64, dg_hmm_samples=8000, dg_em_iterations=50, dg_heldout=2000),
     }
