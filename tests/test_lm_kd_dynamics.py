@@ -80,6 +80,8 @@ def test_cross_tokenizer_loss_wires_each_method():
     assert uld.item() == pytest.approx(ntp.item() + 0.5 * uld_term(logp.exp(), teacher_logp.exp(), mask).item())
     alm = cross_tokenizer_loss("alm", logits, x, knob=2.0, **kw)
     assert alm.item() == pytest.approx(alm_loss(char_logp, chunk, chunk_logp, mask, 2.0).item())
+    both = cross_tokenizer_loss("alm_ntp", logits, x, knob=2.0, **kw)  # the paper's combined setting
+    assert both.item() == pytest.approx(ntp.item() + alm.item())
     with pytest.raises(ValueError, match="method='nope'"):
         cross_tokenizer_loss("nope", logits, x, knob=1.0, **kw)
 
@@ -370,17 +372,3 @@ def test_extension_matrix_and_debiased_chunk_probabilities():
     # with no token extending another, debiasing is the identity
     plain = debiased_token_log_probs(probs.log(), ids, torch.eye(5, dtype=torch.bool))
     torch.testing.assert_close(plain, token_log_probs(probs.log(), ids))
-
-
-def test_alm_plus_next_token_is_their_sum():
-    torch.manual_seed(0)
-    logits = torch.randn(2, 4, 3, dtype=torch.float64)
-    x = torch.tensor([[0, 2, 1, 1], [2, 2, 0, 1]])
-    chunk = torch.tensor([[0, 0, 1, 1], [0, 1, 1, 2]])
-    mask = torch.tensor([[True, True, False], [True, True, True]])
-    teacher_logp = torch.log_softmax(torch.randn(2, 3, 5, dtype=torch.float64), -1)
-    kw = dict(chunk=chunk, teacher_chunk_logp=token_log_probs(teacher_logp, torch.tensor([[1, 4, 0], [3, 3, 2]])),
-              teacher_probs=teacher_logp.exp(), mask=mask)
-    both = cross_tokenizer_loss("alm_ntp", logits, x, knob=2.0, **kw)
-    assert both.item() == pytest.approx(cross_tokenizer_loss("ntp", logits, x, knob=None, **kw).item()
-                                        + cross_tokenizer_loss("alm", logits, x, knob=2.0, **kw).item())
