@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 CHAPTER ?=
 PROFILE ?= auto
 
-.PHONY: install book build test status run mutate clean
+.PHONY: install book build test test-fast status run mutate clean
 
 # Creates the venv if missing and installs the pinned requirements; reruns only when they change.
 $(STAMP): requirements.txt pyproject.toml
@@ -28,6 +28,10 @@ build: install
 
 test: install
 	$(PY) -m pytest
+
+# The library units only: no notebook runs, no site build, no browser (tests marked slow).
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 status: install
 	$(PY) -m distillbook status

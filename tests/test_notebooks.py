@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -59,15 +58,20 @@ def test_notebook_runs_at_smoke(chapter, scratch):
     assert executed["metadata"]["distillbook"] == {"run_id": prov["run_id"], "profile": "smoke"}
     from distillbook.core.paths import RUNS_DIR
 
-    assert not any((RUNS_DIR / "staging").glob("*")), "staging is cleaned up"
+    assert not (RUNS_DIR / "staging" / prov["run_id"]).exists(), "this run's staging is cleaned up"
 
 
 def _cli(*args, timeout=60):
     return subprocess.run([sys.executable, "-m", "distillbook", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_cli_rejects_bad_input_before_any_compute():
-    started = time.perf_counter()
+def test_cli_rejects_bad_input_before_any_compute(tmp_path):
+    """Bad input fails in validation: no staging folder is made, so no kernel was started (checked by structure,
+    not by wall time, which a loaded machine stretches)."""
+    from distillbook.core.paths import RUNS_DIR
+
+    staging = RUNS_DIR / "staging"
+    before = set(staging.glob("*")) if staging.exists() else set()
     bad = _cli("run", "foundations", "--profile", "smoke", "-p", "temprature=[1,2]")
     assert bad.returncode == 2 and "temprature" in bad.stderr and "allowed" in bad.stderr
     bad = _cli("run", "foundations", "--profile", "smoke", "-p", "alpha=2")
@@ -82,7 +86,8 @@ def test_cli_rejects_bad_input_before_any_compute():
     assert bad.returncode == 2 and "device='cuda:7'" in bad.stderr
     bad = _cli("run", "feature-kd", "--profile", "smoke")
     assert bad.returncode == 2 and "planned" in bad.stderr
-    assert time.perf_counter() - started < 60, "validation must not start kernels"
+    after = set(staging.glob("*")) if staging.exists() else set()
+    assert after <= before, "validation must not start a run"
 
 
 def test_cli_list_and_status_json():

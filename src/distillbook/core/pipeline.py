@@ -11,6 +11,7 @@ and the results come from the same run.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import importlib
 import json
@@ -82,9 +83,11 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     output_dir = Path(output_dir)
     final_results = Path(results_root) if results_root is not None else default_results_root(profile)
     run_id = uuid.uuid4().hex
+    remove_abandoned_staging()
     staging = RUNS_DIR / "staging" / run_id
     staged_notebook = staging / f"{chapter.id}.ipynb"
     staging.mkdir(parents=True)
+    lock = hold_staging_lock(staging)  # held until this run ends: the folder is in use
     started = time.perf_counter()
     import papermill
 
@@ -111,10 +114,46 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
                         f"partial notebook: {failed}") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        lock.close()
     destination = output_dir / f"{chapter.id}.ipynb"
     shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
     return {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
             "wall_seconds": round(time.perf_counter() - started, 1)}
+
+
+STAGING_LOCK = ".lock"
+
+
+def hold_staging_lock(staging: Path):
+    """Open ``staging/.lock`` and hold an exclusive lock on it; the lock ends with the returned file (or the
+    process, however it dies)."""
+    handle = open(staging / STAGING_LOCK, "w")
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
+
+
+def remove_abandoned_staging() -> list[Path]:
+    """Remove the staging folders of runs that are gone (killed before their own clean-up), keep the rest.
+
+    A live run holds the lock on its folder's ``.lock`` (:func:`hold_staging_lock`); a folder whose lock can be
+    taken, or that has had none for ten minutes, belongs to no running process. Returns the folders removed.
+    """
+    removed = []
+    for folder in sorted((RUNS_DIR / "staging").glob("*")):
+        if not folder.is_dir():
+            continue
+        if not (folder / STAGING_LOCK).exists() and time.time() - folder.stat().st_mtime < 600:
+            continue  # a run that has made its folder but not yet its lock, or one from before locks
+        try:
+            with open(folder / STAGING_LOCK, "a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while the run is alive
+        except BlockingIOError:
+            continue
+        except FileNotFoundError:  # the folder went away meanwhile
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 # Warnings the kernel would print into the published pages. ``tqdm.auto`` (imported by transformers, diffusers
