@@ -30,3 +30,16 @@ def test_abandoned_staging_is_removed_and_live_staging_kept(tmp_path, monkeypatc
 def test_no_staging_folder_is_fine(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "RUNS_DIR", tmp_path)
     assert pipeline.remove_abandoned_staging() == []
+
+
+def test_runs_off_the_preset_leave_committed_results_alone():
+    from distillbook.core.paths import COMMITTED_RESULTS_DIR, EXECUTED_DIR, RUNS_DIR
+
+    book = pipeline.destinations("foundations", "cpu", {})
+    assert book == (EXECUTED_DIR, COMMITTED_RESULTS_DIR)
+    experiment = pipeline.destinations("foundations", "cpu", {"seeds": [0]})
+    assert all(RUNS_DIR / "experiments" in p.parents for p in experiment)
+    assert pipeline.destinations("foundations", "cpu", {"seeds": [0]}, replace=True) == book
+    assert pipeline.destinations("foundations", "cpu", {"device": "cuda:1", "workers": 1}) == book  # run settings
+    assert pipeline.destinations("foundations", "smoke", {"seeds": [0]}) == pipeline.destinations("foundations", "smoke", {})
+    assert pipeline.destinations("foundations", "cpu", {"seeds": [0]}, output_dir=RUNS_DIR / "x")[0] == RUNS_DIR / "x"

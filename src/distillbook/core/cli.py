@@ -60,8 +60,8 @@ def cmd_run(args) -> int:
         pipeline.params_class(chapter).for_profile(profile, **overrides)
     for chapter in chapters:
         print(f"running {chapter} at profile {profile} ...", flush=True)
-        out = pipeline.run_chapter(chapter, profile, overrides, log_output=args.verbose)
-        print(f"  done in {out['wall_seconds']} s -> {out['notebook']}", flush=True)
+        out = pipeline.run_chapter(chapter, profile, overrides, replace=args.replace, log_output=args.verbose)
+        print(f"  done in {out['wall_seconds']} s -> {out['notebook']}; results in {out['results']}", flush=True)
     return 0
 
 
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--profile", default="auto", help="smoke | cpu | gpu | auto (gpu with CUDA, else cpu)")
     run.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                      help="override a parameter (a JSON value, else a string), e.g. -p seeds=[0,1,2]")
+    run.add_argument("--replace", action="store_true",
+                     help="with -p overrides, replace the committed results and page (default: write under "
+                          "runs/experiments/ and leave them untouched)")
     run.add_argument("-v", "--verbose", action="store_true", help="stream the notebook's output")
     run.set_defaults(func=cmd_run)
 

@@ -56,10 +56,37 @@ def notebook_parameter_names(notebook: Path) -> set[str]:
     raise ValueError(f"{notebook} has no code cell tagged 'parameters'")
 
 
+EXPERIMENTS_DIR = RUNS_DIR / "experiments"  # runs off a profile's preset: never the committed results
+RUN_SETTINGS = frozenset({"device", "threads", "workers", "tracking"})  # how a run executes, not what it measures
+
+
+def destinations(chapter_id: str, profile: str, overrides: dict[str, Any], *, replace: bool = False,
+                 output_dir: Path | None = None, results_root: Path | None = None) -> tuple[Path, Path]:
+    """Where a run's executed notebook and results go: (notebook folder, results root).
+
+    The book's own runs (no overrides) write the executed chapter and committed results (smoke runs go to
+    scratch). A run with parameters off the preset (other than the run settings: device, threads, workers,
+    tracking) is an experiment: it writes under ``runs/experiments/``, leaving the committed results and page
+    untouched, unless ``replace`` says it should replace them. Explicit folders win.
+    """
+    experiment = bool(set(overrides) - RUN_SETTINGS) and not replace and profile != "smoke"
+    if output_dir is None:
+        if experiment:
+            output_dir = EXPERIMENTS_DIR / f"{chapter_id}-{profile}"
+        else:
+            output_dir = RUNS_DIR / "smoke" if profile == "smoke" else EXECUTED_DIR
+    if results_root is None:
+        results_root = EXPERIMENTS_DIR / f"{chapter_id}-{profile}" / "results" if experiment \
+            else default_results_root(profile)
+    return Path(output_dir), Path(results_root)
+
+
 def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any] | None = None, *,
-                output_dir: Path | None = None, results_root: Path | None = None,
+                output_dir: Path | None = None, results_root: Path | None = None, replace: bool = False,
                 kernel_name: str = "python3", log_output: bool = False) -> dict[str, Any]:
-    """Execute one chapter's notebook at ``profile``; return where it went and how long it took."""
+    """Execute one chapter's notebook at ``profile``; return where it went and how long it took.
+
+    Overrides make the run an experiment that leaves committed results alone (see :func:`destinations`)."""
     chapter = catalog.chapter(chapter_id)
     profile = resolve_profile(profile)
     overrides = dict(overrides or {})
@@ -78,10 +105,8 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
             raise ValueError(f"{chapter.notebook.name} takes no 'overrides' dict for {sorted(extra)}")
         injected["overrides"] = extra
 
-    if output_dir is None:
-        output_dir = RUNS_DIR / "smoke" if profile == "smoke" else EXECUTED_DIR
-    output_dir = Path(output_dir)
-    final_results = Path(results_root) if results_root is not None else default_results_root(profile)
+    output_dir, final_results = destinations(chapter.id, profile, overrides, replace=replace, output_dir=output_dir,
+                                             results_root=results_root)
     run_id = uuid.uuid4().hex
     remove_abandoned_staging()
     staging = RUNS_DIR / "staging" / run_id
@@ -118,6 +143,7 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     destination = output_dir / f"{chapter.id}.ipynb"
     shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
     return {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
+            "results": str(final_results / chapter.id / profile),
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
