@@ -60,7 +60,8 @@ def cmd_run(args) -> int:
         pipeline.params_class(chapter).for_profile(profile, **overrides)
     for chapter in chapters:
         print(f"running {chapter} at profile {profile} ...", flush=True)
-        out = pipeline.run_chapter(chapter, profile, overrides, replace=args.replace, log_output=args.verbose)
+        out = pipeline.run_chapter(chapter, profile, overrides, replace=args.replace, log_output=args.verbose,
+                                   progress=not args.verbose)  # cells done and ETA, unless the output streams
         print(f"  done in {out['wall_seconds']} s -> {out['notebook']}; results in {out['results']}", flush=True)
     return 0
 

@@ -83,7 +83,7 @@ def destinations(chapter_id: str, profile: str, overrides: dict[str, Any], *, re
 
 def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any] | None = None, *,
                 output_dir: Path | None = None, results_root: Path | None = None, replace: bool = False,
-                kernel_name: str = "python3", log_output: bool = False) -> dict[str, Any]:
+                kernel_name: str = "python3", log_output: bool = False, progress: bool = False) -> dict[str, Any]:
     """Execute one chapter's notebook at ``profile``; return where it went and how long it took.
 
     Overrides make the run an experiment that leaves committed results alone (see :func:`destinations`)."""
@@ -121,7 +121,7 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     env = {"DISTILLBOOK_RESULTS_ROOT": str(staging / "results"), "DISTILLBOOK_RUN_ID": run_id}
     try:
         execute_notebook(chapter.notebook, staged_notebook, parameters=injected, env=env, kernel_name=kernel_name,
-                         log_output=log_output)
+                         log_output=log_output, progress=progress)
         staged_results = staging / "results" / chapter.id / profile
         if not staged_results.exists():
             raise RunFailed(f"{chapter.id} ({profile}) ran but wrote no results: its last cell must call run.finish()")
@@ -241,14 +241,16 @@ def kernel_manager_class() -> type:
 
 
 def execute_notebook(source: Path, target: Path, *, parameters: dict[str, Any] | None = None,
-                     env: dict[str, str] | None = None, kernel_name: str = "python3", log_output: bool = False) -> None:
+                     env: dict[str, str] | None = None, kernel_name: str = "python3", log_output: bool = False,
+                     progress: bool = False) -> None:
     """Run ``source`` with papermill into ``target``, in ``source``'s folder, with :func:`kernel_environment`,
-    :func:`kernel_config` and :func:`kernel_manager_class`."""
+    :func:`kernel_config` and :func:`kernel_manager_class`. ``progress`` shows papermill's bar on stderr (cells
+    done, elapsed, ETA)."""
     import papermill
 
     with _environment(**kernel_environment(**(env or {}))):
         papermill.execute_notebook(str(source), str(target), parameters=parameters or {}, kernel_name=kernel_name,
-                                   cwd=str(Path(source).parent), progress_bar=False, log_output=log_output,
+                                   cwd=str(Path(source).parent), progress_bar=progress, log_output=log_output,
                                    config=kernel_config(), kernel_manager_class=kernel_manager_class())
 
 
