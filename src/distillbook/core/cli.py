@@ -60,9 +60,11 @@ def cmd_run(args) -> int:
         pipeline.params_class(chapter).for_profile(profile, **overrides)
     for chapter in chapters:
         print(f"running {chapter} at profile {profile} ...", flush=True)
+        # cells done and ETA on a terminal (not in logs or captured output), unless the notebook's output streams
         out = pipeline.run_chapter(chapter, profile, overrides, replace=args.replace, log_output=args.verbose,
-                                   progress=not args.verbose)  # cells done and ETA, unless the output streams
-        print(f"  done in {out['wall_seconds']} s -> {out['notebook']}; results in {out['results']}", flush=True)
+                                   progress=sys.stderr.isatty() and not args.verbose)
+        print(f"  results -> {out['results']}", flush=True)
+        print(f"  done in {out['wall_seconds']} s -> {out['notebook']}", flush=True)
     return 0
 
 
