@@ -98,6 +98,10 @@ def test_scoreboard_leads_with_the_verdict_and_counts_reasons(new_format):
     assert "undefined, n = 3" in page  # the saturated ratio has no finite statistic
     assert "```{figure} _generated/scoreboard-forest-cpu.svg" in page
     assert "No chapter has committed `gpu` results yet." in page
+    # every claim has a stable, citable address on the page, unique across chapters
+    anchors = [line.split('<a id="', 1)[1].split('"', 1)[0] for line in rows]
+    assert len(set(anchors)) == len(rows) and all(a.startswith("claim-") for a in anchors)
+    assert all(f'href="#{a}"' in page for a in anchors)
 
 
 def test_summary_counts_verdicts_per_part(new_format):
@@ -343,3 +347,15 @@ def test_every_verdict_is_on_screen(browser, server, viewport):
         check_landing(page, server)
     finally:
         page.close()
+
+
+def test_citation_file_matches_the_package():
+    import yaml
+
+    import distillbook
+    from distillbook.core.paths import REPO_ROOT
+
+    cff = yaml.safe_load((REPO_ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["title"] and cff["authors"]
+    assert cff["version"] == distillbook.__version__, "release the book and its citation together"
+    assert "#claim-" in cff["message"]  # how to cite one verdict

@@ -151,10 +151,17 @@ def _measured(c: dict) -> str:
     return f"{measured_text(c)}, n = {c['n_seeds']}"
 
 
+def claim_anchor(chapter_id: str, claim_id: str) -> str:
+    """The claim's id as a link to itself: a stable address for one verdict, ``scoreboard.html#claim-<chapter>-<id>``,
+    that a paper can cite."""
+    anchor = f"claim-{chapter_id}-{claim_id}"
+    return f'<strong><a id="{anchor}" class="claim-anchor" href="#{anchor}">{claim_id}</a></strong>'
+
+
 def _claim_row(chapter: catalog.Chapter, c: dict) -> str:
     paper = f"paper #{c['paper']}" if c["paper"] is not None else (c.get("reference") or "")
     head = badge(c["verdict"], c.get("reason"))
-    claim = f"**{c['id']}**: {_cell(c['statement'])}"
+    claim = f"{claim_anchor(chapter.id, c['id'])}: {_cell(c['statement'])}"
     where = f"{_chapter_link(chapter)} · {_cell(paper)}"
     extra = ""
     if c.get("groups"):
