@@ -70,15 +70,13 @@ def destinations(chapter_id: str, profile: str, overrides: dict[str, Any], *, re
     untouched, unless ``replace`` says it should replace them. Explicit folders win.
     """
     experiment = bool(set(overrides) - RUN_SETTINGS) and not replace and profile != "smoke"
-    if output_dir is None:
-        if experiment:
-            output_dir = EXPERIMENTS_DIR / f"{chapter_id}-{profile}"
-        else:
-            output_dir = RUNS_DIR / "smoke" if profile == "smoke" else EXECUTED_DIR
-    if results_root is None:
-        results_root = EXPERIMENTS_DIR / f"{chapter_id}-{profile}" / "results" if experiment \
-            else default_results_root(profile)
-    return Path(output_dir), Path(results_root)
+    if experiment:
+        book_pages = EXPERIMENTS_DIR / f"{chapter_id}-{profile}"
+        book_results = book_pages / "results"
+    else:
+        book_pages = RUNS_DIR / "smoke" if profile == "smoke" else EXECUTED_DIR
+        book_results = default_results_root(profile)
+    return Path(output_dir or book_pages), Path(results_root or book_results)
 
 
 def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any] | None = None, *,
@@ -173,9 +171,7 @@ def remove_abandoned_staging() -> list[Path]:
         try:
             with open(folder / STAGING_LOCK, "a") as handle:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while the run is alive
-        except BlockingIOError:
-            continue
-        except FileNotFoundError:  # the folder went away meanwhile
+        except (BlockingIOError, FileNotFoundError):  # a live run's lock, or a folder gone meanwhile
             continue
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
