@@ -153,14 +153,6 @@ def proxy(bed: Bed, model: torch.nn.Module, targets, x: torch.Tensor) -> float:
     return float(forward_kl(symbol_logits(model, bed, x), targets(x)))
 
 
-def teacher_targets(bed: Bed, teacher: torch.nn.Module):
-    """The teacher's logits over the V symbols at every position of a batch of strings."""
-    def targets(x):
-        return symbol_logits(teacher, bed, x)
-
-    return targets
-
-
 def hmm_targets(lang: HMMLanguage):
     """An explicit HMM as a teacher: log p(v | x_<t), exact (impossible symbols get log 1e-30)."""
     def targets(x):
@@ -207,7 +199,7 @@ def distill(run: Run, bed: Bed, student, targets, next_batch, divergence: str, s
             cosine: bool = False, **kw):
     """Token-level distillation: D(teacher, student) at every position of the strings from ``next_batch``.
 
-    ``targets(x)`` gives the teacher's logits (see :func:`teacher_targets`, :func:`oracle_targets`); a batch
+    ``targets(x)`` gives the teacher's logits (see :func:`hmm_targets`, :func:`oracle_targets`); a batch
     may instead be a pair ``(x, teacher logits)`` computed ahead. ``cosine`` decays the rate to 0 by the end.
     """
     p = run.params
