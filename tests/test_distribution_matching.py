@@ -85,14 +85,6 @@ def test_dmd_loss_gradient_is_the_normalised_difference():
     torch.testing.assert_close(grad, (x0_fake - x0_real) / normaliser / len(x))
 
 
-@pytest.mark.parametrize("mu0,s0", CASES)
-def test_sim_l2_gradient_is_the_score_divergence_gradient(mu0, s0):
-    mu, s, x, x_t, eps, eps_real, eps_fake = _gaussian_case(mu0, s0)
-    loss = dm.sim_loss(eps_real, eps_fake, eps, c=None)
-    measured = [v.item() for v in torch.autograd.grad(loss, [mu, s])]
-    assert measured == pytest.approx(_analytic(mu0, s0, _fisher_frozen_sampling), rel=0.02, abs=2e-3)
-
-
 def _fisher_frozen_score(m, v, m0, v0):
     """sigma^2 E_{q_t} (s_q0 - s_p)^2 / 2 with the fake score held at the current generator (m0, v0) and the
     sampling distribution moving: the part of the Fisher divergence that flows through x_t alone."""
@@ -100,11 +92,12 @@ def _fisher_frozen_score(m, v, m0, v0):
     return 0.5 * SIGMA ** 2 * ((slope * m + m0 / v0) ** 2 + slope ** 2 * v)
 
 
-def _sid_gradient(mu, s, x, y_r, y_f, alpha):
-    """sid_loss's gradient in (mu, s), its per-sample weight sg(mean_d |x - y_r|) undone: the chain rule through
-    sid_loss's three inputs, each input's per-sample gradient multiplied back by that sample's weight."""
+def _sid_gradient(mu, s, x, y_r, y_f, alpha, loss=None):
+    """sid_loss's (or ``loss``'s) gradient in (mu, s), its per-sample weight sg(mean_d |x - y_r|) undone: the chain
+    rule through the loss's three inputs, each input's per-sample gradient multiplied back by that sample's weight."""
     leaves = [t.detach().requires_grad_(True) for t in (x, y_r, y_f)]
-    grads = torch.autograd.grad(dm.sid_loss(*leaves, alpha=alpha), leaves)
+    value = dm.sid_loss(*leaves, alpha=alpha) if loss is None else loss(*leaves)
+    grads = torch.autograd.grad(value, leaves)
     weight = (x - y_r).abs().mean(1, keepdim=True).detach()
     surrogate = sum((g * weight * t).sum() for g, t in zip(grads, (x, y_r, y_f)))
     return [v.item() for v in torch.autograd.grad(surrogate, [mu, s], retain_graph=True)]
@@ -126,6 +119,17 @@ def test_sid_at_half_is_the_full_fisher_gradient(mu0, s0):
         assert measured == pytest.approx(expected, rel=0.02, abs=2e-3), alpha
 
 
+@pytest.mark.parametrize("mu0,s0", CASES)
+def test_sim_l2_gradient_is_the_score_divergence_gradient(mu0, s0):
+    """SIM with d = ||.||^2 / 2, its weight undone and in score units (alpha_t^2 / sigma^2), is the gradient of its
+    divergence with the sampling distribution frozen."""
+    mu, s, x, x_t, eps, eps_real, eps_fake = _gaussian_case(mu0, s0)
+    y_r, y_f = _x0(x_t, eps_real), _x0(x_t, eps_fake)
+    measured = [ALPHA ** 2 / SIGMA ** 2 * v
+                for v in _sid_gradient(mu, s, x, y_r, y_f, None, loss=lambda *a: dm.sim_loss(*a, c=None))]
+    assert measured == pytest.approx(_analytic(mu0, s0, _fisher_frozen_sampling), rel=0.02, abs=2e-3)
+
+
 def _nets():
     torch.manual_seed(1)
     real = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4)).double()
@@ -143,19 +147,15 @@ def _diffused_batch():
     return theta, x, ALPHA * x + SIGMA * eps, eps
 
 
-def test_sim_l2_is_sid_at_alpha_one_up_to_the_weight():
-    """Per sample, SIM with d = ||.||^2 / 2 equals (alpha^2 / sigma^2) w SiD(alpha = 1): same gradients."""
+def test_sim_l2_is_sid_at_alpha_one():
+    """With d = ||.||^2 / 2, SIM's loss is SiD's at alpha = 1: same value, same gradients."""
     real, fake = _nets()
-    theta = torch.randn(1, 4, dtype=torch.float64, requires_grad=True)
-    z, eps = torch.randn(1, 4, dtype=torch.float64), torch.randn(1, 4, dtype=torch.float64)
-    x = theta + z
-    x_t = ALPHA * x + SIGMA * eps
-    eps_r, eps_f = real(x_t), fake(x_t)
-    (g_sim,) = torch.autograd.grad(dm.sim_loss(eps_r, eps_f, eps, c=None), theta, retain_graph=True)
-    weight = (x - _x0(x_t, eps_r)).abs().mean().detach()
-    sid = dm.sid_loss(x, _x0(x_t, eps_r), _x0(x_t, eps_f), alpha=1.0)
-    (g_sid,) = torch.autograd.grad(ALPHA ** 2 / SIGMA ** 2 * weight * sid, theta)
-    torch.testing.assert_close(g_sim, g_sid)
+    theta, x, x_t, eps = _diffused_batch()
+    y_r, y_f = _x0(x_t, real(x_t)), _x0(x_t, fake(x_t))
+    sim, sid = dm.sim_loss(x, y_r, y_f, c=None), dm.sid_loss(x, y_r, y_f, alpha=1.0)
+    torch.testing.assert_close(sim, sid)
+    torch.testing.assert_close(torch.autograd.grad(sim, theta, retain_graph=True)[0],
+                               torch.autograd.grad(sid, theta, retain_graph=True)[0])
 
 
 def test_sid_alpha_subtracts_the_squared_disagreement():
@@ -174,24 +174,23 @@ def test_sid_alpha_subtracts_the_squared_disagreement():
 
 
 def test_defaults_are_the_reference_settings():
-    """SiD's alpha defaults to 1.2 (the reference training loop's), SIM's pseudo-Huber c to 1."""
+    """SiD's alpha defaults to 1.2 (the reference training loop's), SIM's pseudo-Huber c to 1e-3 (x0 units)."""
     real, fake = _nets()
     theta, x, x_t, eps = _diffused_batch()
     y_r, y_f = _x0(x_t, real(x_t)), _x0(x_t, fake(x_t))
     torch.testing.assert_close(dm.sid_loss(x, y_r, y_f), dm.sid_loss(x, y_r, y_f, alpha=1.2))
     assert not torch.allclose(dm.sid_loss(x, y_r, y_f), dm.sid_loss(x, y_r, y_f, alpha=1.0))
-    torch.testing.assert_close(dm.sim_loss(real(x_t), fake(x_t), eps), dm.sim_loss(real(x_t), fake(x_t), eps, c=1.0))
-    assert not torch.allclose(dm.sim_loss(real(x_t), fake(x_t), eps), dm.sim_loss(real(x_t), fake(x_t), eps, c=2.0))
+    torch.testing.assert_close(dm.sim_loss(x, y_r, y_f), dm.sim_loss(x, y_r, y_f, c=1e-3))
+    assert not torch.allclose(dm.sim_loss(x, y_r, y_f), dm.sim_loss(x, y_r, y_f, c=1.0))
 
 
 def test_pseudo_huber_limit_is_l2():
     real, fake = _nets()
-    theta = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
-    eps = torch.randn(8, 4, dtype=torch.float64)
-    x_t = ALPHA * theta + SIGMA * eps
+    theta, x, x_t, eps = _diffused_batch()
+    y_r, y_f = _x0(x_t, real(x_t)), _x0(x_t, fake(x_t))
 
     def grad(c):
-        loss = dm.sim_loss(real(x_t), fake(x_t), eps, c=c) * (1.0 if c is None else c)
+        loss = dm.sim_loss(x, y_r, y_f, c=c) * (1.0 if c is None else c)
         return torch.autograd.grad(loss, theta, retain_graph=True)[0]
 
     torch.testing.assert_close(grad(1e6), grad(None), rtol=1e-6, atol=1e-9)
@@ -215,7 +214,7 @@ def test_every_loss_is_flat_when_the_fake_score_equals_the_real_one():
     losses = {"dmd": dm.dmd_loss(x, _x0(x_t, e).detach(), _x0(x_t, e).detach()),
               "vsd": sd.surrogate(x, sd.vsd(e.detach(), e.detach(), SIGMA ** 2)),
               "sid": dm.sid_loss(x, _x0(x_t, e), _x0(x_t, e), alpha=1.2),
-              "sim": dm.sim_loss(e, e, eps, c=1.0)}
+              "sim": dm.sim_loss(x, _x0(x_t, e), _x0(x_t, e), c=1e-3)}
     for name, loss in losses.items():
         (g,) = torch.autograd.grad(loss, theta, retain_graph=True)
         assert torch.count_nonzero(g) == 0, name

@@ -151,8 +151,10 @@ def test_unet_denoiser_interface():
 
 
 def test_parameter_errors_name_the_field():
-    with pytest.raises(ParameterError, match="few_step_timesteps"):
-        chapter.Params.for_profile("smoke", few_step_timesteps=[100, 500])
+    with pytest.raises(ParameterError, match="pr_samples"):
+        chapter.Params.for_profile("smoke", pr_samples=1000)
+    with pytest.raises(ParameterError, match="grid_rare_weight"):
+        chapter.Params.for_profile("smoke", grid_rare_weight=2.0)
     with pytest.raises(ParameterError, match="anti_cfg_scale"):
         chapter.Params.for_profile("smoke", anti_cfg_scale=0.5)
     with pytest.raises(ParameterError, match="digits_denoiser"):
@@ -171,10 +173,10 @@ def test_seed_workers_do_not_change_the_numbers(scratch):
     for workers in (1, 2):
         run = Run(chapter.CHAPTER, chapter.Params.for_profile("smoke", workers=workers, device="cpu"))
         bed = experiment.ring_bed(run)
-        parallel.map_seeds(run, experiment.run_ring_seed, bed)
+        parallel.map_seeds(run, experiment.run_mixture_seed, bed)
         records.append(run.per_seed)
     assert records[0] == records[1]
-    assert set(records[0]) == {0, 1} and "ring_sw_dmd2" in records[0][0]
+    assert set(records[0]) == {0, 1} and "ring_sw_weak_dmd2_gan" in records[0][0]
 
 
 def test_saved_teacher_is_loaded_instead_of_trained(scratch, tmp_path):
@@ -215,9 +217,9 @@ N_EVAL = 11  # eval_points = 10: the initial evaluation and ten more
 
 def _noise(name: str, seed: int, scale: float) -> float:
     """Small, deterministic, different per metric and seed (so no statistic is identical in every seed)."""
-    import zlib
+    import random
 
-    return scale * ((((seed + 1) * zlib.crc32(name.encode())) % 7) - 3) / 3
+    return scale * random.Random(f"{name}/{seed}").uniform(-1, 1)
 
 
 def _curve(value: float, *, start: float | None = None, settled: bool = True) -> list[float]:
@@ -227,59 +229,70 @@ def _curve(value: float, *, start: float | None = None, settled: bool = True) ->
     return [1.5 * value] * (N_EVAL - 3) + [value] * 3
 
 
+def _rough(value: float, amplitude: float) -> list[float]:
+    """A curve around ``value`` that alternates by a factor exp(+-amplitude) between evaluations."""
+    return [value * float(np.exp(amplitude if k % 2 else -amplitude)) for k in range(N_EVAL)]
+
+
 # per claim variant: {metric: (value, noise scale, start)}; curves are settled except in the inconclusive variant
 VARIANTS = {
     "reproduced": dict(
-        sw_data=0.10, sw_teacher=0.17, dmd2=0.18, dmd=0.25, gan=0.12, sid=0.20, sid_fast=0.30, sim=0.20, sim_fast=0.20,
-        dmd_fast=0.30, modes_dmd2=8.0, modes_dmd=6.0, q_dmd2=0.7, q_dmd=0.4, cfid_data=1.0, cfid_teacher=11.0,
-        vsd=12.0, sds=30.0, cfg=12.0, four=8.0, four_start=10.0, r_zero=0.3, r_cfg=0.2, r_anti=0.3, a_zero=0.90,
-        a_cfg=0.905),
+        sw_data=0.05, sw_teacher=0.07, sw_few=0.12, dmd2=0.075, dmd=0.10, rough_dmd=0.2, rare_dmd2=4.0, rare_dmd=2.0,
+        rec_dmd2=0.95, rec_dmd=0.80, weak_teacher=0.20, gan=0.12, weak_dmd2=0.18, sid=0.20, sid_fast=0.30, sim=0.20,
+        sim_fast=0.20, cfid_data=1.0, cfid_teacher=11.0, vsd=12.0, r_vsd=0.3, r_sds=0.2, r_zero=0.3, r_cfg=0.2,
+        r_anti=0.3, a_zero=0.90, a_cfg=0.905),
     "not reproduced": dict(
-        sw_data=0.10, sw_teacher=0.17, dmd2=0.30, dmd=0.20, gan=0.35, sid=0.20, sid_fast=0.20, sim=0.20, sim_fast=0.40,
-        dmd_fast=0.20, modes_dmd2=5.0, modes_dmd=6.0, q_dmd2=0.4, q_dmd=0.7, cfid_data=1.0, cfid_teacher=11.0,
-        vsd=30.0, sds=31.0, cfg=12.0, four=15.0, four_start=10.0, r_zero=0.2, r_cfg=0.3, r_anti=0.2, a_zero=0.80,
-        a_cfg=0.90),
-    # modes and accuracies at their ceilings (saturated); every other curve still falling (not converged)
+        sw_data=0.05, sw_teacher=0.07, sw_few=0.12, dmd2=0.20, dmd=0.10, rough_dmd=0.002, rare_dmd2=2.0, rare_dmd=3.0,
+        rec_dmd2=0.80, rec_dmd=0.95, weak_teacher=0.20, gan=0.30, weak_dmd2=0.18, sid=0.20, sid_fast=0.20, sim=0.20,
+        sim_fast=0.40, cfid_data=1.0, cfid_teacher=11.0, vsd=30.0, r_vsd=0.2, r_sds=0.3, r_zero=0.2, r_cfg=0.3,
+        r_anti=0.2, a_zero=0.80, a_cfg=0.90),
+    # rare modes and accuracies at their ceilings (saturated); every other curve still falling (not converged), the
+    # claims whose arms may move (movement_is_the_claim) pointing the other way
     "inconclusive": dict(
-        sw_data=0.10, sw_teacher=0.17, dmd2=0.18, dmd=0.25, gan=0.12, sid=0.20, sid_fast=0.30, sim=0.20, sim_fast=0.20,
-        dmd_fast=0.30, modes_dmd2=8.0, modes_dmd=8.0, q_dmd2=0.7, q_dmd=0.4, cfid_data=1.0, cfid_teacher=11.0,
-        vsd=12.0, sds=30.0, cfg=12.0, four=8.0, four_start=None, r_zero=0.3, r_cfg=0.2, r_anti=0.3, a_zero=0.998,
-        a_cfg=0.998),
+        sw_data=0.05, sw_teacher=0.07, sw_few=0.12, dmd2=0.075, dmd=0.10, rough_dmd=0.0, rare_dmd2=4.0, rare_dmd=4.0,
+        rec_dmd2=0.80, rec_dmd=0.80, weak_teacher=0.20, gan=0.12, weak_dmd2=0.18, sid=0.20, sid_fast=0.20, sim=0.20,
+        sim_fast=0.30, cfid_data=1.0, cfid_teacher=11.0, vsd=12.0, r_vsd=0.2, r_sds=0.3, r_zero=0.3, r_cfg=0.2,
+        r_anti=0.3, a_zero=0.998, a_cfg=0.998),
 }
-SATURATED_CLAIMS = {"ttur-covers-more-modes", "dmd2-covers-all-modes", "zero-cfg-same-accuracy"}
+SATURATED_CLAIMS = {"ttur-covers-rare-modes"}
+NOT_FROM_CURVES = {"ttur-stabilises"}  # a roughness per seed: never "not converged"
 
 
 def _made_up_run(variant: str) -> Run:
     x = VARIANTS[variant]
     settled = variant != "inconclusive"
     params = chapter.Params.for_profile("smoke", seeds=SEEDS, ring_steps=10, digits_steps=10, eval_points=10)
-    top, w = max(params.teacher_nfes), params.guidance_scale
+    top, w, few = max(params.teacher_nfes), params.guidance_scale, chapter.few_steps(params)
     run = Run(chapter.CHAPTER, params)
     curves = {  # metric: (value, noise scale, start)
-        "ring_curve_dmd2": (x["dmd2"], 0.002, None), "ring_curve_dmd": (x["dmd"], 0.002, None),
-        "ring_curve_dmd2_gan": (x["gan"], 0.002, None), "ring_curve_sid": (x["sid"], 0.002, None),
-        "ring_curve_sid_fast": (x["sid_fast"], 0.002, None), "ring_curve_sim": (x["sim"], 0.002, None),
-        "ring_curve_sim_fast": (x["sim_fast"], 0.002, None), "ring_curve_dmd_fast": (x["dmd_fast"], 0.002, None),
-        "ring_modes_curve_dmd2": (x["modes_dmd2"], 0.0 if x["modes_dmd2"] == 8 else 0.3, None),
-        "ring_modes_curve_dmd": (x["modes_dmd"], 0.0 if x["modes_dmd"] == 8 else 0.3, None),
-        "ring_quality_curve_dmd2": (x["q_dmd2"], 0.005, None), "ring_quality_curve_dmd": (x["q_dmd"], 0.005, None),
-        "digits_curve_vsd": (x["vsd"], 0.05, None), "digits_curve_sds": (x["sds"], 0.05, None),
-        "digits_curve_sid_cfg": (x["cfg"], 0.05, None), "digits_curve_sid_4step": (x["four"], 0.05, x["four_start"]),
+        "grid_sw_curve_dmd2": (x["dmd2"], 0.002, None),
+        "grid_rare_curve_dmd2": (x["rare_dmd2"], 0.0 if x["rare_dmd2"] == 4 else 0.3, None),
+        "grid_rare_curve_dmd": (x["rare_dmd"], 0.0 if x["rare_dmd"] == 4 else 0.3, None),
+        "grid_recall_curve_dmd2": (x["rec_dmd2"], 0.005, None), "grid_recall_curve_dmd": (x["rec_dmd"], 0.005, None),
+        "ring_sw_curve_weak_dmd2_gan": (x["gan"], 0.002, None), "ring_sw_curve_weak_dmd2": (x["weak_dmd2"], 0.002, None),
+        "ring_sw_curve_sid": (x["sid"], 0.002, None), "ring_sw_curve_sid_fast": (x["sid_fast"], 0.002, None),
+        "ring_sw_curve_sim": (x["sim"], 0.002, None), "ring_sw_curve_sim_fast": (x["sim_fast"], 0.002, None),
+        "digits_cfid_curve_vsd": (x["vsd"], 0.05, None),
+        "digits_recall_curve_vsd": (x["r_vsd"], 0.002, None), "digits_recall_curve_sds": (x["r_sds"], 0.002, None),
         "digits_recall_curve_sid_zero": (x["r_zero"], 0.002, None),
         "digits_recall_curve_sid_cfg": (x["r_cfg"], 0.002, None),
         "digits_recall_curve_sid_anti": (x["r_anti"], 0.002, None),
         "digits_accuracy_curve_sid_zero": (x["a_zero"], 0.001, None),
         "digits_accuracy_curve_sid_cfg": (x["a_cfg"], 0.001, None),
     }
-    scalars = {"ring_sw_data": (x["sw_data"], 0.002), f"ring_sw_teacher{top}": (x["sw_teacher"], 0.002),
+    scalars = {"grid_sw_data": (x["sw_data"], 0.001), "grid_recall_data": (0.98, 0.002), f"grid_sw_teacher{top}": (x["sw_teacher"], 0.001),
+               f"grid_sw_teacher{few}": (x["sw_few"], 0.003), f"ring_sw_weak_teacher{top}": (x["weak_teacher"], 0.002),
                "digits_cfid_data": (x["cfid_data"], 0.05), f"digits_cfid_teacher{top}_w{w:g}": (x["cfid_teacher"], 0.05)}
     for s in SEEDS:
         metrics = {}
         for name, (value, scale, start) in curves.items():
             e = _noise(name, s, scale)
-            saturated_arm = name.startswith(("ring_modes", "digits_accuracy")) and variant == "inconclusive"
+            saturated_arm = name.startswith(("grid_rare", "digits_accuracy")) and variant == "inconclusive"
             metrics[name] = [v + e for v in _curve(value, start=start, settled=settled or saturated_arm)]
             metrics[name][0] += _noise(name + "/start", s, scale)  # the starting point varies by seed on its own
+        # DMD's SW jumps by a seed-dependent amount in the reproduced variant
+        metrics["grid_sw_curve_dmd"] = _rough(x["dmd"], x["rough_dmd"] * (1 + 0.1 * s)) if x["rough_dmd"] else \
+            [v + _noise("dmd", s, 0.002) for v in _curve(x["dmd"], settled=settled)]
         metrics.update({name: value + _noise(name, s, scale) for name, (value, scale) in scalars.items()})
         run.record(s, **metrics)
     return run
@@ -290,10 +303,10 @@ def test_claims_read_the_right_arms(scratch, variant):
     """Made-up per-seed numbers give every claim each of the three verdicts across the variants (issue 13)."""
     results = chapter.evaluate_claims(_made_up_run(variant))
     assert [r["id"] for r in results] == [c.id for c in chapter.claims(chapter.Params.for_profile("smoke"))]
-    verdicts = {r["id"]: r["verdict"] for r in results}
-    assert verdicts == {r["id"]: variant for r in results}, verdicts
+    verdicts = {r["id"]: r["verdict"] for r in results if not (variant == "inconclusive" and r["id"] in NOT_FROM_CURVES)}
+    assert verdicts == {i: variant for i in verdicts}, verdicts
     if variant == "inconclusive":
-        reasons = {r["id"]: r["reason"] for r in results}
+        reasons = {r["id"]: r["reason"] for r in results if r["id"] not in NOT_FROM_CURVES}
         assert reasons == {i: "saturated" if i in SATURATED_CLAIMS else "not converged" for i in reasons}
 
 
@@ -304,7 +317,7 @@ def test_every_unreproduced_claim_names_an_explanation_and_a_recorded_diagnosis(
     for claim in chapter.claims(run.params):
         assert claim.explanation, claim.id
         if claim.diagnosis:  # a claim of the chapter or a metric the chapter records
-            assert claim.diagnosis in ids or claim.diagnosis.startswith(("ring_", "digits_")), claim.id
+            assert claim.diagnosis in ids or claim.diagnosis.startswith(("ring_", "grid_", "digits_")), claim.id
 
 
 def test_near_teacher_ratio_is_taken_on_sw_squared_above_the_data_floor(scratch):
@@ -315,9 +328,34 @@ def test_near_teacher_ratio_is_taken_on_sw_squared_above_the_data_floor(scratch)
     def sw(name):
         return np.asarray(run.values(name))
 
-    dmd2 = np.asarray([c[-1] for c in run.values("ring_curve_dmd2")])
-    expected = (dmd2 ** 2 - sw("ring_sw_data") ** 2) / (sw("ring_sw_teacher4") ** 2 - sw("ring_sw_data") ** 2)
+    dmd2 = np.asarray([c[-1] for c in run.values("grid_sw_curve_dmd2")])
+    expected = (dmd2 ** 2 - sw("grid_sw_data") ** 2) / (sw("grid_sw_teacher4") ** 2 - sw("grid_sw_data") ** 2)
     np.testing.assert_allclose(r["measured"]["per_seed"], expected)
+
+
+def test_roughness_is_the_mean_detrended_log_jump_over_the_second_half():
+    from distillbook.chapters.dmd_one_step.claims import roughness
+
+    assert roughness([[1.0] * 10]) == [0.0]
+    np.testing.assert_allclose(roughness([_rough(0.3, 0.1)]), [0.2], rtol=0.15)  # steps of +-0.2 about a 0 mean
+    np.testing.assert_allclose(roughness([[9.0, 9.0, 1.0, 1.0, 2.0, 1.0]]), [np.log(2)])  # +log 2, -log 2
+    np.testing.assert_allclose(roughness([[1.0, 2.0, 4.0, 8.0, 16.0, 32.0]]), [0.0], atol=1e-12)  # steady fall
+
+
+def test_grid_mixture_and_rare_mode_coverage():
+    from distillbook.testbeds import ring2d
+
+    rare = ring2d.corners(5)
+    assert rare == (0, 4, 20, 24)
+    mixture = ring2d.grid(5, std=0.15, rare=rare, rare_weight=0.1)
+    assert mixture.means.shape == (25, 2) and torch.allclose(mixture.means.mean(0), torch.zeros(2))
+    torch.testing.assert_close(mixture.weights[list(rare)].sum() / mixture.weights.sum(), torch.tensor(0.4 / 21.4))
+    x, modes = mixture.sample(20_000, torch.Generator().manual_seed(0))
+    assert ring2d.modes_covered(x, mixture) == 25 and ring2d.modes_covered(x, mixture, modes=rare) == 4
+    common = x[~torch.isin(modes, torch.tensor(rare))]
+    assert ring2d.modes_covered(common, mixture, modes=rare) == 0
+    with pytest.raises(ValueError, match="rare modes"):
+        ring2d.grid(5, rare=(25,))
 
 
 def test_rise_reads_curve_tails_and_the_less_settled_curve():

@@ -15,8 +15,7 @@ Which inputs carry gradients matters:
 - SiD and SIM differentiate *through* the denoisers' inputs x_t (the networks' own weights stay frozen):
   predictions passed to them must be computed with gradients flowing to x.
 
-The three are one family. With d(y) = ||y||^2 / 2, SIM's loss is SiD's at alpha = 1 up to a per-sample
-weight; SiD's alpha = 1/2 is the full gradient of the Fisher divergence E_{q_t} ||s_q - s_p||^2 / 2 (its
+The three are one family. With d(y) = ||y||^2 / 2, SIM's loss is SiD's at alpha = 1; SiD's alpha = 1/2 is the full gradient of the Fisher divergence E_{q_t} ||s_q - s_p||^2 / 2 (its
 sampling distribution moving with the generator too); DMD's direction is the gradient of KL(q_t || p_t).
 
 The game (:class:`Arm` describes one student, :class:`Student` holds both players, :func:`distillation_loss`
@@ -99,27 +98,28 @@ def pseudo_huber_derivative(u: torch.Tensor, c: float) -> torch.Tensor:
     return u / torch.sqrt(norm2 + c ** 2)
 
 
-def sim_loss(eps_real: torch.Tensor, eps_fake: torch.Tensor, noise: torch.Tensor, c: float | None = 1.0) -> torch.Tensor:
-    """Score implicit matching (SIM, paper 86) with the pseudo-Huber distance, in eps units.
+def sim_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor, c: float | None = 1e-3) -> torch.Tensor:
+    """Score implicit matching (SIM, paper 86) with the pseudo-Huber distance, in x0 units with SiD's weight.
 
-    SIM's divergence is D = E_{x_t ~ sg(q_t)} d(y_t), y_t = s_q(x_t) - s_p(x_t) (generator's fake score
-    minus the teacher's), the sampling distribution held at the current generator. Its gradient is that
-    of the surrogate
-        L = - d'(y_t) . (s_q(x_t) - grad_{x_t} log q_t(x_t | x_0)),
-    differentiated through x_t everywhere, d'(y_t) included, with both networks' weights frozen.
-    Multiplying scores by sigma_t (s = -eps_hat / sigma_t, grad log q_t(x_t | x_0) = -eps / sigma_t):
-        L = - d'(u) . (eps - eps_fake(x_t)),   u = eps_real(x_t) - eps_fake(x_t).
-    Both predictions must carry gradients to x_t. ``tests/test_distribution_matching.py`` checks the L2
-    form's gradient against the closed form on Gaussians (stopping it at d'(u) drops part of it), and the
-    pseudo-Huber form through its c -> infinity limit.
-    ``c=None`` is d(u) = ||u||^2 / 2 (d'(u) = u), the limit of c d'(u) as c -> infinity; then
-    L = (alpha_t^2 / sigma_t^2) (y_r - y_f) . (y_f - x), which is SiD's loss at alpha = 1 up to its weight.
+    SIM's divergence is D = E_{x_t ~ sg(q_t)} d(y_t), y_t = s_q(x_t) - s_p(x_t) (the generator's fake score minus
+    the teacher's), the sampling distribution held at the current generator; its gradient is that of
+    -d'(y_t) . (s_q(x_t) - grad_{x_t} log q_t(x_t | x)), differentiated through x_t everywhere, d'(y_t) included. In x0 units (s = (alpha_t y - x_t) / sigma_t^2,
+    Delta = y_r - y_f) and with the per-sample weight of the SiD code base, in which SIM was trained (its
+    released sampler is SiD's; the training code is not public):
+        L = d'(Delta) . (y_f - x) / sg(mean_d |x - y_r|),   d'(Delta) = Delta / sqrt(||Delta||^2 + c^2),
+    c in x0 units (1e-3, the authors' stated default). Gradients flow through y_r, y_f (via x_t) and x.
+    ``c=None`` is d(Delta) = ||Delta||^2 / 2 (d' = Delta, the limit of c d' as c -> infinity): then L is exactly
+    SiD's loss at alpha = 1, whose gradient ``tests/test_distribution_matching.py`` checks against the closed-form
+    gradient of SIM's divergence on Gaussians.
     """
-    u = eps_real - eps_fake
-    # d'(u): u for d = ||u||^2 / 2, else the pseudo-Huber derivative
-    direction = u if c is None else pseudo_huber_derivative(u, c)
-    # L = - d'(u) . (eps - eps_fake(x_t))
-    return -_per_sample_sum(direction * (noise - eps_fake)).mean()
+    with torch.no_grad():
+        # sg(mean_d |x - y_r|)
+        weight = (x - x0_real).abs().reshape(len(x), -1).mean(dim=1).clamp_min(1e-5)
+    delta = x0_real - x0_fake
+    # d'(Delta): Delta for d = ||Delta||^2 / 2, else the pseudo-Huber derivative
+    direction = delta if c is None else pseudo_huber_derivative(delta, c)
+    # L = d'(Delta) . (y_f - x) / weight
+    return (_per_sample_sum(direction * (x0_fake - x)) / weight).mean()
 
 
 def gan_discriminator_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
@@ -241,11 +241,15 @@ def distillation_loss(student: Student, batch: dict, step: int, teacher: torch.n
         # x = G_k(alpha_t G_{<k}(z) + sigma_t eps, t), t = the k-th timestep
         return gen.denoise(schedule.add_noise(prev, batch["renoise"][k - 2], t), k - 1, labels)
 
+    # the generator's samples, with gradients on the steps that move it (the fake score reads them detached)
+    moves = arm.moves_generator(step)
+    x = generate() if moves else None
+
     # the fake score: denoising score matching on detached generator samples (SDS has none to train)
     loss = torch.zeros((), device=z.device)
     if arm.method != "sds":
         with torch.no_grad():
-            x_detached = generate()
+            x_detached = x.detach() if moves else generate()
         t_f, noise_f = batch["t_fake"], batch["noise_fake"]
         x_t = schedule.add_noise(x_detached, noise_f, t_f)
         train_labels = fake_labels
@@ -261,8 +265,7 @@ def distillation_loss(student: Student, batch: dict, step: int, teacher: torch.n
         loss = loss + gan_discriminator_loss(logits_real, logits_fake)
     extras = {"fake_loss": loss.item()}
 
-    if arm.moves_generator(step):
-        x = generate()
+    if moves:
         t, noise = batch["t_gen"], batch["noise_gen"]
         # x_t = alpha_t G(z) + sigma_t eps, with gradients to the generator
         x_t = schedule.add_noise(x, noise, t)
@@ -293,8 +296,8 @@ def distillation_loss(student: Student, batch: dict, step: int, teacher: torch.n
             # L = (y_r - y_f) . ((y_r - x) - alpha (y_r - y_f)) / sg(mean_d |x - y_r|), through x_t
             g_loss = sid_loss(x, to(real(x_t), "sample"), to(fake(x_t), "sample"), alpha=sid_alpha)
         else:
-            # L = - d'(eps_real - eps_fake) . (eps - eps_fake), through x_t
-            g_loss = sim_loss(to(real(x_t), "epsilon"), to(fake(x_t), "epsilon"), noise, c=sim_c)
+            # L = d'(y_r - y_f) . (y_f - x) / sg(mean_d |x - y_r|), through x_t
+            g_loss = sim_loss(x, to(real(x_t), "sample"), to(fake(x_t), "sample"), c=sim_c)
         if student.head is not None:
             logits = frozen(student.head)(fake_net.features(x_t, t, fake_labels))
             # L_G += w_GAN softplus(-D(x_t))

@@ -167,11 +167,12 @@ class frozen:
 
 
 def train_denoiser(run, name: str, net: nn.Module, schedule: Schedule, sample_data, steps: int,
-                   label_dropout: float = 0.0, lr: float = 2e-3) -> nn.Module:
+                   label_dropout: float = 0.0, lr: float = 2e-3, cosine: bool = False) -> nn.Module:
     """Denoising score matching, E || net(alpha_t x_0 + sigma_t eps, t, y) - target ||^2, on
     ``sample_data(gen) -> (x0, labels or None)`` with ``run.fit`` (first seed); frozen afterwards.
 
     With labels, ``label_dropout`` of them become the null class (classifier-free guidance training).
+    ``cosine`` anneals the learning rate to 0 over ``steps`` (a teacher trained to its floor); else it is constant.
     """
     def batch(gen):
         x0, labels = sample_data(gen)
@@ -186,8 +187,9 @@ def train_denoiser(run, name: str, net: nn.Module, schedule: Schedule, sample_da
         x0, noise, t, labels = b
         return denoising_loss(m(schedule.add_noise(x0, noise, t), t, labels), schedule.target(x0, noise, t))
 
-    run.fit(name, run.seeds[0], net, loss, batch, steps=steps, optimizer=torch.optim.AdamW(net.parameters(), lr=lr),
-            scheduler=None)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if cosine else None
+    run.fit(name, run.seeds[0], net, loss, batch, steps=steps, optimizer=optimizer, scheduler=scheduler)
     net.eval()
     net.requires_grad_(False)
     return net

@@ -1,7 +1,8 @@
 """The ``ring2d`` test bed: a mixture of isotropic Gaussians in 2-D with a closed-form score at every noise level.
 
 - ``ring(8)``: 8 equal modes on a circle of radius 2, std 0.1 (the brief's default);
-- ``ring(k, weights=...)``: unequal weights or more modes (a harder variant).
+- ``ring(k, weights=...)``: unequal weights or more modes;
+- ``grid(5, rare=...)``: a 5x5 grid whose listed modes are rare (the coverage test bed).
 
 Diffused by x_t = alpha x_0 + sigma eps, a mixture stays a mixture: means alpha mu_k, variances
 alpha^2 s^2 + sigma^2. Its exact posterior mean E[x_0 | x_t] (Tweedie) makes an *oracle teacher*
@@ -31,6 +32,16 @@ class Mixture:
         modes = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         return self.means[modes] + self.std * torch.randn(n, 2, generator=generator), modes
 
+    def sample_stratified(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` points with each mode's count fixed at its expected share (largest remainders), in random order: a
+        reference set whose mode counts carry no multinomial noise."""
+        expected = self.weights * n
+        counts = expected.floor().long()
+        counts[torch.argsort(expected - counts, descending=True)[:n - int(counts.sum())]] += 1
+        modes = torch.repeat_interleave(torch.arange(self.n_modes), counts)
+        modes = modes[torch.randperm(n, generator=generator)]
+        return self.means[modes] + self.std * torch.randn(n, 2, generator=generator)
+
     def posterior_mean(self, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """E[x_0 | x_t] under the diffused mixture (the oracle denoiser's x_0 prediction)."""
         alpha, sigma = alpha.reshape(-1, 1), sigma.reshape(-1, 1)
@@ -59,12 +70,37 @@ def ring(n_modes: int = 8, radius: float = 2.0, std: float = 0.1, weights=None) 
     return Mixture(means, w / w.sum(), std)
 
 
-def modes_covered(x: torch.Tensor, mixture: Mixture, radius_stds: float = 3.0, min_share: float = 0.2) -> int:
-    """Modes holding at least ``min_share`` of their expected share of ``x`` within ``radius_stds`` stds."""
+def grid(side: int = 5, spacing: float = 1.0, std: float = 0.08, rare=(), rare_weight: float = 0.1) -> Mixture:
+    """``side`` x ``side`` Gaussians ``spacing`` apart, centred on 0; the modes listed in ``rare`` (row-major
+    indices) weigh ``rare_weight`` times the others."""
+    if side < 1 or spacing <= 0 or std <= 0:
+        raise ValueError(f"need side >= 1, spacing > 0 and std > 0, got side={side}, spacing={spacing}, std={std}")
+    if not 0 < rare_weight <= 1:
+        raise ValueError(f"rare_weight must be in (0, 1], got {rare_weight}")
+    bad = [i for i in rare if not 0 <= i < side * side]
+    if bad:
+        raise ValueError(f"rare modes must be indices in [0, {side * side}), got {bad}")
+    axis = spacing * (torch.arange(side, dtype=torch.float32) - (side - 1) / 2)
+    means = torch.cartesian_prod(axis, axis)
+    w = torch.ones(side * side)
+    w[list(rare)] = rare_weight
+    return Mixture(means, w / w.sum(), std)
+
+
+def corners(side: int) -> tuple[int, ...]:
+    """Row-major indices of a ``side`` x ``side`` grid's four corners (the modes farthest from the mean)."""
+    return tuple(sorted({0, side - 1, side * (side - 1), side * side - 1}))
+
+
+def modes_covered(x: torch.Tensor, mixture: Mixture, radius_stds: float = 3.0, min_share: float = 0.2,
+                  modes=None) -> int:
+    """Modes (of ``modes``, default all) holding at least ``min_share`` of their expected share of ``x`` within
+    ``radius_stds`` stds."""
     dist = torch.cdist(x, mixture.means)                         # (n, k)
     near = dist <= radius_stds * mixture.std
     counts = near.sum(0).float()
-    return int((counts >= min_share * mixture.weights * len(x)).sum())
+    covered = counts >= min_share * mixture.weights * len(x)
+    return int(covered.sum() if modes is None else covered[list(modes)].sum())
 
 
 def high_quality_share(x: torch.Tensor, mixture: Mixture, radius_stds: float = 3.0) -> float:

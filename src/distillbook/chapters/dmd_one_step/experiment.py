@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -22,8 +23,8 @@ from distillbook.testbeds import digits, ring2d
 # What each seed derived from a run seed is for (``derived_seed(seed, purpose)``). The teachers and the
 # classifier derive theirs from the first seed; every student of a seed starts from the same initialisation.
 STUDENT_INIT, RENOISE = 11, 13                                  # every student; the few-step generators' re-noising
-RING_TEACHER_INIT, DIGITS_TEACHER_INIT, CLASSIFIER_INIT = 21, 31, 32
-RING_DATA, RING_NOISE, RING_PROJECTIONS, RING_FRESH, RING_SAMPLER = 1, 2, 3, 4, 5
+RING_TEACHER_INIT, GRID_TEACHER_INIT, DIGITS_TEACHER_INIT, CLASSIFIER_INIT = 21, 22, 31, 32
+RING_DATA, RING_NOISE, RING_FRESH, RING_SAMPLER = 1, 2, 4, 5
 DIGITS_NOISE, DIGITS_SAMPLER, DIGITS_RESAMPLE = 41, 42, 43
 
 
@@ -68,91 +69,131 @@ def _sample_teacher(schedule: Schedule, model_fn, z: torch.Tensor, steps: int, s
     return schedule.sample(model_fn, z, steps, sampler, generator=torch.Generator(z.device).manual_seed(seed)).cpu()
 
 
-# ---------------------------------------------------------------- ring2d
+# ---------------------------------------------------------------- the 2-D test beds: ring2d and grid2d
 
 
 @dataclass
-class RingBed:
+class MixtureBed:
+    """A 2-D mixture, its teacher trained to near the exact-score oracle, and (ring only) an under-trained one."""
+
+    name: str                             # the metrics' prefix: "ring" or "grid"
     mixture: ring2d.Mixture
     schedule: Schedule
     teacher: torch.nn.Module
+    weak_teacher: torch.nn.Module | None  # the GAN claims' teacher: few steps at a constant rate
+    rare: tuple[int, ...] = ()            # the rare modes (grid2d's corners)
 
 
-def ring_bed(run: Run) -> RingBed:
-    """The 8-mode ring and its deliberately under-trained MLP teacher (v-prediction)."""
+def mixture_bed(run: Run, name: str, mixture: ring2d.Mixture, hidden: list[int], steps: int, init: int,
+                weak_steps: int | None = None, rare: tuple[int, ...] = ()) -> MixtureBed:
+    """An MLP teacher (v-prediction) trained with a cosine-annealed rate, and optionally an under-trained twin."""
     p = run.params
-    mixture, schedule = ring2d.ring(8), Schedule()
-    torch.manual_seed(derived_seed(run.seeds[0], RING_TEACHER_INIT))
-    net = MLPDenoiser(2, p.ring_hidden).to(run.device)
+    schedule = Schedule()
 
     def sample(gen):
         return mixture.sample(p.ring_batch, gen)[0], None
 
-    teacher = train_denoiser(run, "ring-teacher", net, schedule, sample, p.ring_teacher_steps)
-    return RingBed(mixture, schedule, teacher)
+    def teacher(steps, cosine, label):
+        torch.manual_seed(derived_seed(run.seeds[0], init))
+        net = MLPDenoiser(2, hidden).to(run.device)
+        return train_denoiser(run, f"{name}-{label}", net, schedule, sample, steps, cosine=cosine)
+
+    weak = None if weak_steps is None else teacher(weak_steps, False, "weak-teacher")
+    return MixtureBed(name, mixture, schedule, teacher(steps, True, "teacher"), weak, rare)
 
 
-def ring_arms(p: Params) -> dict[str, dm.Arm]:
-    base = dict(lr=p.ring_lr, fake_lr=p.ring_fake_lr, timesteps=(p.generator_timestep,))
-    fast = dict(base, lr=p.ring_lr * p.lr_multiplier, fake_lr=p.ring_fake_lr * p.lr_multiplier)
-    return {"dmd": dm.Arm("dmd", ratio=1, **base), "dmd2": dm.Arm("dmd", ratio=p.ttur_ratio, **base),
-            "dmd2_gan": dm.Arm("dmd", ratio=p.ttur_ratio, gan=True, **base),
-            "sid": dm.Arm("sid", **base), "sim": dm.Arm("sim", **base),
-            "dmd_fast": dm.Arm("dmd", **fast), "sid_fast": dm.Arm("sid", **fast), "sim_fast": dm.Arm("sim", **fast)}
-
-
-def run_ring_seed(run: Run, seed: int, bed: RingBed) -> dict[str, torch.Tensor]:
-    """Teacher baselines and every ``ring2d`` student for one seed; returns samples to show."""
+def ring_bed(run: Run) -> MixtureBed:
+    """The 8-mode ring: a teacher near the oracle, and an under-trained one for the GAN claims."""
     p = run.params
-    n = p.ring_eval_samples
-    data, _ = bed.mixture.sample(n, derived_generator(seed, RING_DATA))
+    return mixture_bed(run, "ring", ring2d.ring(8), p.ring_hidden, p.ring_teacher_steps, RING_TEACHER_INIT,
+                       weak_steps=p.weak_teacher_steps)
+
+
+def grid_bed(run: Run) -> MixtureBed:
+    """The 5x5 grid whose 4 corners (the modes farthest from the generator's start) are rare."""
+    p = run.params
+    rare = ring2d.corners(p.grid_side)
+    mixture = ring2d.grid(p.grid_side, std=p.grid_std, rare=rare, rare_weight=p.grid_rare_weight)
+    return mixture_bed(run, "grid", mixture, p.grid_hidden, p.grid_teacher_steps, GRID_TEACHER_INIT, rare=rare)
+
+
+def circle_directions(n: int) -> torch.Tensor:
+    """(2, n) unit vectors at angles pi k / n: in 2-D the sliced Wasserstein distance's average over directions is a
+    1-D integral, which evenly spaced angles compute with no sampling noise (W2 is the same for theta and -theta)."""
+    angles = torch.arange(n, dtype=torch.float64) * torch.pi / n
+    return torch.stack([angles.cos(), angles.sin()])
+
+
+def mixture_arms(p: Params, bed: str) -> dict[str, dm.Arm]:
+    base = dict(lr=p.ring_lr, fake_lr=p.ring_fake_lr, timesteps=(p.generator_timestep,))
+    if bed == "grid":
+        return {"dmd": dm.Arm("dmd", ratio=1, **base), "dmd2": dm.Arm("dmd", ratio=p.ttur_ratio, **base)}
+    fast = dict(base, lr=p.ring_lr * p.lr_multiplier, fake_lr=p.ring_fake_lr * p.lr_multiplier)
+    return {"sid": dm.Arm("sid", **base), "sim": dm.Arm("sim", **base),
+            "sid_fast": dm.Arm("sid", **fast), "sim_fast": dm.Arm("sim", **fast),
+            "weak_dmd2": dm.Arm("dmd", ratio=p.ttur_ratio, **base),
+            "weak_dmd2_gan": dm.Arm("dmd", ratio=p.ttur_ratio, gan=True, **base)}
+
+
+def run_mixture_seed(run: Run, seed: int, bed: MixtureBed) -> dict[str, torch.Tensor]:
+    """Data floor, oracle, teacher baselines and every student of one 2-D bed for one seed; returns samples to show.
+
+    Metrics (prefixed by the bed's name): SW to a stratified reference set (every mode at its exact share), modes
+    covered (rare modes too), the share of samples near a mode, and precision and recall (k = 5) on the first
+    ``pr_samples`` points."""
+    p = run.params
+    n, pre = p.ring_eval_samples, bed.name
+    data = bed.mixture.sample_stratified(n, derived_generator(seed, RING_DATA))  # the reference: exact mode shares
     z = torch.randn(n, 2, generator=derived_generator(seed, RING_NOISE))
-    projections = torch.randn(2, 256, generator=derived_generator(seed, RING_PROJECTIONS), dtype=torch.float64)
-    projections = projections / projections.norm(dim=0, keepdim=True)
+    projections = circle_directions(p.sw_directions)
 
-    def sw(x):
-        return sliced_wasserstein(x, data, projections=projections)
+    def measure(x):
+        precision, recall = precision_recall(data[:p.pr_samples], x[:p.pr_samples], k=5)
+        out = {"sw": sliced_wasserstein(x, data, projections=projections), "modes": ring2d.modes_covered(x, bed.mixture),
+               "quality": ring2d.high_quality_share(x, bed.mixture), "precision": precision, "recall": recall}
+        if bed.rare:
+            out["rare"] = ring2d.modes_covered(x, bed.mixture, modes=bed.rare)
+        return out
 
-    fresh = bed.mixture.sample(n, derived_generator(seed, RING_FRESH))[0]
-    # the data floor: fresh data against the evaluation data (SW), and the share of data near a mode
-    metrics = {"ring_sw_data": sw(fresh), "ring_quality_data": ring2d.high_quality_share(fresh, bed.mixture)}
-    shown = {"data": data}
+    metrics, shown = {}, {"data": data}
 
-    def teacher_fn(x, t):
-        return bed.teacher(x, t)
+    def record(name, x):
+        metrics.update({f"{pre}_{k}_{name}": v for k, v in measure(x).items()})
+        shown[name] = x
 
-    for nfe in p.teacher_nfes:
-        x = _sample_teacher(bed.schedule, teacher_fn, z.to(run.device), nfe, p.sampler, derived_seed(seed, RING_SAMPLER))
-        metrics[f"ring_sw_teacher{nfe}"] = sw(x)
-        metrics[f"ring_modes_teacher{nfe}"] = ring2d.modes_covered(x, bed.mixture)
-        metrics[f"ring_quality_teacher{nfe}"] = ring2d.high_quality_share(x, bed.mixture)
-        shown[f"teacher{nfe}"] = x
+    # the data floor: fresh i.i.d. data (a perfect sampler) against the reference; its SW from 4 fresh draws (root mean
+    # square), as a single draw's SW varies with how many points each mode happens to get
+    fresh_gen = derived_generator(seed, RING_FRESH)
+    record("data", bed.mixture.sample(n, fresh_gen)[0])
+    draws = [metrics[f"{pre}_sw_data"]] + [sliced_wasserstein(bed.mixture.sample(n, fresh_gen)[0], data,
+                                                              projections=projections) for _ in range(3)]
+    metrics[f"{pre}_sw_data"] = float(np.sqrt(np.mean(np.square(draws))))
+    shown["data"] = data
 
     def oracle(x, t):
         alpha, sigma = bed.schedule.coefficients(t)
         return bed.schedule.convert(bed.mixture.posterior_mean(x, alpha, sigma), x, t, "v_prediction", source="sample")
 
-    x = _sample_teacher(bed.schedule, oracle, z, max(p.teacher_nfes), p.sampler, derived_seed(seed, RING_SAMPLER))
-    metrics.update(ring_sw_oracle=sw(x), ring_modes_oracle=ring2d.modes_covered(x, bed.mixture),
-                   ring_quality_oracle=ring2d.high_quality_share(x, bed.mixture))
+    teachers = {"teacher": bed.teacher, "oracle": oracle}
+    if bed.weak_teacher is not None:
+        teachers["weak_teacher"] = bed.weak_teacher
+    for label, model in teachers.items():
+        for nfe in p.teacher_nfes:
+            x = _sample_teacher(bed.schedule, model, z.to(run.device), nfe, p.sampler, derived_seed(seed, RING_SAMPLER))
+            record(f"{label}{nfe}", x)
 
     def evaluate(g):
-        x = _generate(g, z, seed=seed)
-        return {"sw": sw(x), "quality": ring2d.high_quality_share(x, bed.mixture),
-                "modes": ring2d.modes_covered(x, bed.mixture)}
+        return measure(_generate(g, z, seed=seed))
 
     def real_data(g):
         return bed.mixture.sample(p.ring_batch, g)[0], None
 
-    for name, arm in ring_arms(p).items():
-        student, curves = distil(run, f"ring-{name}", seed, bed.teacher, bed.schedule, arm, steps=p.ring_steps,
+    for name, arm in mixture_arms(p, bed.name).items():
+        teacher = bed.weak_teacher if name.startswith("weak_") else bed.teacher
+        student, curves = distil(run, f"{pre}-{name}", seed, teacher, bed.schedule, arm, steps=p.ring_steps,
                                  batch_size=p.ring_batch, dim=2, n_classes=0, evaluate=evaluate, real_data=real_data)
-        x = _generate(student.ema, z, seed=seed)
-        metrics.update({f"ring_sw_{name}": sw(x), f"ring_modes_{name}": ring2d.modes_covered(x, bed.mixture),
-                        f"ring_quality_{name}": ring2d.high_quality_share(x, bed.mixture),
-                        f"ring_curve_{name}": curves["sw"], f"ring_quality_curve_{name}": curves["quality"],
-                        f"ring_modes_curve_{name}": curves["modes"]})
-        shown[name] = x
+        record(name, _generate(student.ema, z, seed=seed))
+        metrics.update({f"{pre}_{k}_curve_{name}": v for k, v in curves.items()})
     run.record(seed, **metrics)
     return shown
 
@@ -264,7 +305,7 @@ def digit_arms(p: Params) -> dict[str, dm.Arm]:
             "sid_cfg": dm.Arm("sid", real_scale=w, **base),
             "sid_zero": dm.Arm("sid", real_scale=1.0, fake_scale=0.0, **base),
             "sid_anti": dm.Arm("sid", real_scale=1.0, fake_scale=p.anti_cfg_scale, **base),
-            "sid_4step": dm.Arm("sid", real_scale=w, **dict(base, timesteps=tuple(p.few_step_timesteps)))}
+            "sid_anti_mild": dm.Arm("sid", real_scale=1.0, fake_scale=p.anti_cfg_scale / 4, **base)}
 
 
 def run_digits_seed(run: Run, seed: int, bed: DigitsBed) -> dict[str, torch.Tensor]:
@@ -301,9 +342,7 @@ def run_digits_seed(run: Run, seed: int, bed: DigitsBed) -> dict[str, torch.Tens
         student, curves = distil(run, f"digits-{name}", seed, bed.teacher, bed.schedule, arm, steps=p.digits_steps,
                                  batch_size=p.digits_batch, dim=64, n_classes=digits.N_CLASSES, evaluate=evaluate)
         record(name, _generate(student.ema, z, labels, seed))
-        metrics[f"digits_curve_{name}"] = curves["cfid"]  # cFID along training (the figures' name)
-        for k in ("accuracy", "precision", "recall"):
-            metrics[f"digits_{k}_curve_{name}"] = curves[k]
+        metrics.update({f"digits_{k}_curve_{name}": v for k, v in curves.items()})
     run.record(seed, **metrics)
     return shown
 
@@ -313,18 +352,20 @@ def run_digits_seed(run: Run, seed: int, bed: DigitsBed) -> dict[str, torch.Tens
 
 @dataclass
 class Bed:
-    """What every seed shares: the ring's mixture and teacher, the digits' teacher and classifier."""
+    """What every seed shares: the 2-D mixtures and their teachers, the digits' teacher and classifier."""
 
-    ring: RingBed
+    ring: MixtureBed
+    grid: MixtureBed
     digits: DigitsBed
 
 
 def build_bed(run: Run) -> Bed:
-    """Both test beds (teachers trained with the first seed, cached through ``run.fit``)."""
-    return Bed(ring_bed(run), digits_bed(run))
+    """Every test bed (teachers trained with the first seed, cached through ``run.fit``)."""
+    return Bed(ring_bed(run), grid_bed(run), digits_bed(run))
 
 
 def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, dict[str, torch.Tensor]]:
-    """Both test beds for one seed (``distillbook.core.parallel.map_seeds`` runs seeds side by side); returns the
+    """Every test bed for one seed (``distillbook.core.parallel.map_seeds`` runs seeds side by side); returns the
     samples the figures show, per bed."""
-    return {"ring": run_ring_seed(run, seed, bed.ring), "digits": run_digits_seed(run, seed, bed.digits)}
+    return {"ring": run_mixture_seed(run, seed, bed.ring), "grid": run_mixture_seed(run, seed, bed.grid),
+            "digits": run_digits_seed(run, seed, bed.digits)}
