@@ -43,7 +43,7 @@ def test_one_ddim_step_returns_the_x0_prediction_at_T(schedule):
     torch.testing.assert_close(schedule.sample(net, z, steps=1, sampler="ddim"), expected)
 
 
-@pytest.mark.parametrize("sampler", ["ddim", "euler"])
+@pytest.mark.parametrize("sampler", ["ddim", "euler", "dpm"])
 def test_exact_score_sampler_reproduces_a_gaussian(schedule, sampler):
     """Data N(0, s^2): the exact x0-prediction is alpha s^2 x_t / (alpha^2 s^2 + sigma^2); the deterministic
     samplers must map N(0, 1) noise to N(0, s^2)."""

@@ -19,11 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, EulerDiscreteScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from torch import nn
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-SAMPLERS = ("ddim", "euler", "ddpm")
+SAMPLERS = ("ddim", "euler", "ddpm", "dpm")
 METHODS = {
     "noise schedule, forward diffusion, eps/x0/v conversions": ("Schedule", None),
     "DDPM / DDIM / Euler sampling (diffusers schedulers)": ("Schedule", None),
@@ -111,6 +111,10 @@ class Schedule:
             return DDIMScheduler.from_config(config, timestep_spacing="trailing", set_alpha_to_one=True)
         if name == "euler":
             return EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+        if name == "dpm":  # DPM-Solver++ (2nd order), the strong few-step ODE solver
+            return DPMSolverMultistepScheduler.from_config(config, timestep_spacing="trailing",
+                                                           algorithm_type="dpmsolver++", solver_order=2,
+                                                           final_sigmas_type="zero")
         return DDPMScheduler.from_config(config, timestep_spacing="trailing")
 
     @torch.no_grad()

@@ -107,7 +107,8 @@ def sim_loss(x: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor, c: f
     Delta = y_r - y_f) and with the per-sample weight of the SiD code base, in which SIM was trained (its
     released sampler is SiD's; the training code is not public):
         L = d'(Delta) . (y_f - x) / sg(mean_d |x - y_r|),   d'(Delta) = Delta / sqrt(||Delta||^2 + c^2),
-    c in x0 units (1e-3, the authors' stated default). Gradients flow through y_r, y_f (via x_t) and x.
+    c in x0 units (1e-3: the paper states its default for its own parameterisation, so here it is a choice, not
+    the paper's constant). Gradients flow through y_r, y_f (via x_t) and x.
     ``c=None`` is d(Delta) = ||Delta||^2 / 2 (d' = Delta, the limit of c d' as c -> infinity): then L is exactly
     SiD's loss at alpha = 1, whose gradient ``tests/test_distribution_matching.py`` checks against the closed-form
     gradient of SIM's divergence on Gaussians.

@@ -29,14 +29,22 @@ from distillbook.methods.diffusion import Schedule, denoising_loss, drop_labels
 
 
 class MLPDenoiser(nn.Module):
+    """``fourier_features`` > 0 also feeds [sin, cos](2 pi B x_t), B ~ N(0, ``fourier_scale``^2) fixed at construction
+    (random Fourier features: an MLP on raw low-dimensional coordinates cannot resolve many narrow modes)."""
+
     def __init__(self, dim: int, hidden: Sequence[int], n_classes: int = 0, time_dim: int = 64,
-                 class_dim: int = 32):
+                 class_dim: int = 32, fourier_features: int = 0, fourier_scale: float = 1.0):
         super().__init__()
         if dim < 1 or not hidden or min(hidden) < 1:
             raise ValueError(f"dim and hidden widths must be positive, got dim={dim}, hidden={list(hidden)}")
+        if fourier_features < 0 or fourier_scale <= 0:
+            raise ValueError(f"fourier_features must be >= 0 and fourier_scale > 0, got {fourier_features} and "
+                             f"{fourier_scale}")
         self.dim, self.n_classes, self.time_dim = dim, n_classes, time_dim
         self.class_embedding = nn.Embedding(n_classes + 1, class_dim) if n_classes else None
-        width = dim + time_dim + (class_dim if n_classes else 0)
+        # B, fixed (a buffer: checkpointed and copied with the network, never trained)
+        self.register_buffer("fourier", fourier_scale * torch.randn(dim, fourier_features) if fourier_features else None)
+        width = dim + 2 * fourier_features + time_dim + (class_dim if n_classes else 0)
         layers: list[nn.Module] = []
         for h in hidden:
             layers += [nn.Linear(width, h), nn.SiLU()]
@@ -51,7 +59,12 @@ class MLPDenoiser(nn.Module):
         return labels
 
     def features(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        parts = [x_t, get_timestep_embedding(t, self.time_dim, flip_sin_to_cos=True, downscale_freq_shift=0)]
+        parts = [x_t]
+        if self.fourier is not None:
+            # [sin, cos](2 pi B x_t)
+            angles = 2 * torch.pi * x_t @ self.fourier
+            parts += [angles.sin(), angles.cos()]
+        parts.append(get_timestep_embedding(t, self.time_dim, flip_sin_to_cos=True, downscale_freq_shift=0))
         if self.class_embedding is not None:
             parts.append(self.class_embedding(self._labels(labels, len(x_t), x_t.device)))
         elif labels is not None:

@@ -85,7 +85,7 @@ class MixtureBed:
 
 
 def mixture_bed(run: Run, name: str, mixture: ring2d.Mixture, hidden: list[int], steps: int, init: int,
-                weak_steps: int | None = None, rare: tuple[int, ...] = ()) -> MixtureBed:
+                weak_steps: int | None = None, rare: tuple[int, ...] = (), fourier_features: int = 0) -> MixtureBed:
     """An MLP teacher (v-prediction) trained with a cosine-annealed rate, and optionally an under-trained twin."""
     p = run.params
     schedule = Schedule()
@@ -95,7 +95,7 @@ def mixture_bed(run: Run, name: str, mixture: ring2d.Mixture, hidden: list[int],
 
     def teacher(steps, cosine, label):
         torch.manual_seed(derived_seed(run.seeds[0], init))
-        net = MLPDenoiser(2, hidden).to(run.device)
+        net = MLPDenoiser(2, hidden, fourier_features=fourier_features).to(run.device)
         return train_denoiser(run, f"{name}-{label}", net, schedule, sample, steps, cosine=cosine)
 
     weak = None if weak_steps is None else teacher(weak_steps, False, "weak-teacher")
@@ -114,7 +114,8 @@ def grid_bed(run: Run) -> MixtureBed:
     p = run.params
     rare = ring2d.corners(p.grid_side)
     mixture = ring2d.grid(p.grid_side, std=p.grid_std, rare=rare, rare_weight=p.grid_rare_weight)
-    return mixture_bed(run, "grid", mixture, p.grid_hidden, p.grid_teacher_steps, GRID_TEACHER_INIT, rare=rare)
+    return mixture_bed(run, "grid", mixture, p.grid_hidden, p.grid_teacher_steps, GRID_TEACHER_INIT, rare=rare,
+                       fourier_features=p.grid_fourier_features)
 
 
 def circle_directions(n: int) -> torch.Tensor:
@@ -181,6 +182,10 @@ def run_mixture_seed(run: Run, seed: int, bed: MixtureBed) -> dict[str, torch.Te
         for nfe in p.teacher_nfes:
             x = _sample_teacher(bed.schedule, model, z.to(run.device), nfe, p.sampler, derived_seed(seed, RING_SAMPLER))
             record(f"{label}{nfe}", x)
+            if nfe < max(p.teacher_nfes):  # and with the strongest few-step solver
+                x = _sample_teacher(bed.schedule, model, z.to(run.device), nfe, p.few_step_sampler,
+                                    derived_seed(seed, RING_SAMPLER))
+                record(f"{label}{nfe}_{p.few_step_sampler}", x)
 
     def evaluate(g):
         return measure(_generate(g, z, seed=seed))
@@ -190,7 +195,8 @@ def run_mixture_seed(run: Run, seed: int, bed: MixtureBed) -> dict[str, torch.Te
 
     for name, arm in mixture_arms(p, bed.name).items():
         teacher = bed.weak_teacher if name.startswith("weak_") else bed.teacher
-        student, curves = distil(run, f"{pre}-{name}", seed, teacher, bed.schedule, arm, steps=p.ring_steps,
+        steps = p.grid_steps if bed.name == "grid" else p.ring_steps
+        student, curves = distil(run, f"{pre}-{name}", seed, teacher, bed.schedule, arm, steps=steps,
                                  batch_size=p.ring_batch, dim=2, n_classes=0, evaluate=evaluate, real_data=real_data)
         record(name, _generate(student.ema, z, seed=seed))
         metrics.update({f"{pre}_{k}_curve_{name}": v for k, v in curves.items()})

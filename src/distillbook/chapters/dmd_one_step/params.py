@@ -29,7 +29,10 @@ DIGIT_LABELS = {"vsd": "SwiftBrush (VSD, LoRA fake score)", "sds": "SDS ablation
 class Params(ChapterParams):
     # shared
     teacher_nfes: list[PositiveInt] = Field(min_length=1, description="sampling steps for the teacher baselines")
-    sampler: Literal["ddim", "euler", "ddpm"] = Field("ddim", description="diffusers sampler for the teacher baselines")
+    sampler: Literal["ddim", "euler", "ddpm", "dpm"] = Field("ddim", description="diffusers sampler for the teacher "
+                                                             "baselines")
+    few_step_sampler: Literal["ddim", "euler", "dpm"] = Field("dpm", description="the strongest few-step sampler, "
+                                                              "for the teacher's few-step baselines beside `sampler`")
     ttur_ratio: int = Field(ge=1, description="fake-score updates per generator update for DMD2 (TTUR)")
     sid_alpha: float = Field(1.2, ge=0, description="SiD's alpha")
     sim_c: float = Field(1e-3, gt=0, description="SIM's pseudo-Huber constant, in x0 units")
@@ -42,10 +45,13 @@ class Params(ChapterParams):
     grid_std: float = Field(0.15, gt=0, description="grid2d: std of each mode (the modes are 1 apart)")
     grid_rare_weight: float = Field(0.1, gt=0, le=1, description="grid2d: weight of the 4 corner modes against 1")
     grid_hidden: list[PositiveInt] = Field(min_length=1, description="grid teacher (and so student) MLP widths")
+    grid_fourier_features: int = Field(32, ge=0, description="random Fourier features of x for the grid teacher (an "
+                                       "MLP on raw coordinates smears the 25 modes into a disc)")
     grid_teacher_steps: int = Field(ge=1, description="grid teacher training steps (cosine-annealed)")
     ring_batch: int = Field(ge=2, description="batch of every 2-D training")
-    ring_steps: int = Field(ge=1, description="generator updates per 2-D student")
-    ring_lr: float = Field(gt=0, description="Adam learning rate of the 2-D generators")
+    ring_steps: int = Field(ge=1, description="generator updates per ring2d student")
+    grid_steps: int = Field(ge=1, description="generator updates per grid2d student")
+    ring_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the 2-D generators")
     ring_fake_lr: float = Field(1e-3, gt=0, description="Adam learning rate of the 2-D fake scores (and GAN head)")
     lr_multiplier: float = Field(4.0, gt=1, description="the high-learning-rate arms' factor (at 2x SiD's SW "
                                  "did not rise in 3 of 4 seeds of a cpu run; in a one-seed pilot at 4x it collapsed)")
@@ -64,9 +70,9 @@ class Params(ChapterParams):
     digits_teacher_steps: int = Field(ge=1)
     digits_batch: int = Field(ge=2)
     digits_steps: int = Field(ge=1, description="generator updates per student")
-    digits_lr: float = Field(1e-5, gt=0, description="Adam learning rate of the generators (the profiles use 1e-4: at "
-                             "the papers' 1e-5 a few hundred updates do not reach the point where these students' "
-                             "recall peaks and falls)")
+    digits_lr: float = Field(1e-4, gt=0, description="Adam learning rate of the generators (the papers use 1e-5, at "
+                             "which a few hundred updates do not reach the point where these students' recall peaks "
+                             "and falls)")
     digits_fake_lr: float = Field(1e-4, gt=0, description="Adam learning rate of the fake scores (full copies)")
     lora_lr: float = Field(1e-3, gt=0, description="Adam learning rate of SwiftBrush's LoRA fake score")
     guidance_scale: float = Field(2.0, ge=1, description="teacher CFG scale for CFG arms and the teacher baselines")
@@ -82,24 +88,24 @@ class Params(ChapterParams):
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], teacher_nfes=[1, 4], ttur_ratio=2,
                       ring_hidden=[32, 32], ring_teacher_steps=30, weak_teacher_steps=10, grid_hidden=[32, 32],
-                      grid_teacher_steps=30, ring_batch=64, ring_steps=6, ring_lr=1e-3, gan_weight=0.1,
+                      grid_teacher_steps=30, ring_batch=64, ring_steps=6, grid_steps=6, gan_weight=0.1,
                       ring_eval_samples=128, pr_samples=64, ema_decay=0.9,
                       digits_hidden=[32], unet_channels=[16, 32], digits_teacher_steps=30, digits_batch=32,
-                      digits_steps=6, digits_lr=1e-4, lora_rank=2, classifier_steps=30,
+                      digits_steps=6, lora_rank=2, classifier_steps=30,
                       digits_eval_samples=100, eval_points=6),
         "cpu": dict(seeds=[0, 1, 2, 3], teacher_nfes=[1, 2, 4, 50], ttur_ratio=5,
                     ring_hidden=[64, 64, 64], ring_teacher_steps=4000, weak_teacher_steps=600,
-                    grid_hidden=[128, 128, 128], grid_teacher_steps=4000, ring_batch=256, ring_steps=400,
-                    ring_lr=1e-3, gan_weight=0.3, ring_eval_samples=5000, pr_samples=1000, ema_decay=0.98,
+                    grid_hidden=[128, 128, 128], grid_teacher_steps=4000, ring_batch=256, ring_steps=400, grid_steps=640,
+                    gan_weight=0.3, ring_eval_samples=5000, pr_samples=1000, ema_decay=0.98,
                     digits_hidden=[256, 256, 256], unet_channels=[32, 64], digits_teacher_steps=2500, digits_batch=128,
-                    digits_steps=200, digits_lr=1e-4, lora_rank=8, classifier_steps=1000,
+                    digits_steps=150, lora_rank=8, classifier_steps=1000,
                     digits_eval_samples=1000, eval_points=10),
         "gpu": dict(seeds=[0, 1, 2], teacher_nfes=[1, 2, 4, 50], ttur_ratio=5,
                     ring_hidden=[128, 128, 128], ring_teacher_steps=12000, weak_teacher_steps=600,
-                    grid_hidden=[256, 256, 256], grid_teacher_steps=12000, ring_batch=1024, ring_steps=1000,
-                    ring_lr=1e-3, gan_weight=0.3, ring_eval_samples=20000, pr_samples=5000, ema_decay=0.995,
+                    grid_hidden=[256, 256, 256], grid_teacher_steps=12000, ring_batch=1024, ring_steps=1000, grid_steps=1600,
+                    gan_weight=0.3, ring_eval_samples=20000, pr_samples=5000, ema_decay=0.995,
                     digits_denoiser="unet", digits_hidden=[512, 512, 512], unet_channels=[64, 128],
-                    digits_teacher_steps=8000, digits_batch=256, digits_steps=1000, digits_lr=1e-4, lora_rank=16,
+                    digits_teacher_steps=8000, digits_batch=256, digits_steps=1000, lora_rank=16,
                     classifier_steps=3000, digits_eval_samples=2000, eval_points=10),
     }
 
@@ -108,7 +114,7 @@ class Params(ChapterParams):
         if self.pr_samples > self.ring_eval_samples:
             raise ValueError(f"pr_samples ({self.pr_samples}) must be at most ring_eval_samples "
                              f"({self.ring_eval_samples})")
-        for name in ("ring_steps", "digits_steps"):
+        for name in ("ring_steps", "grid_steps", "digits_steps"):
             if getattr(self, name) % self.eval_points:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be a multiple of eval_points ({self.eval_points})")
         return self
