@@ -144,3 +144,31 @@ def test_cds_anneals_t_prime_with_the_step_fit_passes(monkeypatch):
 def test_bad_parameters_are_named(override, match):
     with pytest.raises(ParameterError, match=match):
         chapter.Params.for_profile("smoke", **override)
+
+
+@pytest.mark.parametrize("prior", ["mlp", "unet"])
+def test_the_fake_score_starts_without_camera_information(prior):
+    """VSD's fake score starts as the prior read without view words (issue 18): for every prompt, its prediction
+    with any view word equals the prior's without one; the prior itself keeps its views; the copy is trainable."""
+    p = chapter.Params.for_profile("smoke", prior=prior, unet_channels=[8, 16])
+    prompts = experiment.Prompts()
+    torch.manual_seed(0)
+    prior_net = experiment.make_prior(p, prompts).requires_grad_(False)
+    table = prior_net.unet.class_embedding if prior == "unet" else prior_net.class_embedding
+    with torch.no_grad():  # an untrained prior's view rows are random already; make sure they differ
+        table.weight.normal_()
+    fake = experiment.fake_score(prior_net, prompts.n_prompts)
+    gen = torch.Generator().manual_seed(1)
+    n = 12
+    x = torch.randn(n, 3 * p.resolution ** 2, generator=gen)
+    t = torch.full((n,), 500)
+    prompt_ids = torch.arange(n) % prompts.n_prompts
+    azimuth = torch.linspace(-math.pi, math.pi, n)
+    with torch.no_grad():
+        torch.testing.assert_close(fake(x, t, experiment.labels(prompt_ids, azimuth)),
+                                   prior_net(x, t, experiment.labels(prompt_ids, None)))
+        assert not torch.allclose(prior_net(x, t, experiment.labels(prompt_ids, azimuth)),
+                                  prior_net(x, t, experiment.labels(prompt_ids, None)))
+    assert all(q.requires_grad for q in fake.parameters())
+    with pytest.raises(ValueError, match="class embeddings"):
+        experiment.fake_score(prior_net, prompts.n_prompts + 1)

@@ -129,3 +129,51 @@ def test_consistency_step_is_a_ddim_step_and_cds_reduces_without_rescaling():
     r = torch.randn(2, 3, 4, 4)
     torch.testing.assert_close(sd.cds(a, b, sigma.float(), sigma_next.float(), a + r),
                                (sigma / sigma_next).float() * (-r) + (a + r - b))
+
+
+def _grid_sample_query(raw_density, raw_colour, points):
+    """The renderer's lookup as it was, with F.grid_sample (no deterministic CUDA backward): the reference."""
+    import torch.nn.functional as F
+    shape = points.shape[:-1]
+    grid = points.reshape(1, 1, 1, -1, 3).to(raw_density.dtype)
+    density = F.grid_sample(raw_density, grid, align_corners=True).reshape(shape)
+    colour = F.grid_sample(raw_colour, grid, align_corners=True, padding_mode="border").reshape(3, -1).T
+    inside = (points.abs() <= 1).all(-1)
+    return F.softplus(density) * v.OPAQUE / 4 * inside, torch.sigmoid(colour).reshape(*shape, 3)
+
+
+def test_gathered_trilinear_lookup_matches_grid_sample_in_value_and_gradient():
+    """The deterministic lookup (index gathers) equals F.grid_sample, inside the cube, on its faces and corners,
+    and outside it (zero density, border colour), and so do the gradients with respect to the grid."""
+    gen = torch.Generator().manual_seed(0)
+    raw_density = torch.randn(1, 1, 5, 6, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    raw_colour = torch.randn(1, 3, 5, 6, 7, generator=gen, dtype=torch.float64, requires_grad=True)
+    points = torch.cat([torch.rand(200, 3, generator=gen, dtype=torch.float64) * 2.6 - 1.3,
+                        torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0], [1.0, -0.3, 0.2], [0.0, 0.0, 0.0]],
+                                     dtype=torch.float64)]).reshape(2, 102, 3)
+    ours, reference = v.query_grid(raw_density, raw_colour, points), _grid_sample_query(raw_density, raw_colour, points)
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b)
+    weights = [torch.randn(x.shape, generator=gen, dtype=torch.float64) for x in ours]
+    grads = [torch.autograd.grad(sum((w * x).sum() for w, x in zip(weights, out)), (raw_density, raw_colour))
+             for out in (v.query_grid(raw_density, raw_colour, points),
+                         _grid_sample_query(raw_density, raw_colour, points))]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_transmittance_as_a_triangular_product_matches_the_cumulative_product():
+    gen = torch.Generator().manual_seed(1)
+    density = torch.rand(3, 4, 16, generator=gen, dtype=torch.float64) * 30
+    rgb = torch.rand(3, 4, 16, 3, generator=gen, dtype=torch.float64)
+    delta = 0.1
+    alpha = 1 - torch.exp(-density * delta)
+    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1]], -1), -1)
+    weights = transmittance * alpha
+    expected = (weights[..., None] * rgb).sum(-2) + (1 - weights.sum(-1, keepdim=True)) * 0.5
+    torch.testing.assert_close(v._composite(density, rgb, delta, 0.5), expected)
+
+
+def test_trilinear_rejects_what_it_cannot_interpolate():
+    with pytest.raises(ValueError, match="every side >= 2"):
+        v.trilinear(torch.zeros(1, 1, 4, 4), torch.zeros(5, 3))

@@ -9,8 +9,10 @@ truth) and for a learnable voxel grid (the 3-D representation the score-distilla
 
     alpha_i = 1 - exp(-sigma_i delta),  T_i = prod_{j<i} (1 - alpha_j),  C = sum_i T_i alpha_i c_i + T_N c_bg.
 
-The grid is sampled with ``F.grid_sample`` (trilinear), so renders are differentiable in every voxel; the
-tests check those gradients by finite differences. Cameras are drawn with a front bias (a share of views
+The grid is sampled trilinearly by gathering its 8 neighbouring voxels, and transmittance is the exponential of
+a cumulative sum taken as a triangular matrix product: unlike ``F.grid_sample`` and ``torch.cumprod``, both have
+deterministic CUDA backward passes, so the book's strict determinism holds on a GPU. Renders are differentiable
+in every voxel; the tests check those gradients by finite differences and the lookup against ``F.grid_sample``. Cameras are drawn with a front bias (a share of views
 within +-45 degrees of azimuth 0), so that a 2-D prior trained on them prefers front views.
 """
 
@@ -109,8 +111,11 @@ def scene_field(name: str, colour: str = "blue"):
 def _composite(density: torch.Tensor, rgb: torch.Tensor, delta: float, background: float) -> torch.Tensor:
     """Emission-absorption compositing along the last sample axis: density (..., S), rgb (..., S, 3) -> (..., 3)."""
     alpha = 1 - torch.exp(-density * delta)
-    # T_i = prod_{j<i} (1 - alpha_j), as an exclusive cumulative product
-    transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[..., :1]), 1 - alpha[..., :-1]], -1), -1)
+    # T_i = prod_{j<i} (1 - alpha_j) = exp(-delta sum_{j<i} sigma_j): the exclusive cumulative sum as a product with
+    # a strictly upper-triangular matrix of ones (deterministic on CUDA, where cumsum and cumprod are not)
+    n = density.shape[-1]
+    before = torch.ones(n, n, dtype=density.dtype, device=density.device).triu(1)  # before[j, i] = 1 for j < i
+    transmittance = torch.exp(-delta * (density @ before))
     weights = transmittance * alpha
     colour = (weights[..., None] * rgb).sum(-2)
     return colour + (1 - weights.sum(-1, keepdim=True)) * background
@@ -136,12 +141,38 @@ def query_grid(raw_density: torch.Tensor, raw_colour: torch.Tensor, points: torc
     """Trilinear density (...,) and rgb (..., 3) of a raw grid (1, 1, D, D, D) / (1, 3, D, D, D) at ``points``
     (..., 3): density = softplus, colour = sigmoid, zero density outside the cube."""
     shape = points.shape[:-1]
-    # grid_sample indexes (x, y, z) as (W, H, D): the grid's last axis is x
-    grid = points.reshape(1, 1, 1, -1, 3).to(raw_density.dtype)
-    density = F.grid_sample(raw_density, grid, align_corners=True).reshape(shape)
-    colour = F.grid_sample(raw_colour, grid, align_corners=True, padding_mode="border").reshape(3, -1).T
+    flat = points.reshape(-1, 3).to(raw_density.dtype)
+    # outside the cube the density is masked to 0 and the colour takes the border's value, so clamping the points
+    # to the cube gives both (F.grid_sample's zeros and border padding)
+    values = trilinear(torch.cat([raw_density, raw_colour], 1)[0], flat.clamp(-1, 1))
     inside = (points.abs() <= 1).all(-1)
-    return F.softplus(density) * OPAQUE / 4 * inside, torch.sigmoid(colour).reshape(*shape, 3)
+    density = values[0].reshape(shape)
+    return F.softplus(density) * OPAQUE / 4 * inside, torch.sigmoid(values[1:].T).reshape(*shape, 3)
+
+
+def trilinear(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Trilinear interpolation (C, N) of ``volume`` (C, D, H, W), its corners at -1 and 1 (``align_corners``), at
+    ``points`` (N, 3) in [-1, 1]^3 given as (x, y, z) along (W, H, D): ``F.grid_sample``'s convention, by index
+    gathers (``index_select``, whose backward is deterministic on CUDA)."""
+    c, *size = volume.shape
+    if len(size) != 3 or min(size) < 2 or points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"trilinear needs a volume (C, D, H, W) with every side >= 2 and points (N, 3), got "
+                         f"{tuple(volume.shape)} and {tuple(points.shape)}")
+    extent = torch.tensor(size[::-1], dtype=points.dtype, device=points.device) - 1   # (W-1, H-1, D-1)
+    u = (points + 1) / 2 * extent                                                    # continuous voxel index
+    low = u.floor().clamp(min=torch.zeros_like(extent), max=(extent - 1).clamp(min=0)).long()  # (N, 3)
+    frac = u - low                                                                   # in [0, 1]
+    stride = (1, size[2], size[1] * size[2])                                         # x, y, z
+    flat = volume.reshape(c, -1)
+    out = 0
+    for corner in range(8):
+        offset = [(corner >> axis) & 1 for axis in range(3)]
+        index = sum((low[:, axis] + offset[axis]) * stride[axis] for axis in range(3))
+        weight = torch.ones_like(frac[:, 0])
+        for axis in range(3):
+            weight = weight * (frac[:, axis] if offset[axis] else 1 - frac[:, axis])
+        out = out + weight * flat.index_select(1, index)
+    return out
 
 
 def render_grid(raw_density: torch.Tensor, raw_colour: torch.Tensor, cameras: Cameras, resolution: int,

@@ -129,9 +129,9 @@ def claims(p: Params) -> tuple[Claim, ...]:
               f"{p.esd_lambda:g} on the fake score) has a lower Janus measure than VSD (1), per probe",
               a="Janus, ESD", b="Janus, VSD", **janus, paper_figure="ESD Table 1 (Janus rate)",
               paper_value="fewer Janus artefacts",
-              explanation="the fake score is a copy of the prior, so it starts knowing the view words: its "
-                          "camera-conditioned and camera-free predictions barely differ and λ changes little (the "
-                          "papers start the camera branch untrained)"),
+              explanation="the fake score's predictions with and without the view word start equal (its view "
+                          "words start at the no-view embedding) and learn from the same single particle's renders, "
+                          "so λ mixes two nearly equal scores (untested: no run measures their gap)"),
         Claim("vsd-less-janus-than-sds", ESD_PAPER, statement="...and VSD a lower one than SDS (no view word), "
               "per probe", a="Janus, VSD", b="Janus, SDS", **janus, paper_figure="ESD Table 1",
               paper_value="SDS is the most mode-collapsed",

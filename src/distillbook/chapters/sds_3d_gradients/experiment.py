@@ -164,6 +164,24 @@ def prior_samples(bed: Bed, prompt: int, view: int, n: int, guidance: float, ste
 # ---------------------------------------------------------------- single-object optimisation
 
 
+def fake_score(prior: torch.nn.Module, n_prompts: int) -> torch.nn.Module:
+    """VSD's fake score: a trainable copy of the prior whose view words start uninformative. Every (prompt, view)
+    embedding starts as the prompt's no-view embedding, so the first fake prediction carries no camera
+    information, as ProlificDreamer's zero-initialised camera branch (its LoRA reads the prompt without view
+    words); training then lets the views part ways. A plain copy would start knowing the views and push the back
+    views away from their correct image from the first step."""
+    fake = copy.deepcopy(prior).requires_grad_(True)
+    table = fake.unet.class_embedding if isinstance(fake, UNetDenoiser) else fake.class_embedding
+    if table is None or table.num_embeddings != n_prompts * 4 + 1:
+        raise ValueError(f"the prior needs {n_prompts} prompts x 4 view slots + the null label = {n_prompts * 4 + 1} "
+                         f"class embeddings, got {None if table is None else table.num_embeddings}")
+    with torch.no_grad():
+        rows = table.weight[:n_prompts * 4].view(n_prompts, 4, -1)
+        rows[:, :NO_VIEW] = rows[:, NO_VIEW:NO_VIEW + 1]
+    return fake
+
+
+
 class Scene(torch.nn.Module):
     """The particles (voxel grids), the fake score when the method has one and CDS's fixed noise: one module,
     so one checkpoint holds the whole optimisation."""
@@ -177,7 +195,7 @@ class Scene(torch.nn.Module):
                 grid.colour.normal_(0, 0.5)
         self.fake = None
         if method.kind == "vsd":
-            self.fake = copy.deepcopy(prior).requires_grad_(True)
+            self.fake = fake_score(prior, Prompts().n_prompts)
         gen = derived_generator(seed, 2)  # CDS's fixed noise
         self.register_buffer("fixed_noise", torch.randn(1, 3 * p.resolution ** 2, generator=gen))
 
@@ -474,7 +492,7 @@ class Amortised(torch.nn.Module):
         super().__init__()
         torch.manual_seed(seed)
         self.generator = PromptToGrid(p.amortised_grid, p.amortised_hidden)
-        self.fake = copy.deepcopy(prior).requires_grad_(True) if kind == "vsd" else None
+        self.fake = fake_score(prior, Prompts().n_prompts) if kind == "vsd" else None
 
 
 def amortised_loss(model: Amortised, batch: dict, p: Params, bed: Bed, method: Method, pool: list[tuple[str, str]]):

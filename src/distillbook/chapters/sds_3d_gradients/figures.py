@@ -57,19 +57,28 @@ def plot_turntables(run: Run, shown: dict, bed: Bed):
     return fig
 
 
+# one colour and marker per object arm, the ablation drawn as its parent's colour, dashed
+ARM_STYLE = {arm: (colour, marker) for arm, colour, marker in zip(
+    OBJECT_ARMS, ("k", "C0", "C3", "C2", "C4", "C1", "C1", "C6", "C9"), ("*", "o", "s", "^", "D", "v", "1", "P", "X"))}
+
+
 def plot_fidelity(run: Run):
     """PSNR against saturation error (one point per seed) and PSNR along the optimisation (mean ± std)."""
     p = run.params
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    for i, arm in enumerate(OBJECT_ARMS):
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
+    for arm in OBJECT_ARMS:
+        colour, marker = ARM_STYLE[arm]
         axes[0].scatter(object_mean(run, arm, "saturation_error"), object_mean(run, arm, "psnr"),
-                        label=ARM_LABELS[arm], color=f"C{i}", s=30)
+                        label=ARM_LABELS[arm], color=colour, marker=marker, s=40)
         curves = np.mean([run.values(f"{arm_tag(o, arm)}/curve_psnr") for o in p.fidelity_objects], axis=0)
         steps = np.linspace(0, p.iterations, curves.shape[1])
-        mean_std_band(axes[1], steps, curves, label=ARM_LABELS[arm], color=f"C{i}", marker=None)
-    axes[0].set(xlabel="|saturation − ground truth|", ylabel="PSNR at held-out views (dB)",
+        mean_std_band(axes[1], steps, curves, label=ARM_LABELS[arm], color=colour, marker=None,
+                      linestyle="--" if arm == "cds_random" else "-")
+    axes[0].set(xlabel="|saturation − ground truth| (chroma, mean over objects)",
+                ylabel="PSNR at held-out views (dB, mean over objects)",
                 title="Fidelity against saturation (one point per seed)")
-    axes[1].set(xlabel="optimisation step", ylabel="PSNR (dB)", title="PSNR along the optimisation")
+    axes[0].legend(fontsize=7, loc="best")
+    axes[1].set(xlabel="optimisation step", ylabel="PSNR (dB, mean over objects)", title="PSNR along the optimisation")
     axes[1].legend(fontsize=7, loc="lower right")
     return fig
 
@@ -129,6 +138,7 @@ def plot_amortised(run: Run):
     axes[0].set(xscale="log", xticks=p.amortised_sizes, xticklabels=map(str, p.amortised_sizes),
                 xlabel="prompts the generator is trained on", ylabel="PSNR on the shared prompts (dB)",
                 title="Amortised generator: scaling the prompt set")
+    axes[0].minorticks_off()  # a log axis otherwise labels a stray minor tick between the two sizes
     axes[1].set(xlabel="generator step", ylabel="PSNR (dB)", title="Along training")
     axes[0].legend()
     axes[1].legend(fontsize=8)
