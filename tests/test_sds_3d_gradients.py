@@ -16,7 +16,7 @@ from distillbook.testbeds import voxel3d as v3
 
 def test_labels_carry_prompt_and_view_word():
     prompts = experiment.Prompts()
-    assert prompts.n_prompts == 4 * 4 + 2 + 4 and prompts.n_labels == 4 * prompts.n_prompts
+    assert prompts.n_prompts == 4 * 5 + 2 + 4 and prompts.n_labels == 4 * prompts.n_prompts
     cube = prompts.object_id("cube", "green")
     assert prompts.caption(cube) == "a green cube" and prompts.caption(prompts.shape_id("cone")) == "a cone"
     assert prompts.caption(prompts.object_id("red-front-cube", "blue")) == "a cube with a red front"
@@ -32,10 +32,9 @@ def test_measures_on_ground_truth():
     cams = v3.turntable(n)
     field = v3.scene_field("red-front-cube", "blue")
     truth = v3.render_field(field, cams, 16)
-    alpha = v3.opacity(truth, v3.render_field(field, cams, 16, background=0.0))
-    assert experiment.image_metrics(truth, alpha, truth, alpha, "red-front-cube")["janus"] == 0.0
+    assert experiment.image_metrics(truth, truth, "red-front-cube")["janus"] == 0.0
     for turn in (4, 8, 11):  # the truth facing another way is not two-faced
-        assert experiment.image_metrics(truth.roll(turn, 0), alpha, truth, alpha, "red-front-cube")["janus"] == \
+        assert experiment.image_metrics(truth.roll(turn, 0), truth, "red-front-cube")["janus"] == \
             pytest.approx(0.0, abs=0.01)
 
     def two_faced(points):
@@ -43,7 +42,7 @@ def test_measures_on_ground_truth():
         mirrored[..., 0] = points[..., 0].abs()
         return field(mirrored)
 
-    janus = experiment.image_metrics(v3.render_field(two_faced, cams, 16), alpha, truth, alpha, "red-front-cube")["janus"]
+    janus = experiment.image_metrics(v3.render_field(two_faced, cams, 16), truth, "red-front-cube")["janus"]
     assert 0.6 < janus < 1.05  # oblique back views (135 deg) see the second front foreshortened
     psnr, shift = v3.aligned_psnr(truth.roll(3, 0), truth)
     assert shift == n - 3 and math.isinf(psnr.item())
@@ -90,9 +89,9 @@ def test_each_method_gives_a_finite_gradient(prior):
     prior = experiment.make_prior(p, prompts).requires_grad_(False)
     schedule = Schedule()
     gen = torch.Generator().manual_seed(0)
-    batch = experiment.step_batch(p, schedule)(gen)
-    x = torch.rand(p.views_per_step, 3 * p.resolution ** 2) * 2 - 1
-    prompts = torch.zeros(p.views_per_step, dtype=torch.long)
+    batch = experiment.step_batch(p, schedule, 2)(gen)
+    x = torch.rand(2, 3 * p.resolution ** 2) * 2 - 1
+    prompts = torch.zeros(2, dtype=torch.long)
     lab, free = experiment.labels(prompts, batch["azimuth"]), experiment.labels(prompts, None)
     batch = {**batch, "fixed_noise": torch.randn(1, x.shape[1]), "t_next": torch.full_like(batch["t"], 300),
              "shift": torch.full_like(batch["t"], 50)}
@@ -113,7 +112,7 @@ def test_cds_anneals_t_prime_with_the_step_fit_passes(monkeypatch):
     prompts, schedule = experiment.Prompts(), Schedule()
     torch.manual_seed(0)
     prior = experiment.make_prior(p, prompts).requires_grad_(False)
-    bed = experiment.Bed(prompts, schedule, prior, None, None, {}, {})
+    bed = experiment.Bed(prompts, schedule, prior, None, None, {})
     method = sd.Method("cds", p.low_guidance)
     scene = experiment.Scene(p, method, prior, seed=0)
     seen = []
@@ -123,12 +122,51 @@ def test_cds_anneals_t_prime_with_the_step_fit_passes(monkeypatch):
         return torch.zeros_like(x)
 
     monkeypatch.setattr(sd, "image_gradient", spy)
-    batch = experiment.step_batch(p, schedule)(torch.Generator().manual_seed(0))
+    batch = experiment.step_batch(p, schedule, 2)(torch.Generator().manual_seed(0))
     for step in (0, 4, 8):
         experiment.object_loss(scene, batch, step, p, bed, method, prompt=0)
     hi = round(0.98 * schedule.num_train_timesteps) - p.cds_gap[1]
     assert [t for t, _ in seen] == [hi, round(hi - (hi - 20) * 0.5), 20]
     assert all(noise is scene.fixed_noise for _, noise in seen)
+    # the ablation keeps the schedule and takes the step's fresh noise
+    seen.clear()
+    experiment.object_loss(scene, batch, 4, p, bed, method, prompt=0, fresh_noise=True)
+    assert seen[0][0] == round(hi - (hi - 20) * 0.5) and seen[0][1] is batch["noise"]
+
+
+def test_every_particle_gets_views_per_particle_views(monkeypatch):
+    """Equal views per representation: a step of k particles draws k * views_per_particle views, and particle i
+    renders views i, i + k, ... (its own, none shared)."""
+    p = chapter.Params.for_profile("smoke", views_per_particle=2)
+    prompts, schedule = experiment.Prompts(), Schedule()
+    torch.manual_seed(0)
+    prior = experiment.make_prior(p, prompts).requires_grad_(False)
+    bed = experiment.Bed(prompts, schedule, prior, None, None, {})
+    method = sd.Method("sds", p.low_guidance, particles=3)
+    scene = experiment.Scene(p, method, prior, seed=0)
+    rendered = []
+    for i, grid in enumerate(scene.grids):
+        monkeypatch.setattr(grid, "render", lambda cams, *a, i=i, **k: rendered.append((i, cams.azimuth.tolist()))
+                            or torch.zeros(len(cams.azimuth), 3, p.resolution, p.resolution, requires_grad=True))
+    batch = experiment.step_batch(p, schedule, p.views_per_particle * method.particles)(torch.Generator().manual_seed(0))
+    assert len(batch["t"]) == 6
+    experiment.object_loss(scene, batch, 0, p, bed, method, prompt=0)
+    azimuth = batch["azimuth"].tolist()
+    assert rendered == [(i, [azimuth[i], azimuth[i + 3]]) for i in range(3)]
+
+
+def test_noise_stats_against_a_known_signal_to_noise_ratio():
+    """g = mu + sigma eps: V = dim sigma^2 and SNR = ||mu||^2 / V, within sampling error; a zero-mean gradient's
+    debiased SNR is near 0 (the plug-in one would be 1 / draws)."""
+    gen = torch.Generator().manual_seed(0)
+    dim, draws, sigma = 400, 256, 0.5
+    mu = torch.randn(2, dim, generator=gen)
+    g = mu + sigma * torch.randn(draws, 2, dim, generator=gen)
+    variance, snr = experiment.noise_stats(g)
+    assert variance == pytest.approx(dim * sigma ** 2, rel=0.02)
+    assert snr == pytest.approx(float(mu.pow(2).sum(-1).mean()) / (dim * sigma ** 2), rel=0.05)
+    _, snr_zero = experiment.noise_stats(sigma * torch.randn(draws, 2, dim, generator=gen))
+    assert snr_zero < 0.2 / draws
 
 
 # The claims' wiring is tested in tests/test_sds_3d_gradients_claims.py.
@@ -137,7 +175,7 @@ def test_cds_anneals_t_prime_with_the_step_fit_passes(monkeypatch):
 @pytest.mark.parametrize("override, match", [
     ({"fidelity_objects": ["purple cube"]}, "colour shape"),
     ({"diversity_shape": "torus"}, "diversity_shape"),
-    ({"views_per_step": 3, "particles": 2}, "multiple of particles"),
+    ({"amortised_steps": 3}, "multiples of eval_points"),
     ({"eval_views": 6}, "multiple of 4"),
     ({"amortised_sizes": [8, 4]}, "amortised_sizes"),
 ])
@@ -172,3 +210,10 @@ def test_the_fake_score_starts_without_camera_information(prior):
     assert all(q.requires_grad for q in fake.parameters())
     with pytest.raises(ValueError, match="class embeddings"):
         experiment.fake_score(prior_net, prompts.n_prompts + 1)
+    # camera_gap reads the same thing: 0 for the fresh fake score, positive for the prior
+    bed = experiment.Bed(prompts, Schedule(), prior_net, None, None, {})
+    scene = experiment.Scene(p, sd.Method("vsd"), prior_net, seed=0)
+    with torch.no_grad():
+        scene.grids[0].density.fill_(1.0)
+    assert experiment.camera_gap(fake, bed, p, scene, prompt=3, seed=0) == pytest.approx(0.0, abs=1e-6)
+    assert experiment.camera_gap(prior_net, bed, p, scene, prompt=3, seed=0) > 0.01

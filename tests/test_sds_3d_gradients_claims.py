@@ -18,11 +18,13 @@ from distillbook.core.results import Run
 from distillbook.testbeds import voxel3d as v3
 
 SEEDS = [0, 1, 2, 3]
-OBJECTS = ["green cube", "red sphere"]
+OBJECTS = ["green cube", "pink sphere"]
 CLAIM_IDS = ["sds-high-cfg-oversaturates", "sds-high-cfg-above-vsd", "prior-high-cfg-more-chroma",
              "vsd-higher-fidelity", "vsd-diverse", "vsd-more-diverse-than-sds", "esd-less-janus-than-vsd",
-             "vsd-less-janus-than-sds", "cds-lower-variance", "cds-higher-fidelity", "cds-ablation-recovers",
-             "bsd-closest-saturation", "csm-beats-sds", "denoising-term-needed", "csm-beats-csd", "asd-scales"]
+             "fake-score-hears-view-less", "vsd-less-janus-than-sds", "cds-higher-snr", "cds-higher-fidelity",
+             "cds-fixed-noise-hurts", "cds-schedule-hurts", "bsd-closer-than-sds", "bsd-below-truth", "csm-beats-sds",
+             "denoising-term-needed", "csm-beats-csd", "asd-scales", "asd-above-vsd-at-scale"]
+UNGROUPED = ("vsd-diverse", "vsd-more-diverse-than-sds", "cds-higher-snr", "asd-scales", "asd-above-vsd-at-scale")
 
 
 def _e(seed: int, name: str) -> float:
@@ -40,44 +42,50 @@ def _rising(level: float, seed: int, n: int, name: str) -> list[float]:
     return [level - (n - 1 - i) + _e(seed, name) for i in range(n)]
 
 
-# Per variant: chroma of the arms and of the prior's samples, PSNR levels (curves), saturation errors, colour
-# spreads, Janus levels, the CDS/SDS variance ratio per seed, amortised PSNR levels, and which curves still rise.
+# Per variant: chroma of the arms and of the prior's samples, BSD's chroma minus the truth's per seed, PSNR levels
+# (curves), saturation errors, colour spreads, Janus levels, the fake score's and the prior's camera gaps per seed,
+# the CDS/SDS SNR ratio per seed, amortised PSNR levels, and which curves still rise.
 VARIANTS = {
     REPRODUCED: dict(
-        chroma=dict(sds_high=0.80, sds_low=0.65, vsd=0.66), prior=dict(high=0.80, low=0.65),
-        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, vsd=20, bsd=18.5, cds=19, cds_random=21, csd=12,
-                  csm=20),
-        error=dict(bsd=0.01, other=0.10), spread=dict(vsd=[0.6] * 4, one_colour=0.03, sds=0.05),
-        janus=dict(esd_noview=0.3, vsd_noview=0.5, sds_noview=0.8, sds=0.0), ratio=[0.2, 0.25, 0.22, 0.3],
+        chroma=dict(sds_high=0.80, sds_low=0.65, vsd=0.66, sds_bsd=0.95), prior=dict(high=0.80, low=0.65),
+        bsd=[-0.05] * 4,
+        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=20, bsd=18.5, cds=19, cds_fresh=20,
+                  cds_random=21, csd=12, csm=20),
+        error=dict(bsd=0.01, other=0.10), spread=dict(vsd=[0.6] * 4, sds=0.05),
+        janus=dict(esd_noview=0.3, vsd_noview=0.5, sds_noview=0.8, sds=0.0), gap=dict(fake=[0.1] * 4, prior=0.5),
+        ratio=[2.0, 2.5, 2.2, 3.0],
         amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17}, rising=()),
     NOT_REPRODUCED: dict(
-        chroma=dict(sds_high=0.60, sds_low=0.70, vsd=0.70), prior=dict(high=0.60, low=0.70),
-        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, vsd=15, bsd=18, cds=10, cds_random=8, csd=19,
-                  csm=12),
-        error=dict(bsd=0.20, other=0.05), spread=dict(vsd=[0.05] * 4, one_colour=0.03, sds=0.30),
-        janus=dict(esd_noview=0.6, vsd_noview=0.5, sds_noview=0.3, sds=0.0), ratio=[1.5, 1.4, 1.6, 1.45],
+        chroma=dict(sds_high=0.60, sds_low=0.70, vsd=0.70), prior=dict(high=0.60, low=0.70), bsd=[0.2] * 4,
+        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=15, bsd=18, cds=10, cds_fresh=8,
+                  cds_random=6, csd=19, csm=12),
+        error=dict(bsd=0.20, other=0.05), spread=dict(vsd=[0.05] * 4, sds=0.30),
+        janus=dict(esd_noview=0.6, vsd_noview=0.5, sds_noview=0.3, sds=0.0), gap=dict(fake=[0.6] * 4, prior=0.4),
+        ratio=[0.5, 0.4, 0.6, 0.45],
         amortised={"asd-small": 20, "asd-large": 17, "vsd-small": 20, "vsd-large": 19.5}, rising=()),
     INCONCLUSIVE: dict(
-        # chroma at the ceiling (saturated), PSNR curves still rising (not converged), BSD and the best other
-        # method at the error's floor (saturated), Janus at its floor (saturated), spreads and the variance
-        # ratio spanning their decision lines, the large amortised sets still climbing (not converged)
+        # chroma at the ceiling (saturated), PSNR curves and BSD's chroma still moving (not converged), Janus at
+        # its floor (saturated), spreads, camera gaps and the SNR ratio spanning their decision lines, the large
+        # amortised sets still climbing (not converged)
         chroma=dict(sds_high=0.995, sds_low=0.99, vsd=0.99), prior=dict(high=0.99, low=0.985),
-        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, vsd=20, bsd=18.5, cds=19, cds_random=21, csd=12,
-                  csm=20),
-        error=dict(bsd=0.005, other=0.01), spread=dict(vsd=[0.2, 0.9, 0.1, 0.8], one_colour=0.03, sds=0.05),
-        janus=dict(esd_noview=0.01, vsd_noview=0.012, sds_noview=0.015, sds=0.0), ratio=[0.5, 1.3, 0.7, 1.1],
+        bsd=[-0.05, 0.06, -0.04, 0.05],
+        psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=20, bsd=18.5, cds=19, cds_fresh=20,
+                  cds_random=21, csd=12, csm=20),
+        error=dict(bsd=0.005, other=0.01), spread=dict(vsd=[0.2, 0.9, 0.1, 0.8], sds=0.05),
+        janus=dict(esd_noview=0.01, vsd_noview=0.012, sds_noview=0.015, sds=0.0),
+        gap=dict(fake=[0.3, 0.6, 0.35, 0.55], prior=0.5), ratio=[0.5, 1.3, 0.7, 1.1],
         amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17},
-        rising=("psnr", "asd-large", "vsd-large")),
+        rising=("psnr", "bsd-chroma", "asd-large", "vsd-large")),
 }
+SPANS = "interval spans the region"
 REASONS = {  # the inconclusive variant's reason per claim
     "sds-high-cfg-oversaturates": "saturated", "sds-high-cfg-above-vsd": "saturated",
-    "prior-high-cfg-more-chroma": "saturated", "vsd-higher-fidelity": "not converged",
-    "vsd-diverse": "interval spans the region", "vsd-more-diverse-than-sds": "interval spans the region",
-    "esd-less-janus-than-vsd": "saturated", "vsd-less-janus-than-sds": "saturated",
-    "cds-lower-variance": "interval spans the region", "cds-higher-fidelity": "not converged",
-    "cds-ablation-recovers": "not converged", "bsd-closest-saturation": "saturated",
-    "csm-beats-sds": "not converged", "denoising-term-needed": "not converged", "csm-beats-csd": "not converged",
-    "asd-scales": "not converged",
+    "prior-high-cfg-more-chroma": "saturated", "vsd-higher-fidelity": "not converged", "vsd-diverse": SPANS,
+    "vsd-more-diverse-than-sds": SPANS, "esd-less-janus-than-vsd": "saturated", "fake-score-hears-view-less": SPANS,
+    "vsd-less-janus-than-sds": "saturated", "cds-higher-snr": SPANS, "cds-higher-fidelity": "not converged",
+    "cds-fixed-noise-hurts": "not converged", "cds-schedule-hurts": "not converged", "bsd-closer-than-sds": "not converged",
+    "bsd-below-truth": "not converged", "csm-beats-sds": "not converged", "denoising-term-needed": "not converged",
+    "csm-beats-csd": "not converged", "asd-scales": "not converged", "asd-above-vsd-at-scale": "not converged",
 }
 
 
@@ -93,7 +101,8 @@ def _record(run: Run, spec: dict) -> None:
         values = {}
         for k, obj in enumerate(OBJECTS):
             key = obj.replace(" ", "-")
-            values[f"{key}/truth_saturation"] = 0.6 + 0.2 * k
+            truth = 0.6 + 0.2 * k
+            values[f"{key}/truth_saturation"] = truth
             values[f"{key}/prior/chroma_high"] = spec["prior"]["high"] + _e(s, key + "prior-high")
             values[f"{key}/prior/chroma_low"] = spec["prior"]["low"] + _e(s, key + "prior-low")
             for arm in experiment.OBJECT_ARMS:
@@ -102,19 +111,27 @@ def _record(run: Run, spec: dict) -> None:
                 shape = _rising if "psnr" in spec["rising"] and arm != "reconstruction" else _flat
                 values[f"{tag}/curve_psnr"] = shape(level, s, n, tag)
                 values[f"{tag}/psnr"] = values[f"{tag}/curve_psnr"][-1]
-                values[f"{tag}/saturation"] = spec["chroma"].get(arm, 0.7) - _e(s, tag + "chroma")
+                values[f"{tag}/ssim"] = 0.5 + _e(s, tag + "ssim")
+                chroma = truth + spec["bsd"][s] if arm == "bsd" else spec["chroma"].get(arm, 0.7)
+                values[f"{tag}/saturation"] = chroma - _e(s, tag + "chroma")
+                moving = arm == "bsd" and "bsd-chroma" in spec["rising"]
+                values[f"{tag}/curve_saturation"] = (_rising if moving else _flat)(chroma, s, n, tag + "chroma")
                 err = spec["error"]["bsd"] if arm == "bsd" else spec["error"]["other"]
                 values[f"{tag}/saturation_error"] = err + _e(s, tag + "error")
-            values[f"{arm_tag(obj, 'vsd')}/colour_spread"] = spec["spread"]["one_colour"] + _e(s, key + "spread")
         for probe in experiment.PROBE_COLOURS:
             for arm in experiment.JANUS_ARMS:
                 values[f"{probe}/{arm}/janus"] = spec["janus"][arm] + _e(s, probe + arm)
-        values["a-cube/vsd/colour_spread"] = spec["spread"]["vsd"][s] + _e(s, "vsd-spread")
+            for arm in ("vsd_noview", "esd_noview"):
+                values[f"{probe}/{arm}/fake_camera_gap"] = spec["gap"]["fake"][s] + _e(s, probe + arm + "fake")
+                values[f"{probe}/{arm}/prior_camera_gap"] = spec["gap"]["prior"] + _e(s, probe + arm + "prior")
+        values["a-cube/vsd_particles/colour_spread"] = spec["spread"]["vsd"][s] + _e(s, "vsd-spread")
         values["a-cube/sds_particles/colour_spread"] = spec["spread"]["sds"] + _e(s, "sds-spread")
-        values["a-cube/vsd/distinct_colours"] = 1.0
+        values["a-cube/vsd_particles/distinct_colours"] = 1.0
         values["a-cube/sds_particles/distinct_colours"] = 1.0
-        values["variance_sds"] = [1.0, 2.0, 4.0, 8.0]
-        values["variance_cds"] = [spec["ratio"][s] * v for v in (1.0, 2.0, 4.0, 8.0)]
+        values["gradient/variance_sds"] = [1.0, 2.0, 4.0, 8.0]
+        values["gradient/variance_cds"] = [0.1, 0.2, 0.4, 0.8]
+        values["gradient/snr_sds"] = [0.1, 0.2, 0.3, 0.4]
+        values["gradient/snr_cds"] = [spec["ratio"][s] * v for v in (0.1, 0.2, 0.3, 0.4)]
         for kind in experiment.AMORTISED_ARMS:
             for size, which in ((small, "small"), (large, "large")):
                 name = f"{kind}-{which}"
@@ -141,8 +158,7 @@ def test_every_claim_reaches_every_verdict(scratch, variant):
         if r["diagnosis"]:  # Run.finish accepts it: a claim of the chapter or a recorded metric
             assert r["diagnosis"] in CLAIM_IDS or r["diagnosis"] in recorded, r["id"]
     grouped = {r["id"] for r in results if r["groups"]}
-    assert grouped == {cid for cid in CLAIM_IDS if cid not in (
-        "vsd-diverse", "vsd-more-diverse-than-sds", "cds-lower-variance", "asd-scales")}
+    assert grouped == {cid for cid in CLAIM_IDS if cid not in UNGROUPED}
     by_id = {r["id"]: r for r in results}
     assert list(by_id["esd-less-janus-than-vsd"]["groups"]) == list(experiment.PROBE_COLOURS)
     assert list(by_id["csm-beats-csd"]["groups"]) == OBJECTS
@@ -153,11 +169,11 @@ def test_one_object_that_goes_the_other_way_fails_the_claim(scratch):
     run = Run("sds-3d-gradients", _params())
     _record(run, VARIANTS[REPRODUCED])
     for s in SEEDS:
-        run.per_seed[s]["red-sphere/sds_high/saturation"] = 0.60 - _e(s, "dip")
+        run.per_seed[s]["pink-sphere/sds_high/curve_saturation"] = _flat(0.60, s, run.params.eval_points + 1, "dip")
     r = chapter.evaluate_claims(run)[0]
     assert r["id"] == "sds-high-cfg-oversaturates" and r["verdict"] == NOT_REPRODUCED
     assert r["groups"]["green cube"]["verdict"] == REPRODUCED
-    assert r["groups"]["red sphere"]["verdict"] == NOT_REPRODUCED
+    assert r["groups"]["pink sphere"]["verdict"] == NOT_REPRODUCED
 
 
 def test_psnr_claims_read_curve_tails_against_the_reconstruction_ceiling(scratch):
@@ -187,6 +203,21 @@ def test_health_rows_name_recorded_metrics(scratch):
     assert len(run.health_rows) == 3 * len(OBJECTS) + len(experiment.PROBE_COLOURS)
     assert "maximum: 1" in table and "convergence tolerance: 0.02" in table
     assert chapter.summary_markdown(run, chapter.evaluate_claims(run)).count("**reproduced**") >= 10
+    assert "Not run" not in chapter.summary_markdown(run, chapter.evaluate_claims(run))
+    assert "amortised generator" in chapter.tables_markdown(run) and "camera gap" in chapter.tables_markdown(run)
+
+
+def test_a_profile_without_the_amortised_runs_leaves_asd_out(scratch):
+    """amortised_steps = 0 (the cpu profile's budget): no amortised metrics, no ASD claims, and the summary
+    says so instead of reading curves that were never trained."""
+    run = Run("sds-3d-gradients", chapter.Params.for_profile("smoke", seeds=SEEDS, fidelity_objects=OBJECTS,
+                                                             amortised_steps=0))
+    _record(run, VARIANTS[REPRODUCED])
+    results = chapter.evaluate_claims(run)
+    assert [r["id"] for r in results] == CLAIM_IDS[:-2]
+    assert "ASD.** Not run at profile `smoke`" in chapter.summary_markdown(run, results)
+    assert "amortised generator" not in chapter.tables_markdown(run)
+    assert experiment.run_amortised(run, SEEDS[0], bed=None) == {}
 
 
 # ------------------------------------------------------------------------------------------ the new measures
@@ -200,6 +231,13 @@ def test_sample_chroma_is_max_minus_min_over_object_pixels():
     expected = (8 * float(red.max() - red.min()) + 4 * 0.0) / 12
     assert experiment.sample_chroma(img) == pytest.approx(expected)
     assert experiment.sample_chroma(torch.ones(1, 3, 4, 4)) == 0.0  # no object pixels
+    # a pastel as displayed: pink over white at opacity 0.5 from a stronger colour reads as pink (0.3), the
+    # truth's own chroma, with no opaque pixel at all (why the chapter measures the displayed colour)
+    pink = torch.tensor(v3.COLOURS["pink"])
+    half = 0.5 * (1 - 2 * (1 - pink)) + 0.5
+    assert experiment.sample_chroma(half[None, :, None, None].expand(1, 3, 4, 4)) == pytest.approx(0.3, abs=1e-6)
+    truth = v3.render_field(v3.scene_field("sphere", "pink"), v3.turntable(4), 16)
+    assert experiment.sample_chroma(truth) == pytest.approx(0.3, abs=0.02)
 
 
 def test_palette_margin_is_one_particle_in_the_nearest_colour():

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-COLOURS = {"red": (0.9, 0.15, 0.1), "green": (0.15, 0.75, 0.25), "blue": (0.15, 0.3, 0.9), "yellow": (0.95, 0.85, 0.15)}
+# pink is a pastel (chroma 0.3): its truth leaves room to over-saturate, which red's (0.8 of 1) does not
+COLOURS = {"red": (0.9, 0.15, 0.1), "green": (0.15, 0.75, 0.25), "blue": (0.15, 0.3, 0.9), "yellow": (0.95, 0.85, 0.15),
+           "pink": (0.95, 0.65, 0.75)}
 PRIMITIVES = ("cube", "sphere", "cylinder", "cone")
 PROBES = ("head", "red-front-cube")
 OPAQUE = 40.0  # density inside an analytic shape (per unit length)
@@ -160,18 +162,21 @@ def trilinear(volume: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
                          f"{tuple(volume.shape)} and {tuple(points.shape)}")
     extent = torch.tensor(size[::-1], dtype=points.dtype, device=points.device) - 1   # (W-1, H-1, D-1)
     u = (points + 1) / 2 * extent                                                    # continuous voxel index
-    low = u.floor().clamp(min=torch.zeros_like(extent), max=(extent - 1).clamp(min=0)).long()  # (N, 3)
-    frac = u - low                                                                   # in [0, 1]
-    stride = (1, size[2], size[1] * size[2])                                         # x, y, z
+    low = u.floor().clamp(min=torch.zeros_like(extent), max=(extent - 1).clamp(min=0))  # (N, 3)
+    fx, fy, fz = (u - low).unbind(1)                                                 # in [0, 1]
+    low = low.long()
+    stride_y, stride_z = size[2], size[1] * size[2]
+    base = low[:, 0] + low[:, 1] * stride_y + low[:, 2] * stride_z                   # flat index of the low corner
+    weight = ((1 - fx, fx), (1 - fy, fy), (1 - fz, fz))
     flat = volume.reshape(c, -1)
     out = 0
-    for corner in range(8):
-        offset = [(corner >> axis) & 1 for axis in range(3)]
-        index = sum((low[:, axis] + offset[axis]) * stride[axis] for axis in range(3))
-        weight = torch.ones_like(frac[:, 0])
-        for axis in range(3):
-            weight = weight * (frac[:, axis] if offset[axis] else 1 - frac[:, axis])
-        out = out + weight * flat.index_select(1, index)
+    # sum over the 8 corners (ox, oy, oz) of w_x(ox) w_y(oy) w_z(oz) volume[low + (ox, oy, oz)]
+    for oz in (0, 1):
+        for oy in (0, 1):
+            w_zy = weight[2][oz] * weight[1][oy]
+            for ox in (0, 1):
+                corner = flat.index_select(1, base + (ox + oy * stride_y + oz * stride_z))
+                out = out + (w_zy * weight[0][ox]) * corner
     return out
 
 

@@ -12,17 +12,19 @@ import math
 
 import numpy as np
 
-from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, JANUS_ARMS, OBJECT_ARMS, PROBE_COLOURS,
-                                                              Bed)
+from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, DIVERSITY_ARMS, JANUS_ARMS, OBJECT_ARMS,
+                                                              PROBE_COLOURS, Bed)
 from distillbook.chapters.sds_3d_gradients.params import CURVE_WINDOW, Params
-from distillbook.core.claims import Claim, curve_difference, mean_std_text, relative_change, verdict_text
+from distillbook.core.claims import Claim, curve_difference, derived, mean_std_text, relative_change, verdict_text
 from distillbook.core.claims import curve as as_curve
 from distillbook.core.results import Run
 from distillbook.testbeds import voxel3d as v3
 
 PROLIFIC, ESD_PAPER, CONSISTENT3D, PLACID, TV3DG, SCALE = 60, 14, 49, 68, 12, 15
 ARM_LABELS = {"reconstruction": "reconstruction (ceiling)", "sds_low": "SDS, low CFG", "sds_high": "SDS, high CFG",
-              "vsd": "VSD", "bsd": "BSD", "cds": "CDS", "cds_random": "CDS, random t and fresh noise (ablation)",
+              "sds_bsd": "SDS at BSD's classifier scale", "vsd": "VSD (one particle)", "bsd": "BSD", "cds": "CDS",
+              "cds_fresh": "CDS, annealed t' and fresh noise (ablation)",
+              "cds_random": "CDS, random t and fresh noise (ablation)", "vsd_particles": "VSD particles",
               "csd": "CSD (classifier term)",
               "csm": "CSM (classifier term, DDIM-inverted noise)", "sds_noview": "SDS, no view word",
               "sds": "SDS with the view word", "vsd_noview": "VSD, no view word", "esd_noview": "ESD, no view word",
@@ -84,13 +86,15 @@ def claims(p: Params) -> tuple[Claim, ...]:
     psnr = dict(margin=PSNR_MARGIN, rationale=PSNR_RATIONALE, saturation_tol=PSNR_MARGIN)
     janus = dict(margin=JANUS_MARGIN, rationale=JANUS_RATIONALE, floor=0.0, saturation_tol=JANUS_MARGIN,
                  region=("<", 0.0))
-    first, last = arm_tag(p.fidelity_objects[0], ""), arm_tag(p.fidelity_objects[-1], "")
+    last = arm_tag(p.fidelity_objects[-1], "")
     oversaturation_why = ("the first guess, that 3-D SDS inherits the prior's own over-saturation at high guidance, is "
                           "what the 2-D mechanism check tests: if the prior's samples are not more saturated at the "
-                          "high scale for an object whose 3-D result is, the over-saturation comes from the 3-D "
-                          "optimisation (mode-seeking gradients on a shared grid), which no run here tests; a red "
-                          "truth near the top of the chroma range leaves little room to over-saturate")
-    return (
+                          "high scale for an object whose 3-D result is not either, guidance on this prior sharpens "
+                          "shape rather than colour (the pastel object's truth leaves the chroma room to grow)")
+    snr = ("the ratio of the two gradients' signal-to-noise ratios, || E g ||^2 / E || g - E g ||^2 (mean over t); "
+           "a 10% higher SNR: less would be matched by a 5% smaller SDS step (the noise's size scales as the square "
+           "root of its variance)")
+    out = [
         Claim("sds-high-cfg-oversaturates", PROLIFIC, statement=f"SDS at CFG {hi} makes a more saturated object "
               f"(chroma) than SDS at CFG {lo}, per object", a=f"chroma, SDS {hi}", b=f"chroma, SDS {lo}", **chroma,
               paper_figure="ProlificDreamer Fig. 1 / Section 5", paper_value="SDS over-saturates at CFG 100",
@@ -103,23 +107,25 @@ def claims(p: Params) -> tuple[Claim, ...]:
               statement=f"The prior's own DDIM samples are more saturated at CFG {hi} than at CFG {lo}, per object",
               a=f"chroma of prior samples, CFG {hi}", b=f"chroma of prior samples, CFG {lo}", **chroma,
               explanation="guidance extrapolates the prior's shape more than its colour for a prompt with one sharp "
-                          "mode, and samples are clamped to [0, 1], so a colour near the range's edge cannot grow"),
-        Claim("vsd-higher-fidelity", PROLIFIC, statement=f"VSD at CFG {lo} reaches a higher PSNR than SDS at CFG "
-              f"{lo}, per object (at convergence)", a=f"PSNR (dB), VSD {lo}", b=f"PSNR (dB), SDS {lo}", **psnr,
+                          "mode, and samples are clamped to [0, 1] (untested: no run varies the prior's colour "
+                          "modes)"),
+        Claim("vsd-higher-fidelity", PROLIFIC, statement=f"VSD at CFG {lo} (one particle, as many views per step as "
+              f"SDS) reaches a higher PSNR than SDS at CFG {lo}, per object (at convergence)",
+              a=f"PSNR (dB), VSD {lo}", b=f"PSNR (dB), SDS {lo}", **psnr,
               paper_figure="ProlificDreamer Table / user study", paper_value="higher fidelity than SDS",
-              explanation=f"low-CFG SDS is not blurry on this prior (one sharp mode per prompt), so VSD has nothing "
-                          f"to fix, and its {k} particles share the views of a step, so each converges later: its "
-                          "PSNR curve is the test",
-              diagnosis=f"{first}vsd/curve_psnr"),
+              explanation="low-CFG SDS is not blurry on this prior (one sharp mode per prompt), so VSD has nothing "
+                          "to fix; its fake score only adds the noise of its own fit (untested: no run sharpens or "
+                          "blurs the prior)"),
         Claim("vsd-diverse", PROLIFIC, statement=f"VSD's {k} particles for the colour-free prompt "
-              f"'a {p.diversity_shape}' spread their colours more than VSD's particles for the one-colour prompt "
-              f"'{p.fidelity_objects[0]}' (the spread of one colour)", a="colour spread, VSD, colour-free prompt",
-              b="colour spread, VSD, one-colour prompt", margin=spread, rationale=spread_why,
+              f"'a {p.diversity_shape}' spread their colours beyond one palette colour (colour spread above the "
+              "margin)", a="colour spread, VSD particles, colour-free prompt", statistic="value",
+              margin=spread, rationale=spread_why, floor=0.0,
               paper_figure="ProlificDreamer Fig. 6 (particles)", paper_value="diverse samples from one prompt",
               explanation="each particle keeps the colour mode nearest its random start; the fake score, a copy "
                           "of the prior that knows every colour, does not push particles apart",
               diagnosis="vsd-more-diverse-than-sds"),
-        Claim("vsd-more-diverse-than-sds", PROLIFIC, statement=f"...and more than {k} independent SDS runs'",
+        Claim("vsd-more-diverse-than-sds", PROLIFIC, statement=f"...and more than {k} independent SDS runs', each "
+              f"particle or run on {p.views_per_particle} views a step",
               a="colour spread, VSD particles", b="colour spread, SDS runs", margin=spread, rationale=spread_why,
               paper_figure="ProlificDreamer Section 5", paper_value="SDS is mode-seeking",
               explanation="independent SDS runs from random colour fields already settle in different colour "
@@ -129,43 +135,60 @@ def claims(p: Params) -> tuple[Claim, ...]:
               f"{p.esd_lambda:g} on the fake score) has a lower Janus measure than VSD (1), per probe",
               a="Janus, ESD", b="Janus, VSD", **janus, paper_figure="ESD Table 1 (Janus rate)",
               paper_value="fewer Janus artefacts",
-              explanation="the fake score's predictions with and without the view word start equal (its view "
-                          "words start at the no-view embedding) and learn from the same single particle's renders, "
-                          "so λ mixes two nearly equal scores (untested: no run measures their gap)"),
+              explanation="ESD's λ mixes the fake score's predictions with and without the view word; they start "
+                          "equal (its view words start at the no-view embedding) and learn from one particle's "
+                          "renders, so if the fake score barely hears the view word, λ changes little",
+              diagnosis="fake-score-hears-view-less"),
+        Claim("fake-score-hears-view-less", None, reference="diagnosis of esd-less-janus-than-vsd",
+              statement="At the end of ESD's run, the fake score's prediction depends less on the view word than "
+                        "the prior's does (relative gap between the predictions with and without the view word, "
+                        "ratio fake / prior), per probe",
+              a="camera gap, ESD's fake score", b="camera gap, prior", statistic="ratio", region=("<", 1.0),
+              margin=0.1, rationale="a 10% smaller gap than the prior's; a gap as large as the prior's would let λ "
+                                    "act as the view word does", floor=0.0,
+              explanation="training on one particle's renders teaches the fake score the views' differences as "
+                          "strongly as the prior knows them"),
         Claim("vsd-less-janus-than-sds", ESD_PAPER, statement="...and VSD a lower one than SDS (no view word), "
               "per probe", a="Janus, VSD", b="Janus, SDS", **janus, paper_figure="ESD Table 1",
               paper_value="SDS is the most mode-collapsed",
-              explanation="with one particle, the camera-conditioned fake score learns the particle's own views, "
-                          "its second face included, and follows it rather than correcting it"),
-        Claim("cds-lower-variance", CONSISTENT3D, statement="CDS's image gradient varies less over noise draws than "
-              "SDS's at the same renders and timesteps (ratio of variances, mean over t)",
-              a="gradient variance ratio, CDS / SDS", statistic="value", region=("<", 1.0), margin=0.1,
-              rationale="a 10% variance reduction: less would be matched by a 5% smaller SDS step (the gradient's "
-                        "noise scales as the square root of its variance)",
-              paper_figure="Consistent3D Section 3", paper_value="deterministic sampling prior",
+              explanation="with one particle VSD holds no distribution over views: its fake score fits the "
+                          "particle's own renders, so VSD's gradient is SDS's with a learned baseline and seeks the "
+                          "same front mode (untested: no run gives the Janus probes several particles)"),
+        Claim("cds-higher-snr", CONSISTENT3D, statement="CDS's image gradient has a higher signal-to-noise ratio "
+              "over noise draws than SDS's at the same renders and timesteps", a="SNR of the CDS gradient",
+              b="SNR of the SDS gradient", statistic="ratio", region=(">", 1.0), margin=0.1, rationale=snr,
+              floor=0.0, paper_figure="Consistent3D Section 3", paper_value="deterministic sampling prior",
               explanation="one ODE step from t carries the same noise at both ends only when the gap is small "
-                          "against t"),
+                          "against t (untested: no run varies the gap)"),
         Claim("cds-higher-fidelity", CONSISTENT3D, statement=f"CDS reaches a higher PSNR than SDS (CFG {lo}), per "
               "object (at convergence)", a="PSNR (dB), CDS", b=f"PSNR (dB), SDS {lo}", **psnr,
               paper_figure="Consistent3D Table 1", paper_value="higher fidelity than SDS",
-              explanation="Consistent3D's schedule (one fixed noise, t' annealed over the run) leaves a bias that "
-                          "vanishes only as t' reaches 0, so the grid never settles; SDS's random t and fresh "
-                          "noise under the same CDS gradient should recover the gap",
-              diagnosis="cds-ablation-recovers"),
-        Claim("cds-ablation-recovers", None, reference="diagnosis of cds-higher-fidelity (ablation)",
-              statement="CDS's gradient with SDS's random t and fresh noise reaches a higher PSNR than with "
-              "Consistent3D's fixed noise and annealed t, per object", a="PSNR (dB), CDS random t, fresh noise",
-              b="PSNR (dB), CDS", **psnr,
-              explanation="the CDS gradient itself, not its schedule, is what the prior cannot use at this scale"),
-        Claim("bsd-closest-saturation", PLACID, statement="BSD has the smallest saturation error of all the "
-              "SDS-family methods, per object (per seed: BSD's error minus the smallest other one)",
-              a="|chroma - truth|, BSD", b="smallest other |chroma - truth|", region=("<", 0.0),
-              margin=CHROMA_MARGIN, rationale=CHROMA_RATIONALE, floor=0.0, saturation_tol=CHROMA_MARGIN,
+              explanation="Consistent3D's fixed noise makes every step push the grid toward the one ODE trajectory "
+                          "of that noise, which ties colours to noise patterns",
+              diagnosis="cds-fixed-noise-hurts"),
+        Claim("cds-fixed-noise-hurts", None, reference="diagnosis of cds-higher-fidelity (ablation of the noise)",
+              statement="CDS with a fresh noise each step (Consistent3D's annealed t' kept) reaches a higher PSNR "
+              "than with its one fixed noise, per object", a="PSNR (dB), CDS, fresh noise", b="PSNR (dB), CDS",
+              **psnr, explanation="the annealed schedule, not the noise, is what holds CDS back: t' falls to small "
+                                  "t only at the run's end, so most steps shape colour at coarse noise levels",
+              diagnosis="cds-schedule-hurts"),
+        Claim("cds-schedule-hurts", None, reference="diagnosis of cds-higher-fidelity (ablation of the schedule)",
+              statement="CDS with SDS's random t (and fresh noise) reaches a higher PSNR than with the annealed t', "
+              "per object", a="PSNR (dB), CDS, random t", b="PSNR (dB), CDS, fresh noise", **psnr,
+              explanation="the CDS gradient itself, not its schedule, is what this prior cannot use"),
+        Claim("bsd-closer-than-sds", PLACID, statement=f"BSD (classifier scale {p.bsd_scale:g}) is closer to the "
+              f"true chroma than SDS at the same guidance scale, per object", a="|chroma - truth|, BSD",
+              b=f"|chroma - truth|, SDS at CFG {p.bsd_scale:g}", region=("<", 0.0), margin=CHROMA_MARGIN,
+              rationale=CHROMA_RATIONALE, floor=0.0, saturation_tol=CHROMA_MARGIN,
               paper_figure="PlacidDreamer Fig. 5 / Table 2", paper_value="balanced saturation",
-              explanation="the reference code's BSD (a 15x classifier term mixed with ε_∅, no noise subtracted) "
+              explanation="the reference code's BSD (the classifier term mixed with ε_∅, no noise subtracted) "
                           "does not balance the chroma: its denoising term pulls colours toward the unconditional "
-                          "mean, so it washes out the green cube (its signed chroma against the truth's is the test)",
-              diagnosis=f"{first}bsd/saturation"),
+                          "mean and washes them out",
+              diagnosis="bsd-below-truth"),
+        Claim("bsd-below-truth", None, reference="diagnosis of bsd-closer-than-sds",
+              statement="BSD's chroma lies below the truth's, per object", a="chroma, BSD", b="chroma, truth",
+              region=("<", 0.0), **{**chroma, "saturation_tol": 0.0},
+              explanation="BSD over-saturates like SDS at its scale"),
         Claim("csm-beats-sds", TV3DG, statement=f"CSM (classifier term at DDIM-inverted noise) reaches a higher "
               f"PSNR than SDS (CFG {lo}), per object (at convergence)", a="PSNR (dB), CSM",
               b=f"PSNR (dB), SDS {lo}", **psnr, paper_figure="TV-3DG Table 1", paper_value="stable, higher quality",
@@ -182,14 +205,23 @@ def claims(p: Params) -> tuple[Claim, ...]:
               explanation="on some objects CSM's curve stays flat for its first evaluations (the inversion of an "
                           "empty grid's render lands near the unconditional mode) and is still rising at the end",
               diagnosis=f"{last}csm/curve_psnr"),
-        Claim("asd-scales", SCALE, statement=f"From {p.amortised_sizes[0]} to {p.amortised_sizes[1]} prompts, the "
-              "amortised generator loses less PSNR with ASD than with VSD (at convergence)", a="PSNR drop, ASD",
-              b="PSNR drop, VSD", region=("<", 0.0), margin=PSNR_MARGIN, rationale=PSNR_RATIONALE,
-              paper_figure="ScaleDreamer Fig. 1 / Table 1", paper_value="stable up to 100k prompts",
-              explanation="the generators on the large prompt set are still climbing when training stops, so "
-                          "their PSNR drop is not settled",
-              diagnosis=f"amortised/asd-{p.amortised_sizes[1]}/curve_psnr"),
-    )
+    ]
+    if p.amortised_steps:
+        small, large = p.amortised_sizes
+        out += [
+            Claim("asd-scales", SCALE, statement=f"From {small} to {large} prompts, the amortised generator loses "
+                  "less PSNR with ASD than with VSD (at convergence)", a="PSNR drop, ASD", b="PSNR drop, VSD",
+                  region=("<", 0.0), margin=PSNR_MARGIN, rationale=PSNR_RATIONALE,
+                  paper_figure="ScaleDreamer Fig. 1 / Table 1", paper_value="stable up to 100k prompts",
+                  explanation="a smaller drop can come from VSD being better on the small set, so the final "
+                              "quality on the large set is the test", diagnosis="asd-above-vsd-at-scale"),
+            Claim("asd-above-vsd-at-scale", SCALE, statement=f"On {large} prompts, the ASD generator reaches a "
+                  f"higher PSNR (on the first {small} prompts) than the VSD generator (at convergence)",
+                  a=f"PSNR (dB), ASD, {large} prompts", b=f"PSNR (dB), VSD, {large} prompts", **psnr,
+                  paper_figure="ScaleDreamer Table 1", paper_value="ASD beats VSD on large prompt sets",
+                  explanation="VSD's shared fake score keeps up with the generator at this number of prompts"),
+        ]
+    return tuple(out)
 
 
 def evaluate_claims(run: Run) -> list[dict]:
@@ -201,13 +233,18 @@ def evaluate_claims(run: Run) -> list[dict]:
         return np.asarray(run.values(f"{arm_tag(obj, arm)}/{metric}"), float)
 
     def chroma(arm):
-        return _grouped(objects, lambda o: value(o, arm, "saturation"))
+        return _grouped(objects, lambda o: as_curve(run.values(f"{arm_tag(o, arm)}/curve_saturation"), CURVE_WINDOW))
 
     def psnr(arm):
         return _grouped(objects, lambda o: as_curve(run.values(f"{arm_tag(o, arm)}/curve_psnr"), CURVE_WINDOW))
 
     def error(arm):
-        return _grouped(objects, lambda o: value(o, arm, "saturation_error"))
+        """|tail of the chroma curve - the truth's chroma| per seed, converged when the chroma curve is."""
+        def one(o):
+            chroma_curve = as_curve(run.values(f"{arm_tag(o, arm)}/curve_saturation"), CURVE_WINDOW)
+            truth_chroma = np.asarray(run.values(f"{o.replace(' ', '-')}/truth_saturation"), float)
+            return derived(np.abs(chroma_curve.values() - truth_chroma), chroma_curve.drift(), CURVE_WINDOW)
+        return _grouped(objects, one)
 
     def prior(level):
         return _grouped(objects, lambda o: np.asarray(run.values(f"{o.replace(' ', '-')}/prior/chroma_{level}"), float))
@@ -215,38 +252,51 @@ def evaluate_claims(run: Run) -> list[dict]:
     def janus(arm):
         return _grouped(PROBE_COLOURS, lambda q: np.asarray(run.values(f"{q}/{arm}/janus"), float))
 
-    small, large = p.amortised_sizes
+    def gap(net):
+        return _grouped(PROBE_COLOURS, lambda q: np.asarray(run.values(f"{q}/esd_noview/{net}_camera_gap"), float))
 
-    def drop(kind):
-        """The drop: tail(small set) - tail(large set) per seed; converged only if both curves are."""
-        return curve_difference(run.values(f"amortised/{kind}-{small}/curve_psnr"),
-                                run.values(f"amortised/{kind}-{large}/curve_psnr"), CURVE_WINDOW)
+    def tail(name):
+        return as_curve(run.values(name), CURVE_WINDOW)
+
+    def mean_over_t(name):
+        return np.mean(np.asarray(run.values(f"gradient/{name}"), float), axis=1)
 
     ceiling = _grouped(objects, lambda o: value(o, "reconstruction", "psnr"))  # the PSNR claims' room to move
-    others = _grouped(objects, lambda o: np.min([value(o, a, "saturation_error") for a in OBJECT_ARMS
-                                                 if a not in ("reconstruction", "bsd", "cds_random")], axis=0))
-    variance_ratio = np.mean(np.asarray(run.values("variance_cds")) / np.asarray(run.values("variance_sds")), axis=1)
+    truth = _grouped(objects, lambda o: np.asarray(run.values(f"{o.replace(' ', '-')}/truth_saturation"), float))
     diversity = f"a-{p.diversity_shape}"
-    return [
+    results = [
         c["sds-high-cfg-oversaturates"].evaluate(chroma("sds_high"), chroma("sds_low")),
         c["sds-high-cfg-above-vsd"].evaluate(chroma("sds_high"), chroma("vsd")),
         c["prior-high-cfg-more-chroma"].evaluate(prior("high"), prior("low")),
         c["vsd-higher-fidelity"].evaluate(psnr("vsd"), psnr("sds_low"), ceiling=ceiling),
-        c["vsd-diverse"].evaluate(run.values(f"{diversity}/vsd/colour_spread"),
-                                  run.values(f"{arm_tag(objects[0], 'vsd')}/colour_spread")),
-        c["vsd-more-diverse-than-sds"].evaluate(run.values(f"{diversity}/vsd/colour_spread"),
+        c["vsd-diverse"].evaluate(run.values(f"{diversity}/vsd_particles/colour_spread")),
+        c["vsd-more-diverse-than-sds"].evaluate(run.values(f"{diversity}/vsd_particles/colour_spread"),
                                                 run.values(f"{diversity}/sds_particles/colour_spread")),
         c["esd-less-janus-than-vsd"].evaluate(janus("esd_noview"), janus("vsd_noview")),
+        c["fake-score-hears-view-less"].evaluate(gap("fake"), gap("prior")),
         c["vsd-less-janus-than-sds"].evaluate(janus("vsd_noview"), janus("sds_noview")),
-        c["cds-lower-variance"].evaluate(variance_ratio),
+        c["cds-higher-snr"].evaluate(mean_over_t("snr_cds"), mean_over_t("snr_sds")),
         c["cds-higher-fidelity"].evaluate(psnr("cds"), psnr("sds_low"), ceiling=ceiling),
-        c["cds-ablation-recovers"].evaluate(psnr("cds_random"), psnr("cds"), ceiling=ceiling),
-        c["bsd-closest-saturation"].evaluate(error("bsd"), others),
+        c["cds-fixed-noise-hurts"].evaluate(psnr("cds_fresh"), psnr("cds"), ceiling=ceiling),
+        c["cds-schedule-hurts"].evaluate(psnr("cds_random"), psnr("cds_fresh"), ceiling=ceiling),
+        c["bsd-closer-than-sds"].evaluate(error("bsd"), error("sds_bsd")),
+        c["bsd-below-truth"].evaluate(chroma("bsd"), truth),
         c["csm-beats-sds"].evaluate(psnr("csm"), psnr("sds_low"), ceiling=ceiling),
         c["denoising-term-needed"].evaluate(psnr("sds_low"), psnr("csd"), ceiling=ceiling),
         c["csm-beats-csd"].evaluate(psnr("csm"), psnr("csd"), ceiling=ceiling),
-        c["asd-scales"].evaluate(drop("asd"), drop("vsd")),
     ]
+    if p.amortised_steps:
+        small, large = p.amortised_sizes
+
+        def drop(kind):
+            """The drop: tail(small set) - tail(large set) per seed; converged only if both curves are."""
+            return curve_difference(run.values(f"amortised/{kind}-{small}/curve_psnr"),
+                                    run.values(f"amortised/{kind}-{large}/curve_psnr"), CURVE_WINDOW)
+
+        results += [c["asd-scales"].evaluate(drop("asd"), drop("vsd")),
+                    c["asd-above-vsd-at-scale"].evaluate(tail(f"amortised/asd-{large}/curve_psnr"),
+                                                         tail(f"amortised/vsd-{large}/curve_psnr"))]
+    return results
 
 
 def record_health(run: Run) -> None:
@@ -277,7 +327,8 @@ def glue_values(run: Run, bed: Bed) -> dict[str, float]:
     prior's training views that landed within 45 degrees of the front."""
     p = run.params
     out: dict[str, float] = {name: int(getattr(p, name)) for name in
-                             ("resolution", "grid_size", "eval_views", "amortised_grid", "iterations", "particles")}
+                             ("resolution", "grid_size", "eval_views", "amortised_grid", "iterations", "particles",
+                              "views_per_particle")}
     out.update({name: float(getattr(p, name)) for name in
                 ("front_share", "colour_dropout", "view_dropout", "label_dropout", "camera_dropout")})
     out["front_landed"] = float((v3.view_of(bed.azimuths.flatten()) == 0).float().mean())
@@ -287,9 +338,9 @@ def glue_values(run: Run, bed: Bed) -> dict[str, float]:
 def tables_markdown(run: Run) -> str:
     """Per-method tables of PSNR, SSIM and chroma (per object), Janus (per probe) and the amortised PSNR."""
     p = run.params
-    lines = [f"Over {len(run.seeds)} seeds (profile `{run.profile}`), mean ± std. PSNR is the mean of the last "
-             f"{CURVE_WINDOW} evaluations of each optimisation curve (what the claims read); chroma is the mean "
-             "max − min of the rgb over the object's opaque pixels."]
+    lines = [f"Over {len(run.seeds)} seeds (profile `{run.profile}`), mean ± std. PSNR and chroma are the means of "
+             f"the last {CURVE_WINDOW} evaluations of each optimisation curve (what the claims read); chroma is the "
+             "mean max − min of the rgb over the object's opaque pixels."]
     for obj in p.fidelity_objects:
         truth = run.values(f"{obj.replace(' ', '-')}/truth_saturation")
         lines += ["", f"**{obj}** (true chroma {mean_std_text(truth)})", "",
@@ -297,13 +348,29 @@ def tables_markdown(run: Run) -> str:
         for arm in OBJECT_ARMS:
             tag = arm_tag(obj, arm)
             tail = [float(np.mean(c[-CURVE_WINDOW:])) for c in run.values(f"{tag}/curve_psnr")]
-            signed = np.asarray(run.values(f"{tag}/saturation")) - np.asarray(truth)
+            chroma = [float(np.mean(c[-CURVE_WINDOW:])) for c in run.values(f"{tag}/curve_saturation")]
+            signed = np.asarray(chroma) - np.asarray(truth)
             lines.append(f"| {ARM_LABELS[arm]} | {mean_std_text(tail)} | {mean_std_text(run.values(f'{tag}/ssim'))} | "
-                         f"{mean_std_text(run.values(f'{tag}/saturation'))} | {mean_std_text(signed)} |")
+                         f"{mean_std_text(chroma)} | {mean_std_text(signed)} |")
     lines += ["", "| method | Janus, " + " | Janus, ".join(PROBE_COLOURS) + " |", "|---|" + "---|" * len(PROBE_COLOURS)]
     for arm in JANUS_ARMS:
         lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(mean_std_text(run.values(f'{probe}/{arm}/janus'))
                                                          for probe in PROBE_COLOURS) + " |")
+    lines += ["", "| fake score at the end of the run | camera gap, " + " | camera gap, ".join(PROBE_COLOURS) + " |",
+              "|---|" + "---|" * len(PROBE_COLOURS)]
+    for arm in ("vsd_noview", "esd_noview"):
+        for net in ("fake", "prior"):
+            lines.append(f"| {ARM_LABELS[arm]}, {'its fake score' if net == 'fake' else 'the prior (reference)'} | "
+                         + " | ".join(mean_std_text(run.values(f'{probe}/{arm}/{net}_camera_gap'))
+                                      for probe in PROBE_COLOURS) + " |")
+    key = f"a-{p.diversity_shape}"
+    lines += ["", f"| '{p.diversity_shape}' without a colour ({p.particles} particles or runs) | colour spread | "
+              "distinct palette colours |", "|---|---|---|"]
+    for arm in DIVERSITY_ARMS:
+        lines.append(f"| {ARM_LABELS[arm]} | {mean_std_text(run.values(f'{key}/{arm}/colour_spread'))} | "
+                     f"{mean_std_text(run.values(f'{key}/{arm}/distinct_colours'))} |")
+    if not p.amortised_steps:
+        return "\n".join(lines)
     small, large = p.amortised_sizes
     lines += ["", f"| amortised generator | PSNR, {small} prompts | PSNR, {large} prompts |", "|---|---|---|"]
     for kind in AMORTISED_ARMS:
@@ -333,16 +400,21 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
         f"- **VSD.** Higher PSNR than low-guidance SDS: {v('vsd-higher-fidelity')}. Particles of the colour-free "
         f"prompt spread beyond one colour: {v('vsd-diverse')}; more than independent SDS runs: "
         f"{v('vsd-more-diverse-than-sds')}.",
-        f"- **Janus** (no view word). ESD below VSD: {v('esd-less-janus-than-vsd')}; VSD below SDS: "
+        f"- **Janus** (no view word). ESD below VSD: {v('esd-less-janus-than-vsd')}, and the fake score hears the "
+        f"view word less than the prior: {v('fake-score-hears-view-less')}; VSD below SDS: "
         f"{v('vsd-less-janus-than-sds')}.",
-        f"- **CDS.** Lower gradient variance: {v('cds-lower-variance')}; higher PSNR than SDS: "
-        f"{v('cds-higher-fidelity')}; the ablation with SDS's random t and fresh noise above CDS: "
-        f"{v('cds-ablation-recovers')}.",
-        f"- **BSD.** Closest to the true chroma: {v('bsd-closest-saturation')}.",
+        f"- **CDS.** Higher gradient signal-to-noise ratio: {v('cds-higher-snr')}; higher PSNR than SDS: "
+        f"{v('cds-higher-fidelity')}; a fresh noise each step above the fixed noise: {v('cds-fixed-noise-hurts')}; "
+        f"SDS's random t above the annealed t': {v('cds-schedule-hurts')}.",
+        f"- **BSD.** Closer to the true chroma than SDS at the same scale: {v('bsd-closer-than-sds')}; its chroma "
+        f"below the truth's: {v('bsd-below-truth')}.",
         f"- **CSM.** Above SDS: {v('csm-beats-sds')}; SDS above its classifier term alone: "
         f"{v('denoising-term-needed')}; CSM above CSD: {v('csm-beats-csd')}.",
-        f"- **ASD.** Smaller PSNR drop than VSD from {p.amortised_sizes[0]} to {p.amortised_sizes[1]} prompts: "
-        f"{v('asd-scales')}.",
+        (f"- **ASD.** Smaller PSNR drop than VSD from {p.amortised_sizes[0]} to {p.amortised_sizes[1]} prompts: "
+         f"{v('asd-scales')}; higher PSNR than VSD on {p.amortised_sizes[1]} prompts: "
+         f"{v('asd-above-vsd-at-scale')}." if p.amortised_steps else
+         f"- **ASD.** Not run at profile `{run.profile}`: its generators need more steps to converge than this "
+         "profile's budget holds (the `gpu` profile runs them)."),
     ])
 
 

@@ -31,8 +31,11 @@ NO_VIEW = 3  # the view slot of a label without a view word
 PROBE_COLOURS = {"head": "yellow", "red-front-cube": "blue"}
 SHAPE_WORD = {"cube": "cube", "sphere": "sphere", "cylinder": "cylinder", "cone": "cone",
               "head": "head", "red-front-cube": "cube with a red front"}
-OBJECT_ARMS = ("reconstruction", "sds_low", "sds_high", "vsd", "bsd", "cds", "cds_random", "csd", "csm")
+OBJECT_ARMS = ("reconstruction", "sds_low", "sds_high", "sds_bsd", "vsd", "bsd", "cds", "cds_fresh", "cds_random",
+               "csd", "csm")
 JANUS_ARMS = ("sds", "sds_noview", "vsd_noview", "esd_noview")
+DIVERSITY_ARMS = ("sds_particles", "vsd_particles")
+FRESH_NOISE_ARMS = ("cds_fresh",)  # CDS's annealed t' with a fresh noise each step (the fixed noise's ablation)
 AMORTISED_ARMS = ("asd", "vsd")
 PRIOR_SAMPLES_PER_VIEW = 4  # prior samples per view word (front, side, back) for the prior's chroma
 
@@ -92,7 +95,6 @@ class Bed:
     renders: torch.Tensor        # (objects, views, 3, H, W) ground-truth training renders
     azimuths: torch.Tensor       # (objects, views)
     truth: dict[str, torch.Tensor]  # object key -> turntable renders (eval_views, 3, H, W)
-    truth_alpha: dict[str, torch.Tensor]  # object key -> their opacity (eval_views, H, W)
 
 
 def object_key(shape: str, colour: str) -> str:
@@ -142,13 +144,8 @@ def build_bed(run: Run) -> Bed:
     prior = make_prior(p, prompts).to(run.device)
     prior = train_denoiser(run, "prior", prior, schedule, sample, p.prior_steps, p.label_dropout, p.prior_lr)
     cams = v3.turntable(p.eval_views)
-    truth, truth_alpha = {}, {}
-    for s, c in prompts.objects:
-        field = v3.scene_field(s, c)
-        truth[object_key(s, c)] = v3.render_field(field, cams, p.resolution)
-        truth_alpha[object_key(s, c)] = v3.opacity(truth[object_key(s, c)], v3.render_field(field, cams, p.resolution,
-                                                                                              background=0.0))
-    return Bed(prompts, schedule, prior, renders, azimuths, truth, truth_alpha)
+    truth = {object_key(s, c): v3.render_field(v3.scene_field(s, c), cams, p.resolution) for s, c in prompts.objects}
+    return Bed(prompts, schedule, prior, renders, azimuths, truth)
 
 
 def prior_samples(bed: Bed, prompt: int, view: int, n: int, guidance: float, steps: int = 50, seed: int = 0):
@@ -181,7 +178,6 @@ def fake_score(prior: torch.nn.Module, n_prompts: int) -> torch.nn.Module:
     return fake
 
 
-
 class Scene(torch.nn.Module):
     """The particles (voxel grids), the fake score when the method has one and CDS's fixed noise: one module,
     so one checkpoint holds the whole optimisation."""
@@ -206,12 +202,11 @@ def _cameras_batch(p: Params, n: int, gen: torch.Generator) -> dict:
             "elevation": torch.rand(n, generator=gen) * math.radians(30)}
 
 
-def step_batch(p: Params, schedule: Schedule):
-    """Everything random in one optimisation step, from the loop's generator (exact resume)."""
+def step_batch(p: Params, schedule: Schedule, n: int):
+    """Everything random in one optimisation step of ``n`` views, from the loop's generator (exact resume)."""
     dim = 3 * p.resolution ** 2
 
     def batch(gen):
-        n = p.views_per_step
         out = _cameras_batch(p, n, gen)
         out["t"] = schedule.sample_timesteps(n, gen)
         out["noise"] = torch.randn(n, dim, generator=gen)
@@ -225,11 +220,11 @@ def step_batch(p: Params, schedule: Schedule):
 
 
 def object_loss(scene: Scene, batch: dict, step: int, p: Params, bed: Bed, method: Method, prompt: int,
-                truth_field=None) -> tuple[torch.Tensor, dict]:
+                truth_field=None, fresh_noise: bool = False) -> tuple[torch.Tensor, dict]:
     """Step ``step`` (from ``fit``): render every particle's share of the views, get the method's image gradient,
     and (VSD) fit the fake score to the same renders. Returns the surrogate loss (its gradient is g through the
-    renderer)."""
-    n, k = p.views_per_step, len(scene.grids)
+    renderer). ``fresh_noise``: CDS's annealed t' with the step's fresh noise instead of the run's fixed one."""
+    n, k = len(batch["t"]), len(scene.grids)
     # particle i renders views i, i + k, ...; everything below follows that order
     order = torch.cat([torch.arange(i, n, k) for i in range(k)])
     cams = _subset(v3.Cameras(batch["azimuth"], batch["elevation"]), order)
@@ -247,7 +242,8 @@ def object_loss(scene: Scene, batch: dict, step: int, p: Params, bed: Bed, metho
     fake_free_lab = labels(prompts, None)  # the same prompts without the camera's view (ESD, the fake score's fit)
     if method.annealed:  # CDS: t' falls linearly over the run (Consistent3D's schedule), t = t' + gap
         t_next = sd.cds_annealed_t_next(progress, bed.schedule.num_train_timesteps, p.cds_gap[1])
-        batch = {**batch, "fixed_noise": scene.fixed_noise, "t_next": torch.full_like(batch["t"], t_next)}
+        noise = batch["noise"] if fresh_noise else scene.fixed_noise
+        batch = {**batch, "fixed_noise": noise, "t_next": torch.full_like(batch["t"], t_next)}
     else:  # the ablation: SDS's random t and fresh noise, only the gradient is CDS's
         batch = {**batch, "fixed_noise": batch["noise"], "t_next": (batch["t"] - batch["gap"]).clamp(min=1)}
     loss, g = sd.score_distillation_loss(bed.schedule, bed.prior, method, x, lab, batch, fake=scene.fake,
@@ -280,9 +276,12 @@ def colour_name(rgb: torch.Tensor) -> str:
 
 
 def sample_chroma(images: torch.Tensor, white: float = 0.9) -> float:
-    """Mean chroma, max(rgb) - min(rgb), over the object pixels of 2-D images (n, 3, H, W) on a white
-    background: the pixels whose darkest channel is below ``white`` (as ``object_colour``); 0 with none.
-    Prior samples have no opacity, so this is their counterpart of ``voxel3d.saturation``."""
+    """Mean chroma, max(rgb) - min(rgb), of the colour as displayed over the object pixels of images (n, 3, H, W)
+    on a white background: the pixels whose darkest channel is below ``white`` (as ``object_colour``); 0 with
+    none. The one saturation measure of the chapter, for renders, truths and the prior's samples alike. Chroma
+    over opaque pixels only (``voxel3d.saturation``) fails on a pastel: a white-background render does not fix
+    opacity (a half-transparent saturated colour over white shows the same pastel), and a grid fitted to such
+    renders may have no opaque pixel at all."""
     chroma = images.amax(1) - images.amin(1)
     mask = images.amin(1) < white
     return float(chroma[mask].mean()) if mask.any() else 0.0
@@ -301,28 +300,25 @@ def turntable_renders(grid_density, grid_colour, p: Params, background: float = 
                               p.ray_samples, background).clamp(0, 1).cpu()
 
 
-def image_metrics(renders: torch.Tensor, alpha: torch.Tensor, truth: torch.Tensor, truth_alpha: torch.Tensor,
-                  probe: str | None = None) -> dict[str, float]:
-    """PSNR and SSIM at the best azimuth alignment, saturation (chroma of opaque pixels) and its error against
-    the truth's, and (probes) the Janus measure."""
+def image_metrics(renders: torch.Tensor, truth: torch.Tensor, probe: str | None = None) -> dict[str, float]:
+    """PSNR and SSIM at the best azimuth alignment, saturation (``sample_chroma``) and its error against the
+    truth's, and (probes) the Janus measure."""
     psnr, shift = v3.aligned_psnr(renders, truth)
     ssim = structural_similarity_index_measure(renders.roll(shift, 0), truth, data_range=1.0)
-    saturation, true_saturation = v3.saturation(renders, alpha), v3.saturation(truth, truth_alpha)
+    saturation, true_saturation = sample_chroma(renders), sample_chroma(truth)
     out = {"psnr": float(psnr), "ssim": float(ssim), "saturation": float(saturation),
-           "saturation_error": float((saturation - true_saturation).abs())}
+           "saturation_error": abs(saturation - true_saturation)}
     if probe is not None:
         out["janus"] = float(v3.janus_score(renders, truth, v3.turntable(len(truth)), probe))
     return out
 
 
-def scene_metrics(scene: Scene, p: Params, truth: tuple[torch.Tensor, torch.Tensor] | None,
-                  probe: str | None = None) -> dict[str, float]:
-    """Metrics averaged over the particles against ``truth`` (renders, opacity), plus their colours' spread."""
+def scene_metrics(scene: Scene, p: Params, truth: torch.Tensor | None, probe: str | None = None) -> dict[str, float]:
+    """Metrics averaged over the particles against the ``truth`` renders, plus their colours' spread."""
     renders = [turntable_renders(g.density, g.colour, p) for g in scene.grids]
     out: dict[str, float] = {}
     if truth is not None:
-        alphas = [v3.opacity(r, turntable_renders(g.density, g.colour, p, 0.0)) for r, g in zip(renders, scene.grids)]
-        rows = [image_metrics(r, a, *truth, probe) for r, a in zip(renders, alphas)]
+        rows = [image_metrics(r, truth, probe) for r in renders]
         out = {k: float(np.mean([row[k] for row in rows])) for k in rows[0]}
     colours = [object_colour(r) for r in renders]
     out["distinct_colours"] = float(len({colour_name(c) for c in colours}))
@@ -336,13 +332,15 @@ def scene_metrics(scene: Scene, p: Params, truth: tuple[torch.Tensor, torch.Tens
 def arm_method(p: Params, arm: str) -> Method:
     low, high = p.low_guidance, p.high_guidance
     return {"reconstruction": Method("reconstruction"), "sds_low": Method("sds", low), "sds": Method("sds", low),
-            "sds_high": Method("sds", high), "sds_noview": Method("sds", low, view_prompt=False),
+            "sds_high": Method("sds", high), "sds_bsd": Method("sds", p.bsd_scale),
+            "sds_noview": Method("sds", low, view_prompt=False),
             "sds_particles": Method("sds", low, particles=p.particles),
-            "vsd": Method("vsd", low, particles=p.particles),
+            "vsd": Method("vsd", low), "vsd_particles": Method("vsd", low, particles=p.particles),
             "vsd_noview": Method("vsd", low, view_prompt=False),
             "esd_noview": Method("vsd", low, view_prompt=False, esd_lambda=p.esd_lambda),
             "bsd": Method("bsd", p.bsd_scale),
-            "cds": Method("cds", low), "cds_random": Method("cds", low, annealed=False), "csd": Method("csd", low),
+            "cds": Method("cds", low), "cds_fresh": Method("cds", low),
+            "cds_random": Method("cds", low, annealed=False), "csd": Method("csd", low),
             "csm": Method("csm", low, inversion_steps=p.inversion_steps)}[arm]
 
 
@@ -354,44 +352,53 @@ def _optimizer(scene: Scene, p: Params) -> torch.optim.Optimizer:
 
 
 def optimise_object(run: Run, bed: Bed, seed: int, name: str, method: Method, prompt: int,
-                    truth: tuple[torch.Tensor, torch.Tensor] | None, shape: str,
-                    colour: str) -> tuple[Scene, dict[str, float], list[float]]:
-    """Optimise one object's particles; return the scene, its final metrics and its PSNR at ``eval_points`` + 1
-    points (empty without a ground truth)."""
+                    truth: torch.Tensor | None, shape: str, colour: str,
+                    fresh_noise: bool = False) -> tuple[Scene, dict[str, float], dict[str, list[float]]]:
+    """Optimise one object's particles, each on ``views_per_particle`` views a step; return the scene, its final
+    metrics and its PSNR and chroma curves at ``eval_points`` + 1 points (empty without a ground truth)."""
     p = run.params
     scene = Scene(p, method, bed.prior, derived_seed(seed, prompt, len(name), sum(map(ord, name)))).to(run.device)
     probe = shape if shape in v3.PROBES else None
     field = v3.scene_field(shape, colour)
 
-    def psnr(s: Scene) -> dict[str, float]:  # the cheap measure along the way: one render per particle
-        return {"psnr": float(np.mean([v3.aligned_psnr(turntable_renders(g.density, g.colour, p), truth[0])[0]
-                                       for g in s.grids]))}
+    def along(s: Scene) -> dict[str, float]:  # PSNR and chroma along the way, averaged over the particles
+        rows = []
+        for g in s.grids:
+            renders = turntable_renders(g.density, g.colour, p)
+            rows.append((float(v3.aligned_psnr(renders, truth)[0]), sample_chroma(renders)))
+        psnr, chroma = np.mean(rows, axis=0)
+        return {"psnr": float(psnr), "saturation": float(chroma)}
 
-    evaluate = None if truth is None else psnr
-    curve = [] if truth is None else [psnr(scene)["psnr"]]
+    evaluate = None if truth is None else along
+    curves = {} if truth is None else {k: [v] for k, v in along(scene).items()}
 
     def loss(s: Scene, b: dict, step: int):
-        return object_loss(s, b, step, p, bed, method, prompt, field)
+        return object_loss(s, b, step, p, bed, method, prompt, field, fresh_noise)
 
-    result = run.fit(name, seed, scene, loss, step_batch(p, bed.schedule), steps=p.iterations,
+    n_views = p.views_per_particle * method.particles
+    result = run.fit(name, seed, scene, loss, step_batch(p, bed.schedule, n_views), steps=p.iterations,
                      optimizer=_optimizer(scene, p),
                      evaluate=evaluate, eval_every=None if truth is None else p.iterations // p.eval_points)
-    curve += result.column("psnr")[:p.eval_points]
+    for name in curves:
+        curves[name] += result.column(name)[:p.eval_points]
     with torch.no_grad():
         final = scene_metrics(scene, p, truth, probe)
-    return scene, final, curve
+    return scene, final, curves
 
 
-def gradient_variance(bed: Bed, p: Params, scene: Scene, prompt: int, seed: int, timesteps: list[int]) -> dict:
-    """E || g - E g ||^2 over noise draws at fixed renders, per timestep: SDS (fresh noise each draw) against
-    CDS (the noise fixed per draw, one ODE step of ``cds_gap`` mean length), both at the low guidance."""
+def gradient_noise(bed: Bed, p: Params, scene: Scene, prompt: int, seed: int, timesteps: list[int]) -> dict:
+    """The image gradient's noise over ``variance_draws`` noise draws at fixed renders (4 views), per timestep: SDS
+    (fresh noise each draw) against CDS (the draw is its fixed noise; one ODE step of ``cds_gap``'s mean length),
+    both at the low guidance. Per method: the variance V = E || g - E g ||^2 (unbiased, over draws) and the
+    signal-to-noise ratio SNR = || E g ||^2 / V, its signal debiased (|| mean ||^2 - V / draws, which is 0 in
+    expectation for a zero-mean gradient) and floored at 0; both averaged over the views."""
     gen = derived_generator(seed, 77)
     cams = v3.Cameras(torch.tensor([0.0, math.pi / 2, math.pi, -math.pi / 2]), torch.full((4,), math.radians(15)))
     with torch.no_grad():
         x = to_model(scene.grids[0].render(cams, p.resolution, p.ray_samples)).to(run_device(bed))
     lab = labels(torch.full((4,), prompt), cams.azimuth).to(x.device)
     gap = (p.cds_gap[0] + p.cds_gap[1]) // 2
-    out = {"sds": [], "cds": []}
+    out = {f"{stat}_{kind}": [] for stat in ("variance", "snr") for kind in ("sds", "cds")}
     for t in timesteps:
         grads = {"sds": [], "cds": []}
         for _ in range(p.variance_draws):
@@ -405,9 +412,21 @@ def gradient_variance(bed: Bed, p: Params, scene: Scene, prompt: int, seed: int,
             grads["cds"].append(sd.image_gradient(bed.schedule, bed.prior, Method("cds", p.low_guidance), x, lab,
                                                   batch))
         for kind, gs in grads.items():
-            g = torch.stack(gs)  # (draws, views, dim)
-            out[kind].append(float(((g - g.mean(0)) ** 2).sum(-1).mean()))
+            variance, snr = noise_stats(torch.stack(gs))
+            out[f"variance_{kind}"].append(variance)
+            out[f"snr_{kind}"].append(snr)
     return out
+
+
+def noise_stats(g: torch.Tensor) -> tuple[float, float]:
+    """Variance V = E || g - E g ||^2 and signal-to-noise ratio || E g ||^2 / V of draws ``g`` (draws, views, dim),
+    each per view and then averaged over views: V unbiased (over draws - 1), the signal debiased
+    (E || mean ||^2 = || E g ||^2 + V / draws) and floored at 0."""
+    g = g.double()
+    draws = len(g)
+    variance = ((g - g.mean(0)) ** 2).sum(-1).sum(0) / (draws - 1)
+    signal = (g.mean(0).pow(2).sum(-1) - variance / draws).clamp_min(0)
+    return float(variance.mean()), float((signal / variance).mean())
 
 
 def run_device(bed: Bed) -> torch.device:
@@ -417,10 +436,30 @@ def run_device(bed: Bed) -> torch.device:
 VARIANCE_TIMESTEPS = [200, 400, 600, 800]
 
 
-def run_objects(run: Run, seed: int, bed: Bed) -> dict:
-    """Every single-object arm for one seed; records metrics and returns the final renders."""
-    p = run.params
-    prompts, shown, metrics = bed.prompts, {}, {}
+def camera_gap(net: torch.nn.Module, bed: Bed, p: Params, scene: Scene, prompt: int, seed: int) -> float:
+    """How much ``net``'s noise prediction depends on the view word at the scene's own renders:
+    E || eps(x_t, t, y + view) - eps(x_t, t, y) || / E || eps(x_t, t, y) || over 4 turntable views (front, sides,
+    back) and t in ``VARIANCE_TIMESTEPS``. ESD's lambda mixes the fake score's two predictions, so it can only
+    matter as much as this gap (measured on the fake score, with the prior's as its reference)."""
+    gen = derived_generator(seed, 79)
+    cams = v3.Cameras(torch.tensor([0.0, math.pi / 2, math.pi, -math.pi / 2]), torch.full((4,), math.radians(15)))
+    device = run_device(bed)
+    with torch.no_grad():
+        x = to_model(scene.grids[0].render(cams, p.resolution, p.ray_samples)).to(device)
+        prompts = torch.full((4,), prompt, device=device)
+        gaps, norms = [], []
+        for t in VARIANCE_TIMESTEPS:
+            tt = torch.full((4,), t, dtype=torch.long, device=device)
+            x_t = bed.schedule.add_noise(x, torch.randn(x.shape, generator=gen).to(device), tt)
+            with_view = sd._eps(bed.schedule, net(x_t, tt, labels(prompts, cams.azimuth.to(device))), x_t, tt)
+            without = sd._eps(bed.schedule, net(x_t, tt, labels(prompts, None)), x_t, tt)
+            gaps.append((with_view - without).norm(dim=1).mean())
+            norms.append(without.norm(dim=1).mean())
+    return float(torch.stack(gaps).mean() / torch.stack(norms).mean())
+
+
+def object_jobs(p: Params, prompts: Prompts) -> list[tuple[str, str, str, str, int]]:
+    """(arm, key, shape, colour, prompt id) of every single-object run of a seed, in run order."""
     jobs = []
     for obj in p.fidelity_objects:
         shape, colour = parse_object(obj)
@@ -428,29 +467,39 @@ def run_objects(run: Run, seed: int, bed: Bed) -> dict:
     for probe, colour in PROBE_COLOURS.items():
         jobs += [(arm, probe, probe, colour, prompts.object_id(probe, colour)) for arm in JANUS_ARMS]
     shape = p.diversity_shape
-    jobs += [(arm, f"a {shape}", shape, "blue", prompts.shape_id(shape)) for arm in ("sds_particles", "vsd")]
-    for arm, key, shape, colour, prompt in jobs:
+    jobs += [(arm, f"a {shape}", shape, "blue", prompts.shape_id(shape)) for arm in DIVERSITY_ARMS]
+    return jobs
+
+
+def run_objects(run: Run, seed: int, bed: Bed) -> dict:
+    """Every single-object arm for one seed; records metrics and returns the final renders."""
+    p = run.params
+    prompts, shown, metrics = bed.prompts, {}, {}
+    for arm, key, shape, colour, prompt in object_jobs(p, prompts):
         method = arm_method(p, arm)
         colour_free = key.startswith("a ")
-        truth = None if colour_free else (bed.truth[object_key(shape, colour)], bed.truth_alpha[object_key(shape, colour)])
+        truth = None if colour_free else bed.truth[object_key(shape, colour)]
         tag = f"{key.replace(' ', '-')}/{arm}"
-        scene, final, curve = optimise_object(run, bed, seed, tag, method, prompt, truth, shape, colour)
+        scene, final, curves = optimise_object(run, bed, seed, tag, method, prompt, truth, shape, colour,
+                                               fresh_noise=arm in FRESH_NOISE_ARMS)
         for name, value in final.items():
             metrics[f"{tag}/{name}"] = value
-        if curve:
-            metrics[f"{tag}/curve_psnr"] = curve
+        for name, curve in curves.items():
+            metrics[f"{tag}/curve_{name}"] = curve
         shown[tag] = [turntable_renders(g.density, g.colour, p) for g in scene.grids]
         if arm == "sds_low" and key == p.fidelity_objects[0]:
-            variance = gradient_variance(bed, p, scene, prompt, seed, VARIANCE_TIMESTEPS)
-            metrics["variance_sds"], metrics["variance_cds"] = variance["sds"], variance["cds"]
+            noise = gradient_noise(bed, p, scene, prompt, seed, VARIANCE_TIMESTEPS)
+            metrics.update({f"gradient/{name}": value for name, value in noise.items()})
+        if arm in ("vsd_noview", "esd_noview"):  # how much the fake score (and the prior) hear the view word
+            metrics[f"{tag}/fake_camera_gap"] = camera_gap(scene.fake, bed, p, scene, prompt, seed)
+            metrics[f"{tag}/prior_camera_gap"] = camera_gap(bed.prior, bed, p, scene, prompt, seed)
         if arm == "reconstruction":  # the ceiling's own start and convergence (the test-bed health table)
-            metrics[f"{tag}/psnr_start"] = curve[0]
-            metrics[f"{tag}/psnr_drift"] = relative_change(curve, CURVE_WINDOW)
+            metrics[f"{tag}/psnr_start"] = curves["psnr"][0]
+            metrics[f"{tag}/psnr_drift"] = relative_change(curves["psnr"], CURVE_WINDOW)
     for obj in p.fidelity_objects:  # the truth's chroma and the prior's own, at both guidance scales (cheap)
         shape, colour = parse_object(obj)
         key, prompt = obj.replace(" ", "-"), prompts.object_id(shape, colour)
-        metrics[f"{key}/truth_saturation"] = float(v3.saturation(bed.truth[object_key(shape, colour)],
-                                                                 bed.truth_alpha[object_key(shape, colour)]))
+        metrics[f"{key}/truth_saturation"] = sample_chroma(bed.truth[object_key(shape, colour)])
         metrics[f"{key}/prior/chroma_low"] = prior_chroma(bed, prompt, p.low_guidance, seed)
         metrics[f"{key}/prior/chroma_high"] = prior_chroma(bed, prompt, p.high_guidance, seed)
     run.record(seed, **metrics)
@@ -539,8 +588,11 @@ def amortised_psnr(model: Amortised, p: Params, bed: Bed, evaluated: list[tuple[
 
 
 def run_amortised(run: Run, seed: int, bed: Bed) -> dict:
-    """ASD and VSD generators on the small and the large prompt set; PSNR on the small set's prompts."""
+    """ASD and VSD generators on the small and the large prompt set; PSNR on the small set's prompts. Nothing
+    when ``amortised_steps`` is 0 (a profile whose budget cannot run them to convergence)."""
     p = run.params
+    if not p.amortised_steps:
+        return {}
     small = amortised_prompts(p.amortised_sizes[0])
     metrics, shown = {}, {}
     for kind in AMORTISED_ARMS:

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from distillbook.chapters.sds_3d_gradients.claims import ARM_LABELS, arm_tag, object_mean
-from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, JANUS_ARMS, OBJECT_ARMS, PROBE_COLOURS,
-                                                              VARIANCE_TIMESTEPS, Bed, object_key, prior_samples)
+from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, DIVERSITY_ARMS, JANUS_ARMS, OBJECT_ARMS,
+                                                              PROBE_COLOURS, VARIANCE_TIMESTEPS, Bed, object_key,
+                                                              prior_samples)
 from distillbook.chapters.sds_3d_gradients.params import Params
 from distillbook.core.plotting import mean_std_band
 from distillbook.core.results import Run
@@ -57,9 +58,11 @@ def plot_turntables(run: Run, shown: dict, bed: Bed):
     return fig
 
 
-# one colour and marker per object arm, the ablation drawn as its parent's colour, dashed
-ARM_STYLE = {arm: (colour, marker) for arm, colour, marker in zip(
-    OBJECT_ARMS, ("k", "C0", "C3", "C2", "C4", "C1", "C1", "C6", "C9"), ("*", "o", "s", "^", "D", "v", "1", "P", "X"))}
+# one colour, marker and line per object arm; CDS's two ablations in CDS's colour, dashed and dotted
+ARM_STYLE = {"reconstruction": ("k", "*", "-"), "sds_low": ("C0", "o", "-"), "sds_high": ("C3", "s", "-"),
+             "sds_bsd": ("C7", "p", "-"), "vsd": ("C2", "^", "-"), "bsd": ("C4", "D", "-"), "cds": ("C1", "v", "-"),
+             "cds_fresh": ("C1", "<", "--"), "cds_random": ("C1", ">", ":"), "csd": ("C6", "P", "-"),
+             "csm": ("C9", "X", "-")}
 
 
 def plot_fidelity(run: Run):
@@ -67,13 +70,12 @@ def plot_fidelity(run: Run):
     p = run.params
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
     for arm in OBJECT_ARMS:
-        colour, marker = ARM_STYLE[arm]
+        colour, marker, line = ARM_STYLE[arm]
         axes[0].scatter(object_mean(run, arm, "saturation_error"), object_mean(run, arm, "psnr"),
                         label=ARM_LABELS[arm], color=colour, marker=marker, s=40)
         curves = np.mean([run.values(f"{arm_tag(o, arm)}/curve_psnr") for o in p.fidelity_objects], axis=0)
         steps = np.linspace(0, p.iterations, curves.shape[1])
-        mean_std_band(axes[1], steps, curves, label=ARM_LABELS[arm], color=colour, marker=None,
-                      linestyle="--" if arm == "cds_random" else "-")
+        mean_std_band(axes[1], steps, curves, label=ARM_LABELS[arm], color=colour, marker=None, linestyle=line)
     axes[0].set(xlabel="|saturation − ground truth| (chroma, mean over objects)",
                 ylabel="PSNR at held-out views (dB, mean over objects)",
                 title="Fidelity against saturation (one point per seed)")
@@ -99,14 +101,16 @@ def plot_janus(run: Run):
     return fig
 
 
-def plot_variance(run: Run):
-    fig, ax = plt.subplots(figsize=(6, 3.8), layout="constrained")
-    mean_std_band(ax, VARIANCE_TIMESTEPS, run.values("variance_sds"), label="SDS (fresh noise)", color="C0")
-    mean_std_band(ax, VARIANCE_TIMESTEPS, run.values("variance_cds"), label="CDS (one ODE step)", color="C5")
-    ax.set_yscale("log")
-    ax.set(xlabel="timestep t", ylabel="E‖g − E g‖² over noise draws",
-           title="Gradient variance at fixed renders")
-    ax.legend()
+def plot_gradient_noise(run: Run):
+    """The image gradient's variance and signal-to-noise ratio over noise draws, per timestep (mean ± std)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    for kind, label, colour in (("sds", "SDS (fresh noise)", "C0"), ("cds", "CDS (one ODE step)", "C1")):
+        mean_std_band(axes[0], VARIANCE_TIMESTEPS, run.values(f"gradient/variance_{kind}"), label=label, color=colour)
+        mean_std_band(axes[1], VARIANCE_TIMESTEPS, run.values(f"gradient/snr_{kind}"), label=label, color=colour)
+    axes[0].set(yscale="log", xlabel="timestep t", ylabel="E‖g − E g‖² over noise draws",
+                title="Gradient variance at fixed renders")
+    axes[1].set(xlabel="timestep t", ylabel="‖E g‖² / E‖g − E g‖²", title="Signal-to-noise ratio")
+    axes[0].legend()
     return fig
 
 
@@ -115,7 +119,7 @@ def plot_diversity(run: Run, shown: dict):
     p = run.params
     key = f"a-{p.diversity_shape}"
     fig, axes = plt.subplots(2, p.particles, figsize=(1.4 * p.particles + 1, 3.2), layout="constrained", squeeze=False)
-    for r, arm in enumerate(("sds_particles", "vsd")):
+    for r, arm in enumerate(DIVERSITY_ARMS):
         for k, images in enumerate(shown[f"{key}/{arm}"]):
             _show(axes[r, k], images[p.eval_views // 8])
         axes[r, 0].set_ylabel(ARM_LABELS[arm], rotation=0, ha="right", va="center", fontsize=8)

@@ -33,7 +33,8 @@ class Params(ChapterParams):
     label_dropout: float = Field(0.1, ge=0, lt=1, description="share of null labels (for guidance)")
     # single-object optimisation
     iterations: int = Field(ge=1, description="optimisation steps per object")
-    views_per_step: int = Field(ge=1, description="renders per step (shared among particles)")
+    views_per_particle: int = Field(ge=1, description="renders per particle and step (every method sees as many "
+                                                       "views per representation)")
     grid_lr: float = Field(gt=0, description="Adam learning rate of the voxel grids")
     fake_lr: float = Field(1e-4, gt=0,
                            description="Adam learning rate of the VSD/ESD fake score (a copy of the prior)")
@@ -42,7 +43,8 @@ class Params(ChapterParams):
     high_guidance: float = Field(100.0, ge=1, description="DreamFusion's large CFG scale (100)")
     bsd_scale: float = Field(15.0, gt=0,
                              description="BSD's classifier-term scale (15 in PlacidDreamer's train_step_BSD)")
-    particles: PositiveInt = Field(description="VSD particles (and independent SDS runs for diversity)")
+    particles: PositiveInt = Field(description="VSD particles in the diversity runs (and independent SDS runs); "
+                                               "the fidelity runs use one, ProlificDreamer's 3-D default")
     esd_lambda: float = Field(0.5, ge=0, lt=1, description="ESD's camera guidance on the fake score (1 is VSD)")
     cds_gap: list[PositiveInt] = Field([20, 80], min_length=2, max_length=2,
                                        description="CDS's t - t' range (timesteps)")
@@ -55,7 +57,8 @@ class Params(ChapterParams):
     amortised_sizes: list[PositiveInt] = Field(min_length=2, max_length=2, description="prompt counts, small then large")
     amortised_grid: int = Field(ge=4)
     amortised_hidden: PositiveInt
-    amortised_steps: int = Field(ge=1)
+    amortised_steps: int = Field(ge=0, description="generator steps; 0 leaves the amortised runs (and ASD's claim) "
+                                                   "out of the profile")
     amortised_batch: int = Field(ge=1, description="prompts (one view each) per generator step")
     amortised_lr: float = Field(1e-3, gt=0)
     asd_shift: list[Annotated[int, Field(ge=0)]] = Field(min_length=2, max_length=2, description="ASD's t shift range")
@@ -66,20 +69,20 @@ class Params(ChapterParams):
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], resolution=8, grid_size=6, ray_samples=12, views_per_object=8,
                       prior_hidden=[32], unet_channels=[16, 32], prior_steps=20, prior_batch=32, prior_lr=2e-3,
-                      iterations=4, views_per_step=2, grid_lr=0.05, particles=2, inversion_steps=4,
+                      iterations=4, views_per_particle=1, grid_lr=0.05, particles=2, inversion_steps=4,
                       fidelity_objects=["green cube"], variance_draws=4, amortised_sizes=[2, 4], amortised_grid=4,
                       amortised_hidden=16, amortised_steps=4, amortised_batch=2, asd_shift=[0, 100], eval_views=4,
                       eval_points=4),
         "cpu": dict(seeds=[0, 1, 2, 3], resolution=16, grid_size=16, ray_samples=24, views_per_object=96,
                     prior_hidden=[512, 512, 512], unet_channels=[32, 64], prior_steps=2000, prior_batch=128,
-                    prior_lr=2e-3, iterations=200, views_per_step=4, grid_lr=0.05, particles=4, inversion_steps=10,
-                    fidelity_objects=["green cube", "red sphere"], variance_draws=32, amortised_sizes=[4, 16],
-                    amortised_grid=12, amortised_hidden=64, amortised_steps=250, amortised_batch=8,
-                    asd_shift=[0, 200], eval_views=16, eval_points=5),
+                    prior_lr=2e-3, iterations=200, views_per_particle=2, grid_lr=0.1, particles=4, inversion_steps=10,
+                    fidelity_objects=["green cube", "pink sphere"], variance_draws=32, amortised_sizes=[4, 16],
+                    amortised_grid=12, amortised_hidden=64, amortised_steps=0, amortised_batch=8,
+                    asd_shift=[0, 200], eval_views=16, eval_points=10),
         "gpu": dict(seeds=[0, 1, 2], resolution=32, grid_size=32, ray_samples=64, views_per_object=512,
                     prior="unet", prior_hidden=[1024, 1024, 1024], unet_channels=[64, 128], prior_steps=8000,
-                    prior_batch=256, prior_lr=1e-3, iterations=1000, views_per_step=8, grid_lr=0.03, particles=4,
-                    inversion_steps=20, fidelity_objects=["green cube", "red sphere", "blue cylinder"],
+                    prior_batch=256, prior_lr=1e-3, iterations=1000, views_per_particle=4, grid_lr=0.03, particles=4,
+                    inversion_steps=20, fidelity_objects=["green cube", "pink sphere", "blue cylinder"],
                     variance_draws=64, amortised_sizes=[4, 16], amortised_grid=16, amortised_hidden=256,
                     amortised_steps=1000, amortised_batch=16, asd_shift=[0, 200], eval_views=16, eval_points=10),
     }
@@ -98,8 +101,6 @@ class Params(ChapterParams):
         if not small < large <= len(v3.PRIMITIVES) * len(v3.COLOURS):
             raise ValueError(f"amortised_sizes must be [small, large] with small < large <= "
                              f"{len(v3.PRIMITIVES) * len(v3.COLOURS)}, got {self.amortised_sizes}")
-        if self.views_per_step % self.particles:
-            raise ValueError(f"views_per_step ({self.views_per_step}) must be a multiple of particles ({self.particles})")
         if self.iterations % self.eval_points or self.amortised_steps % self.eval_points:
             raise ValueError("iterations and amortised_steps must be multiples of eval_points")
         if self.eval_points + 1 < 2 * CURVE_WINDOW:
