@@ -50,23 +50,19 @@ def test_measures_on_ground_truth():
         assert experiment.colour_name(torch.tensor(rgb) * 0.8) == name
 
 
-def test_saturation_is_the_chroma_of_opaque_pixels():
+def test_saturation_is_the_displayed_chroma_of_object_pixels():
+    """sample_chroma, the chapter's one saturation measure: max - min of the displayed rgb over pixels not near
+    the white background, for renders as for the prior's samples."""
     green = torch.tensor(v3.COLOURS["green"])
     image = torch.ones(1, 3, 4, 4)           # white background ...
-    image[..., :2, :] = green[:, None, None]  # ... with an opaque green top half
-    alpha = torch.zeros(1, 4, 4)
-    alpha[:, :2] = 1.0
-    assert v3.saturation(image, alpha).item() == pytest.approx(float(green.max() - green.min()))
+    image[..., :2, :] = green[:, None, None]  # ... with a green top half
+    assert experiment.sample_chroma(image) == pytest.approx(float(green.max() - green.min()))
     pure = image.clone()
     pure[..., :2, :] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]  # what high guidance does to it
-    assert v3.saturation(pure, alpha) == pytest.approx(1.0)
-    assert v3.saturation(image, torch.zeros(1, 4, 4)) == 0.0  # nothing opaque
-    # opacity from two backgrounds, on a real render
-    cams = v3.turntable(4)
-    field = v3.scene_field("sphere", "red")
-    on_white, on_black = (v3.render_field(field, cams, 12, background=b) for b in (1.0, 0.0))
-    a = v3.opacity(on_white, on_black)
-    assert a[:, 6, 6].min() > 0.99 and a[:, 0, 0].max() < 0.01
+    assert experiment.sample_chroma(pure) == pytest.approx(1.0)
+    assert experiment.sample_chroma(torch.ones(1, 3, 4, 4)) == 0.0  # nothing but background
+    truth = v3.render_field(v3.scene_field("sphere", "red"), v3.turntable(4), 16)
+    assert experiment.sample_chroma(truth) == pytest.approx(0.8, abs=0.03)
 
 
 def test_amortised_generator_starts_empty_and_prompts_are_spread():
@@ -148,7 +144,8 @@ def test_every_particle_gets_views_per_particle_views(monkeypatch):
     for i, grid in enumerate(scene.grids):
         monkeypatch.setattr(grid, "render", lambda cams, *a, i=i, **k: rendered.append((i, cams.azimuth.tolist()))
                             or torch.zeros(len(cams.azimuth), 3, p.resolution, p.resolution, requires_grad=True))
-    batch = experiment.step_batch(p, schedule, p.views_per_particle * method.particles)(torch.Generator().manual_seed(0))
+    n_views = p.views_per_particle * method.particles
+    batch = experiment.step_batch(p, schedule, n_views)(torch.Generator().manual_seed(0))
     assert len(batch["t"]) == 6
     experiment.object_loss(scene, batch, 0, p, bed, method, prompt=0)
     azimuth = batch["azimuth"].tolist()

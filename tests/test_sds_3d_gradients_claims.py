@@ -18,13 +18,15 @@ from distillbook.core.results import Run
 from distillbook.testbeds import voxel3d as v3
 
 SEEDS = [0, 1, 2, 3]
-OBJECTS = ["green cube", "pink sphere"]
+OBJECTS = ["green cube", "red sphere"]  # the PSNR claims'
+COLOURED = ["green cube", "pink sphere"]  # the chroma claims'
 CLAIM_IDS = ["sds-high-cfg-oversaturates", "sds-high-cfg-above-vsd", "prior-high-cfg-more-chroma",
              "vsd-higher-fidelity", "vsd-diverse", "vsd-more-diverse-than-sds", "esd-less-janus-than-vsd",
-             "fake-score-hears-view-less", "vsd-less-janus-than-sds", "cds-higher-snr", "cds-higher-fidelity",
+             "vsd-less-janus-than-sds", "cds-higher-snr",
+             "cds-higher-fidelity",
              "cds-fixed-noise-hurts", "cds-schedule-hurts", "bsd-closer-than-sds", "bsd-below-truth", "csm-beats-sds",
              "denoising-term-needed", "csm-beats-csd", "asd-scales", "asd-above-vsd-at-scale"]
-UNGROUPED = ("vsd-diverse", "vsd-more-diverse-than-sds", "cds-higher-snr", "asd-scales", "asd-above-vsd-at-scale")
+UNGROUPED = ("vsd-diverse", "vsd-more-diverse-than-sds", "asd-scales", "asd-above-vsd-at-scale")
 
 
 def _e(seed: int, name: str) -> float:
@@ -52,7 +54,8 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=20, bsd=18.5, cds=19, cds_fresh=20,
                   cds_random=21, csd=12, csm=20),
         error=dict(bsd=0.01, other=0.10), spread=dict(vsd=[0.6] * 4, sds=0.05),
-        janus=dict(esd_noview=0.3, vsd_noview=0.5, sds_noview=0.8, sds=0.0), gap=dict(fake=[0.1] * 4, prior=0.5),
+        janus=dict(vsd_noview=0.5, sds_noview=0.8, sds=0.0, esd_noview_fast=0.3, vsd_noview_fast=0.5),
+        gap=dict(fake=[0.1] * 4, prior=0.5),
         ratio=[2.0, 2.5, 2.2, 3.0],
         amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17}, rising=()),
     NOT_REPRODUCED: dict(
@@ -60,7 +63,8 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=15, bsd=18, cds=10, cds_fresh=8,
                   cds_random=6, csd=19, csm=12),
         error=dict(bsd=0.20, other=0.05), spread=dict(vsd=[0.05] * 4, sds=0.30),
-        janus=dict(esd_noview=0.6, vsd_noview=0.5, sds_noview=0.3, sds=0.0), gap=dict(fake=[0.6] * 4, prior=0.4),
+        janus=dict(vsd_noview=0.5, sds_noview=0.3, sds=0.0, esd_noview_fast=0.6, vsd_noview_fast=0.5),
+        gap=dict(fake=[0.6] * 4, prior=0.4),
         ratio=[0.5, 0.4, 0.6, 0.45],
         amortised={"asd-small": 20, "asd-large": 17, "vsd-small": 20, "vsd-large": 19.5}, rising=()),
     INCONCLUSIVE: dict(
@@ -72,7 +76,7 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=20, bsd=18.5, cds=19, cds_fresh=20,
                   cds_random=21, csd=12, csm=20),
         error=dict(bsd=0.005, other=0.01), spread=dict(vsd=[0.2, 0.9, 0.1, 0.8], sds=0.05),
-        janus=dict(esd_noview=0.01, vsd_noview=0.012, sds_noview=0.015, sds=0.0),
+        janus=dict(vsd_noview=0.012, sds_noview=0.015, sds=0.0, esd_noview_fast=0.01, vsd_noview_fast=0.012),
         gap=dict(fake=[0.3, 0.6, 0.35, 0.55], prior=0.5), ratio=[0.5, 1.3, 0.7, 1.1],
         amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17},
         rising=("psnr", "bsd-chroma", "asd-large", "vsd-large")),
@@ -81,16 +85,17 @@ SPANS = "interval spans the region"
 REASONS = {  # the inconclusive variant's reason per claim
     "sds-high-cfg-oversaturates": "saturated", "sds-high-cfg-above-vsd": "saturated",
     "prior-high-cfg-more-chroma": "saturated", "vsd-higher-fidelity": "not converged", "vsd-diverse": SPANS,
-    "vsd-more-diverse-than-sds": SPANS, "esd-less-janus-than-vsd": "saturated", "fake-score-hears-view-less": SPANS,
+    "vsd-more-diverse-than-sds": SPANS, "esd-less-janus-than-vsd": "saturated", 
     "vsd-less-janus-than-sds": "saturated", "cds-higher-snr": SPANS, "cds-higher-fidelity": "not converged",
-    "cds-fixed-noise-hurts": "not converged", "cds-schedule-hurts": "not converged", "bsd-closer-than-sds": "not converged",
+    "cds-fixed-noise-hurts": "not converged", "cds-schedule-hurts": "not converged",
+    "bsd-closer-than-sds": "not converged",
     "bsd-below-truth": "not converged", "csm-beats-sds": "not converged", "denoising-term-needed": "not converged",
     "csm-beats-csd": "not converged", "asd-scales": "not converged", "asd-above-vsd-at-scale": "not converged",
 }
 
 
 def _params():
-    return chapter.Params.for_profile("smoke", seeds=SEEDS, fidelity_objects=OBJECTS)
+    return chapter.Params.for_profile("smoke", seeds=SEEDS, fidelity_objects=OBJECTS, chroma_objects=COLOURED)
 
 
 def _record(run: Run, spec: dict) -> None:
@@ -99,13 +104,15 @@ def _record(run: Run, spec: dict) -> None:
     small, large = p.amortised_sizes
     for s in SEEDS:
         values = {}
-        for k, obj in enumerate(OBJECTS):
+        for k, obj in enumerate(dict.fromkeys(OBJECTS + COLOURED)):
             key = obj.replace(" ", "-")
-            truth = 0.6 + 0.2 * k
-            values[f"{key}/truth_saturation"] = truth
-            values[f"{key}/prior/chroma_high"] = spec["prior"]["high"] + _e(s, key + "prior-high")
-            values[f"{key}/prior/chroma_low"] = spec["prior"]["low"] + _e(s, key + "prior-low")
-            for arm in experiment.OBJECT_ARMS:
+            truth = 0.6 + 0.1 * k
+            values[f"{key}/psnr_empty"] = 5.0 + _e(s, key + "empty")
+            if obj in COLOURED:
+                values[f"{key}/truth_saturation"] = truth
+                values[f"{key}/prior/chroma_high"] = spec["prior"]["high"] + _e(s, key + "prior-high")
+                values[f"{key}/prior/chroma_low"] = spec["prior"]["low"] + _e(s, key + "prior-low")
+            for arm in experiment.object_arms(_params(), obj):
                 tag = arm_tag(obj, arm)
                 level = spec["psnr"][arm] + k
                 shape = _rising if "psnr" in spec["rising"] and arm != "reconstruction" else _flat
@@ -121,7 +128,7 @@ def _record(run: Run, spec: dict) -> None:
         for probe in experiment.PROBE_COLOURS:
             for arm in experiment.JANUS_ARMS:
                 values[f"{probe}/{arm}/janus"] = spec["janus"][arm] + _e(s, probe + arm)
-            for arm in ("vsd_noview", "esd_noview"):
+            for arm in ("vsd_noview",) + experiment.FAST_FAKE_ARMS:
                 values[f"{probe}/{arm}/fake_camera_gap"] = spec["gap"]["fake"][s] + _e(s, probe + arm + "fake")
                 values[f"{probe}/{arm}/prior_camera_gap"] = spec["gap"]["prior"] + _e(s, probe + arm + "prior")
         values["a-cube/vsd_particles/colour_spread"] = spec["spread"]["vsd"][s] + _e(s, "vsd-spread")
@@ -207,11 +214,43 @@ def test_health_rows_name_recorded_metrics(scratch):
     assert "amortised generator" in chapter.tables_markdown(run) and "camera gap" in chapter.tables_markdown(run)
 
 
+def test_esd_with_arms_equal_in_every_seed_is_a_fact_not_a_claim(scratch):
+    """Where ESD and VSD made the same Janus measure in every seed (lambda had nothing to act on), that probe
+    leaves the claim and the summary states it with the camera gap; with no probe left, the claim is absent."""
+    run = Run("sds-3d-gradients", _params())
+    _record(run, VARIANTS[REPRODUCED])
+    for s in SEEDS:
+        run.per_seed[s]["head/esd_noview_fast/janus"] = run.per_seed[s]["head/vsd_noview_fast/janus"]
+    results = chapter.evaluate_claims(run)
+    esd = {r["id"]: r for r in results}["esd-less-janus-than-vsd"]
+    assert esd["groups"] is None and esd["verdict"] == REPRODUCED  # judged on the red-front cube alone
+    summary = chapter.summary_markdown(run, results)
+    assert "On the head, ESD and VSD made the same Janus measure in every seed" in summary
+    assert "(on the red-front-cube)" in summary
+    for s in SEEDS:
+        cube = run.per_seed[s]
+        cube["red-front-cube/esd_noview_fast/janus"] = cube["red-front-cube/vsd_noview_fast/janus"]
+    results = chapter.evaluate_claims(run)
+    assert "esd-less-janus-than-vsd" not in {r["id"] for r in results}
+    assert chapter.summary_markdown(run, results).count("made the same Janus measure in every seed") == 2
+
+
+def test_the_fidelity_caption_names_arms_below_an_empty_render(scratch):
+    """An arm whose PSNR tail ends below what an all-white render scores has diverged, and the caption says so."""
+    run = Run("sds-3d-gradients", _params())
+    _record(run, VARIANTS[REPRODUCED])
+    assert "No arm ends below the PSNR of an empty render." in chapter.fidelity_caption(run)
+    for s in SEEDS:
+        run.per_seed[s]["green-cube/sds_high/curve_psnr"] = _flat(3.0, s, run.params.eval_points + 1, "low")
+    assert "diverged" in chapter.fidelity_caption(run) and "SDS, high CFG on the green cube" in \
+        chapter.fidelity_caption(run)
+
+
 def test_a_profile_without_the_amortised_runs_leaves_asd_out(scratch):
     """amortised_steps = 0 (the cpu profile's budget): no amortised metrics, no ASD claims, and the summary
     says so instead of reading curves that were never trained."""
     run = Run("sds-3d-gradients", chapter.Params.for_profile("smoke", seeds=SEEDS, fidelity_objects=OBJECTS,
-                                                             amortised_steps=0))
+                                                             chroma_objects=COLOURED, amortised_steps=0))
     _record(run, VARIANTS[REPRODUCED])
     results = chapter.evaluate_claims(run)
     assert [r["id"] for r in results] == CLAIM_IDS[:-2]

@@ -225,20 +225,6 @@ def view_of(azimuth: torch.Tensor) -> torch.Tensor:
     return torch.where(a.abs() <= math.pi / 4, 0, torch.where(a.abs() >= 3 * math.pi / 4, 2, 1))
 
 
-def opacity(on_white: torch.Tensor, on_black: torch.Tensor) -> torch.Tensor:
-    """Per-pixel opacity (n, H, W) from the same renders over a white and a black background:
-    C_white - C_black = (1 - opacity) (1 - 0)."""
-    return (1 - (on_white - on_black).mean(1)).clamp(0, 1)
-
-
-def saturation(images: torch.Tensor, alpha: torch.Tensor, opaque: float = 0.9) -> torch.Tensor:
-    """Mean chroma, max(rgb) - min(rgb) (the distance from grey), over the opaque pixels (``alpha`` > ``opaque``),
-    so that soft edges blended with the background do not count as washed-out colour; 0 with none."""
-    chroma = images.amax(1) - images.amin(1)
-    mask = alpha > opaque
-    return chroma[mask].mean() if mask.any() else chroma.new_zeros(())
-
-
 def front_feature(images: torch.Tensor, probe: str) -> torch.Tensor:
     """Share of pixels (per image) showing a probe's front feature: red for ``red-front-cube``, the dark eyes
     for ``head``."""

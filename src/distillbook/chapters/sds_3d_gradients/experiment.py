@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDIMScheduler
 from torchmetrics.functional.image import structural_similarity_index_measure
 
 from distillbook.chapters.sds_3d_gradients.params import CURVE_WINDOW, Params, parse_object
@@ -31,9 +32,14 @@ NO_VIEW = 3  # the view slot of a label without a view word
 PROBE_COLOURS = {"head": "yellow", "red-front-cube": "blue"}
 SHAPE_WORD = {"cube": "cube", "sphere": "sphere", "cylinder": "cylinder", "cone": "cone",
               "head": "head", "red-front-cube": "cube with a red front"}
-OBJECT_ARMS = ("reconstruction", "sds_low", "sds_high", "sds_bsd", "vsd", "bsd", "cds", "cds_fresh", "cds_random",
-               "csd", "csm")
-JANUS_ARMS = ("sds", "sds_noview", "vsd_noview", "esd_noview")
+PSNR_ARMS = ("reconstruction", "sds_low", "vsd", "cds", "cds_fresh", "cds_random", "csd", "csm")
+CHROMA_ARMS = ("sds_low", "sds_high", "sds_bsd", "vsd", "bsd")
+OBJECT_ARMS = tuple(dict.fromkeys(PSNR_ARMS + CHROMA_ARMS))  # every single-object arm, in display order
+# ESD against VSD runs with the fake score at FAST_FAKE_FACTOR x fake_lr: at fake_lr its view words, which start
+# uninformative, barely move within the run (the camera gaps say how much), and ESD's lambda would mix two equal scores
+FAST_FAKE_ARMS = ("vsd_noview_fast", "esd_noview_fast")
+FAST_FAKE_FACTOR = 10
+JANUS_ARMS = ("sds", "sds_noview", "vsd_noview") + FAST_FAKE_ARMS
 DIVERSITY_ARMS = ("sds_particles", "vsd_particles")
 FRESH_NOISE_ARMS = ("cds_fresh",)  # CDS's annealed t' with a fresh noise each step (the fixed noise's ablation)
 AMORTISED_ARMS = ("asd", "vsd")
@@ -148,13 +154,22 @@ def build_bed(run: Run) -> Bed:
     return Bed(prompts, schedule, prior, renders, azimuths, truth)
 
 
+@torch.no_grad()
 def prior_samples(bed: Bed, prompt: int, view: int, n: int, guidance: float, steps: int = 50, seed: int = 0):
-    """DDIM samples of the prior for one prompt and view word: what it believes a view looks like."""
+    """DDIM samples (eta 0) of the prior for one prompt and view word: what it believes a view looks like.
+    Each step's x0 prediction is clipped to the image range (diffusers' ``clip_sample``, the usual guard at high
+    guidance), so a large CFG scale cannot blow the samples out to the clamp's corners."""
     dim = bed.prior.dim
     device = next(bed.prior.parameters()).device
     lab = torch.full((n,), prompt * 4 + view, dtype=torch.long, device=device)
-    noise = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)).to(device)
-    out = bed.schedule.sample(lambda x, t: guided(bed.prior, x, t, lab, guidance), noise, steps)
+    x = torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    sampler = DDIMScheduler.from_config(bed.schedule.scheduler.config, timestep_spacing="trailing",
+                                        set_alpha_to_one=True, clip_sample=True, clip_sample_range=1.0)
+    sampler.set_timesteps(steps, device=device)
+    for t in sampler.timesteps:
+        t_batch = torch.full((n,), int(t), dtype=torch.long, device=device)
+        x = sampler.step(guided(bed.prior, x, t_batch, lab, guidance), t, x, eta=0.0).prev_sample
+    out = x
     return ((out.reshape(n, 3, *(2 * [int(math.sqrt(dim // 3))])) + 1) / 2).clamp(0, 1)
 
 
@@ -279,9 +294,9 @@ def sample_chroma(images: torch.Tensor, white: float = 0.9) -> float:
     """Mean chroma, max(rgb) - min(rgb), of the colour as displayed over the object pixels of images (n, 3, H, W)
     on a white background: the pixels whose darkest channel is below ``white`` (as ``object_colour``); 0 with
     none. The one saturation measure of the chapter, for renders, truths and the prior's samples alike. Chroma
-    over opaque pixels only (``voxel3d.saturation``) fails on a pastel: a white-background render does not fix
-    opacity (a half-transparent saturated colour over white shows the same pastel), and a grid fitted to such
-    renders may have no opaque pixel at all."""
+    over opaque pixels only (opacity from renders over white and black) fails on a pastel: a white-background
+    render does not fix opacity (a half-transparent saturated colour over white shows the same pastel), and a
+    grid fitted to such renders may have no opaque pixel at all."""
     chroma = images.amax(1) - images.amin(1)
     mask = images.amin(1) < white
     return float(chroma[mask].mean()) if mask.any() else 0.0
@@ -337,27 +352,31 @@ def arm_method(p: Params, arm: str) -> Method:
             "sds_particles": Method("sds", low, particles=p.particles),
             "vsd": Method("vsd", low), "vsd_particles": Method("vsd", low, particles=p.particles),
             "vsd_noview": Method("vsd", low, view_prompt=False),
-            "esd_noview": Method("vsd", low, view_prompt=False, esd_lambda=p.esd_lambda),
+            "vsd_noview_fast": Method("vsd", low, view_prompt=False),
+            "esd_noview_fast": Method("vsd", low, view_prompt=False, esd_lambda=p.esd_lambda),
             "bsd": Method("bsd", p.bsd_scale),
             "cds": Method("cds", low), "cds_fresh": Method("cds", low),
             "cds_random": Method("cds", low, annealed=False), "csd": Method("csd", low),
             "csm": Method("csm", low, inversion_steps=p.inversion_steps)}[arm]
 
 
-def _optimizer(scene: Scene, p: Params) -> torch.optim.Optimizer:
+def _optimizer(scene: Scene, p: Params, fake_lr: float) -> torch.optim.Optimizer:
     groups = [{"params": list(scene.grids.parameters()), "lr": p.grid_lr}]
     if scene.fake is not None:
-        groups.append({"params": list(scene.fake.parameters()), "lr": p.fake_lr})
+        groups.append({"params": list(scene.fake.parameters()), "lr": fake_lr})
     return torch.optim.Adam(groups)
 
 
 def optimise_object(run: Run, bed: Bed, seed: int, name: str, method: Method, prompt: int,
                     truth: torch.Tensor | None, shape: str, colour: str,
-                    fresh_noise: bool = False) -> tuple[Scene, dict[str, float], dict[str, list[float]]]:
+                    fresh_noise: bool = False,
+                    fake_lr: float | None = None) -> tuple[Scene, dict[str, float], dict[str, list[float]]]:
     """Optimise one object's particles, each on ``views_per_particle`` views a step; return the scene, its final
     metrics and its PSNR and chroma curves at ``eval_points`` + 1 points (empty without a ground truth)."""
     p = run.params
-    scene = Scene(p, method, bed.prior, derived_seed(seed, prompt, len(name), sum(map(ord, name)))).to(run.device)
+    # every arm on this prompt starts from the same random grids (and fit draws the same cameras and noise from
+    # the seed): common random numbers, so a per-seed difference between two arms is the methods' own
+    scene = Scene(p, method, bed.prior, derived_seed(seed, prompt)).to(run.device)
     probe = shape if shape in v3.PROBES else None
     field = v3.scene_field(shape, colour)
 
@@ -377,7 +396,7 @@ def optimise_object(run: Run, bed: Bed, seed: int, name: str, method: Method, pr
 
     n_views = p.views_per_particle * method.particles
     result = run.fit(name, seed, scene, loss, step_batch(p, bed.schedule, n_views), steps=p.iterations,
-                     optimizer=_optimizer(scene, p),
+                     optimizer=_optimizer(scene, p, p.fake_lr if fake_lr is None else fake_lr),
                      evaluate=evaluate, eval_every=None if truth is None else p.iterations // p.eval_points)
     for name in curves:
         curves[name] += result.column(name)[:p.eval_points]
@@ -458,12 +477,18 @@ def camera_gap(net: torch.nn.Module, bed: Bed, p: Params, scene: Scene, prompt: 
     return float(torch.stack(gaps).mean() / torch.stack(norms).mean())
 
 
+def object_arms(p: Params, obj: str) -> tuple[str, ...]:
+    """The arms an object runs: the PSNR arms if its PSNR is claimed, the chroma arms if its saturation is."""
+    wanted = (PSNR_ARMS if obj in p.fidelity_objects else ()) + (CHROMA_ARMS if obj in p.chroma_objects else ())
+    return tuple(arm for arm in OBJECT_ARMS if arm in wanted)
+
+
 def object_jobs(p: Params, prompts: Prompts) -> list[tuple[str, str, str, str, int]]:
     """(arm, key, shape, colour, prompt id) of every single-object run of a seed, in run order."""
     jobs = []
-    for obj in p.fidelity_objects:
+    for obj in dict.fromkeys(p.fidelity_objects + p.chroma_objects):
         shape, colour = parse_object(obj)
-        jobs += [(arm, obj, shape, colour, prompts.object_id(shape, colour)) for arm in OBJECT_ARMS]
+        jobs += [(arm, obj, shape, colour, prompts.object_id(shape, colour)) for arm in object_arms(p, obj)]
     for probe, colour in PROBE_COLOURS.items():
         jobs += [(arm, probe, probe, colour, prompts.object_id(probe, colour)) for arm in JANUS_ARMS]
     shape = p.diversity_shape
@@ -480,23 +505,27 @@ def run_objects(run: Run, seed: int, bed: Bed) -> dict:
         colour_free = key.startswith("a ")
         truth = None if colour_free else bed.truth[object_key(shape, colour)]
         tag = f"{key.replace(' ', '-')}/{arm}"
+        fake_lr = p.fake_lr * (FAST_FAKE_FACTOR if arm in FAST_FAKE_ARMS else 1)
         scene, final, curves = optimise_object(run, bed, seed, tag, method, prompt, truth, shape, colour,
-                                               fresh_noise=arm in FRESH_NOISE_ARMS)
+                                               fresh_noise=arm in FRESH_NOISE_ARMS, fake_lr=fake_lr)
         for name, value in final.items():
             metrics[f"{tag}/{name}"] = value
         for name, curve in curves.items():
             metrics[f"{tag}/curve_{name}"] = curve
         shown[tag] = [turntable_renders(g.density, g.colour, p) for g in scene.grids]
-        if arm == "sds_low" and key == p.fidelity_objects[0]:
+        if arm == "sds_low" and key == p.fidelity_objects[0]:  # the gradient's noise at SDS's own result
             noise = gradient_noise(bed, p, scene, prompt, seed, VARIANCE_TIMESTEPS)
             metrics.update({f"gradient/{name}": value for name, value in noise.items()})
-        if arm in ("vsd_noview", "esd_noview"):  # how much the fake score (and the prior) hear the view word
+        if arm in ("vsd_noview",) + FAST_FAKE_ARMS:  # how much the fake score (and the prior) hear the view word
             metrics[f"{tag}/fake_camera_gap"] = camera_gap(scene.fake, bed, p, scene, prompt, seed)
             metrics[f"{tag}/prior_camera_gap"] = camera_gap(bed.prior, bed, p, scene, prompt, seed)
         if arm == "reconstruction":  # the ceiling's own start and convergence (the test-bed health table)
             metrics[f"{tag}/psnr_start"] = curves["psnr"][0]
             metrics[f"{tag}/psnr_drift"] = relative_change(curves["psnr"], CURVE_WINDOW)
-    for obj in p.fidelity_objects:  # the truth's chroma and the prior's own, at both guidance scales (cheap)
+    for obj in dict.fromkeys(p.fidelity_objects + p.chroma_objects):  # what an empty (all-white) render scores
+        key, truth = obj.replace(" ", "-"), bed.truth[object_key(*reversed(obj.split()))]
+        metrics[f"{key}/psnr_empty"] = float(v3.aligned_psnr(torch.ones_like(truth), truth)[0])
+    for obj in p.chroma_objects:  # the truth's chroma and the prior's own, at both guidance scales (cheap)
         shape, colour = parse_object(obj)
         key, prompt = obj.replace(" ", "-"), prompts.object_id(shape, colour)
         metrics[f"{key}/truth_saturation"] = sample_chroma(bed.truth[object_key(shape, colour)])

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 
 from distillbook.chapters.sds_3d_gradients.claims import ARM_LABELS, arm_tag, object_mean
-from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, DIVERSITY_ARMS, JANUS_ARMS, OBJECT_ARMS,
-                                                              PROBE_COLOURS, VARIANCE_TIMESTEPS, Bed, object_key,
-                                                              prior_samples)
+from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, DIVERSITY_ARMS, JANUS_ARMS, PROBE_COLOURS,
+                                                              PSNR_ARMS, VARIANCE_TIMESTEPS, Bed, object_arms,
+                                                              object_key, prior_samples)
 from distillbook.chapters.sds_3d_gradients.params import Params
 from distillbook.core.plotting import mean_std_band
 from distillbook.core.results import Run
@@ -43,7 +43,7 @@ def plot_turntables(run: Run, shown: dict, bed: Bed):
     p = run.params
     obj, probe = p.fidelity_objects[0], "head"
     rows = [("ground truth", bed.truth[object_key(*reversed(obj.split()))], None)]
-    rows += [(ARM_LABELS[a], shown[arm_tag(obj, a)][0], obj) for a in OBJECT_ARMS]
+    rows += [(ARM_LABELS[a], shown[arm_tag(obj, a)][0], obj) for a in object_arms(p, obj)]
     rows += [(f"{probe}: ground truth", bed.truth[object_key(probe, PROBE_COLOURS[probe])], None)]
     rows += [(f"{probe}: {ARM_LABELS[a]}", shown[f"{probe}/{a}"][0], probe) for a in JANUS_ARMS]
     step = p.eval_views // 4
@@ -68,8 +68,8 @@ ARM_STYLE = {"reconstruction": ("k", "*", "-"), "sds_low": ("C0", "o", "-"), "sd
 def plot_fidelity(run: Run):
     """PSNR against saturation error (one point per seed) and PSNR along the optimisation (mean ± std)."""
     p = run.params
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), layout="constrained")
-    for arm in OBJECT_ARMS:
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.6), layout="constrained")
+    for arm in PSNR_ARMS:
         colour, marker, line = ARM_STYLE[arm]
         axes[0].scatter(object_mean(run, arm, "saturation_error"), object_mean(run, arm, "psnr"),
                         label=ARM_LABELS[arm], color=colour, marker=marker, s=40)
@@ -81,7 +81,7 @@ def plot_fidelity(run: Run):
                 title="Fidelity against saturation (one point per seed)")
     axes[0].legend(fontsize=7, loc="best")
     axes[1].set(xlabel="optimisation step", ylabel="PSNR (dB, mean over objects)", title="PSNR along the optimisation")
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the curves fill the axes
     return fig
 
 
@@ -97,7 +97,7 @@ def plot_janus(run: Run):
     sns.stripplot(pd.DataFrame(rows), x="method", y="Janus", hue="probe", dodge=True, ax=ax, legend=False,
                   palette="dark:k", size=4)
     ax.set(ylabel="front feature seen from behind\n(relative to the true front)", xlabel="",
-           title=f"Janus measure (0: the truth; 1: a second front), ESD λ = {run.params.esd_lambda:g}")
+           title=f"Janus measure (0: the truth; about 0.8: a second full front), ESD λ = {run.params.esd_lambda:g}")
     return fig
 
 
