@@ -21,11 +21,11 @@ SEEDS = [0, 1, 2, 3]
 OBJECTS = ["green cube", "red sphere"]  # the PSNR claims'
 COLOURED = ["green cube", "pink sphere"]  # the chroma claims'
 CLAIM_IDS = ["sds-high-cfg-oversaturates", "sds-high-cfg-above-vsd", "prior-high-cfg-more-chroma",
-             "vsd-higher-fidelity", "vsd-diverse", "vsd-more-diverse-than-sds", "esd-less-janus-than-vsd",
-             "vsd-less-janus-than-sds", "cds-higher-snr",
-             "cds-higher-fidelity",
+             "vsd-higher-fidelity", "esd-less-janus-than-vsd", "vsd-less-janus-than-sds", "vsd-particles-less-janus",
+             "cds-higher-snr", "cds-higher-fidelity",
              "cds-fixed-noise-hurts", "cds-schedule-hurts", "bsd-closer-than-sds", "bsd-below-truth", "csm-beats-sds",
-             "denoising-term-needed", "csm-beats-csd", "asd-scales", "asd-above-vsd-at-scale"]
+             "denoising-term-needed", "csm-beats-csd", "vsd-diverse", "vsd-more-diverse-than-sds", "asd-scales",
+             "asd-above-vsd-at-scale"]
 UNGROUPED = ("vsd-diverse", "vsd-more-diverse-than-sds", "asd-scales", "asd-above-vsd-at-scale")
 
 
@@ -54,7 +54,7 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=20, bsd=18.5, cds=19, cds_fresh=20,
                   cds_random=21, csd=12, csm=20),
         error=dict(bsd=0.01, other=0.10), spread=dict(vsd=[0.6] * 4, sds=0.05),
-        janus=dict(vsd_noview=0.5, sds_noview=0.8, sds=0.0, esd_noview_fast=0.3, vsd_noview_fast=0.5),
+        janus=dict(vsd_noview_particles=0.5, sds_noview=0.8, sds=0.0, esd_noview_fast=0.3, vsd_noview_fast=0.5),
         gap=dict(fake=[0.1] * 4, prior=0.5),
         ratio=[2.0, 2.5, 2.2, 3.0],
         amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17}, rising=()),
@@ -63,7 +63,7 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=15, bsd=18, cds=10, cds_fresh=8,
                   cds_random=6, csd=19, csm=12),
         error=dict(bsd=0.20, other=0.05), spread=dict(vsd=[0.05] * 4, sds=0.30),
-        janus=dict(vsd_noview=0.5, sds_noview=0.3, sds=0.0, esd_noview_fast=0.6, vsd_noview_fast=0.5),
+        janus=dict(vsd_noview_particles=0.5, sds_noview=0.3, sds=0.0, esd_noview_fast=0.6, vsd_noview_fast=0.5),
         gap=dict(fake=[0.6] * 4, prior=0.4),
         ratio=[0.5, 0.4, 0.6, 0.45],
         amortised={"asd-small": 20, "asd-large": 17, "vsd-small": 20, "vsd-large": 19.5}, rising=()),
@@ -76,7 +76,8 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=20, bsd=18.5, cds=19, cds_fresh=20,
                   cds_random=21, csd=12, csm=20),
         error=dict(bsd=0.005, other=0.01), spread=dict(vsd=[0.2, 0.9, 0.1, 0.8], sds=0.05),
-        janus=dict(vsd_noview=0.012, sds_noview=0.015, sds=0.0, esd_noview_fast=0.01, vsd_noview_fast=0.012),
+        janus=dict(vsd_noview_particles=0.012, sds_noview=0.015, sds=0.0, esd_noview_fast=0.01,
+                   vsd_noview_fast=0.012),
         gap=dict(fake=[0.3, 0.6, 0.35, 0.55], prior=0.5), ratio=[0.5, 1.3, 0.7, 1.1],
         amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17},
         rising=("psnr", "bsd-chroma", "asd-large", "vsd-large")),
@@ -86,7 +87,7 @@ REASONS = {  # the inconclusive variant's reason per claim
     "sds-high-cfg-oversaturates": "saturated", "sds-high-cfg-above-vsd": "saturated",
     "prior-high-cfg-more-chroma": "saturated", "vsd-higher-fidelity": "not converged", "vsd-diverse": SPANS,
     "vsd-more-diverse-than-sds": SPANS, "esd-less-janus-than-vsd": "saturated", 
-    "vsd-less-janus-than-sds": "saturated", "cds-higher-snr": SPANS, "cds-higher-fidelity": "not converged",
+    "vsd-less-janus-than-sds": "saturated", "vsd-particles-less-janus": "saturated", "cds-higher-snr": SPANS, "cds-higher-fidelity": "not converged",
     "cds-fixed-noise-hurts": "not converged", "cds-schedule-hurts": "not converged",
     "bsd-closer-than-sds": "not converged",
     "bsd-below-truth": "not converged", "csm-beats-sds": "not converged", "denoising-term-needed": "not converged",
@@ -95,7 +96,8 @@ REASONS = {  # the inconclusive variant's reason per claim
 
 
 def _params():
-    return chapter.Params.for_profile("smoke", seeds=SEEDS, fidelity_objects=OBJECTS, chroma_objects=COLOURED)
+    return chapter.Params.for_profile("smoke", seeds=SEEDS, fidelity_objects=OBJECTS, chroma_objects=COLOURED,
+                                      janus_probes=list(experiment.PROBE_COLOURS), diversity_shape="cube")
 
 
 def _record(run: Run, spec: dict) -> None:
@@ -128,7 +130,7 @@ def _record(run: Run, spec: dict) -> None:
         for probe in experiment.PROBE_COLOURS:
             for arm in experiment.JANUS_ARMS:
                 values[f"{probe}/{arm}/janus"] = spec["janus"][arm] + _e(s, probe + arm)
-            for arm in ("vsd_noview",) + experiment.FAST_FAKE_ARMS:
+            for arm in experiment.CAMERA_GAP_ARMS:
                 values[f"{probe}/{arm}/fake_camera_gap"] = spec["gap"]["fake"][s] + _e(s, probe + arm + "fake")
                 values[f"{probe}/{arm}/prior_camera_gap"] = spec["gap"]["prior"] + _e(s, probe + arm + "prior")
         values["a-cube/vsd_particles/colour_spread"] = spec["spread"]["vsd"][s] + _e(s, "vsd-spread")
@@ -257,6 +259,50 @@ def test_a_profile_without_the_amortised_runs_leaves_asd_out(scratch):
     assert "ASD.** Not run at profile `smoke`" in chapter.summary_markdown(run, results)
     assert "amortised generator" not in chapter.tables_markdown(run)
     assert experiment.run_amortised(run, SEEDS[0], bed=None) == {}
+
+
+def test_a_profile_without_the_diversity_runs_leaves_its_claims_out(scratch):
+    """diversity_shape = None (the cpu profile's budget): no diversity claims or table, and the page says why."""
+    run = Run("sds-3d-gradients", _params().model_copy(update=dict(diversity_shape=None)))
+    _record(run, VARIANTS[REPRODUCED])
+    results = chapter.evaluate_claims(run)
+    assert [r["id"] for r in results] == [c for c in CLAIM_IDS if c not in ("vsd-diverse", "vsd-more-diverse-than-sds")]
+    assert "Diversity (particles of a colour-free prompt) is not run at profile `smoke`" in \
+        chapter.summary_markdown(run, results)
+    assert "colour spread" not in chapter.tables_markdown(run)
+    assert "the diversity runs" in chapter.scope_markdown(run)
+    jobs = experiment.object_jobs(run.params, experiment.Prompts())
+    assert not [j for j in jobs if j[0] in experiment.DIVERSITY_ARMS]
+
+
+def test_left_out_arms_leave_their_claims_out(scratch):
+    """left_out_arms (the cpu profile's budget): the arms are not run, the claims reading them are not stated,
+    the summary and the scope say so, and a claim whose diagnosis was left out keeps no dangling link."""
+    left = ["cds_random", "csd", "csm"]
+    run = Run("sds-3d-gradients", _params().model_copy(update=dict(left_out_arms=left)))
+    _record(run, VARIANTS[REPRODUCED])
+    gone = {"cds-schedule-hurts", "csm-beats-sds", "denoising-term-needed", "csm-beats-csd"}
+    results = chapter.evaluate_claims(run)
+    assert [r["id"] for r in results] == [c for c in CLAIM_IDS if c not in gone]
+    assert {r["id"]: r for r in results}["cds-fixed-noise-hurts"]["diagnosis"] is None
+    assert not [j for j in experiment.object_jobs(run.params, experiment.Prompts()) if j[0] in left]
+    summary = chapter.summary_markdown(run, results)
+    assert summary.count("not run at profile `smoke` (its arms are left out)") == 4
+    assert "csm-beats-csd" in chapter.scope_markdown(run)
+    with pytest.raises(ParameterError, match="left_out_arms"):
+        chapter.Params.for_profile("smoke", left_out_arms=["vsd"])
+
+
+def test_janus_probes_choose_the_probe_runs(scratch):
+    p = _params().model_copy(update=dict(janus_probes=["red-front-cube"]))
+    jobs = experiment.object_jobs(p, experiment.Prompts())
+    assert {j[1] for j in jobs if j[0] in experiment.JANUS_ARMS} == {"red-front-cube"}
+    assert [j[0] for j in jobs if j[1] == "red-front-cube"] == list(experiment.JANUS_ARMS)
+    assert experiment.arm_method(p, "vsd_noview_particles").particles == p.particles
+    with pytest.raises(ParameterError, match="janus_probes"):
+        chapter.Params.for_profile("smoke", janus_probes=["torus"])
+    with pytest.raises(ParameterError, match="janus_probes"):
+        chapter.Params.for_profile("smoke", janus_probes=[])
 
 
 # ------------------------------------------------------------------------------------------ the new measures

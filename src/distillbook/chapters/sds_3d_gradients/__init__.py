@@ -13,11 +13,13 @@ differentiable renderer. Every method's gradient, VSD's fake-score fit and the s
   for classifier-free guidance. Prompts name a shape and a colour ("a green cube"), only a shape ("a cube",
   trained on every colour), or one of two Janus probes whose front differs from their back. Its training
   views are front-biased, as web photos are: that bias is what makes Janus objects.
-- **Single objects.** SDS at low and high guidance, SDS without the view word, VSD with several particles and
-  a fake score (a copy of the prior fine-tuned online, camera-conditioned by the view word), ESD (the fake
-  score guided over the camera), CDS (fixed noise, one ODE step), BSD (min-norm mix of the classifier and
-  denoising terms), CSD (the classifier term alone) and CSM (the classifier term at DDIM-inverted noise);
-  beside a reconstruction from ground-truth renders (the ceiling).
+- **Single objects.** SDS at low and high guidance, SDS without the view word, VSD (one particle, and several
+  particles for diversity and for the Janus diagnosis) with a fake score (a copy of the prior fine-tuned
+  online, camera-conditioned by the view word), ESD (the fake score guided over the camera), CDS (fixed noise,
+  one ODE step), BSD (min-norm mix of the classifier and denoising terms), CSD (the classifier term alone) and
+  CSM (the classifier term at DDIM-inverted noise); beside a reconstruction from ground-truth renders (the
+  ceiling). Which objects, probes and arms a profile runs is in its parameters (the `cpu` profile drops arms,
+  never steps, to hold its time budget).
 - **Amortised.** A prompt -> grid generator trained by ASD or by VSD with a shared fake score, on 4 and on
   16 prompts (ScaleDreamer's scaling claim).
 
@@ -31,9 +33,10 @@ rule), against the reconstruction from ground-truth renders as their ceiling; ch
 
 from distillbook.chapters.sds_3d_gradients import figures
 from distillbook.chapters.sds_3d_gradients.claims import (claims, evaluate_claims, fidelity_caption, glue_values,
-                                                          record_health, summary_markdown, tables_markdown)
+                                                          record_health, scope_markdown, summary_markdown,
+                                                          tables_markdown)
 from distillbook.chapters.sds_3d_gradients.experiment import Bed, build_bed, run_seed
 from distillbook.chapters.sds_3d_gradients.params import CHAPTER, Params
 
 __all__ = ["CHAPTER", "Bed", "Params", "build_bed", "claims", "evaluate_claims", "fidelity_caption", "figures",
-           "glue_values", "record_health", "run_seed", "summary_markdown", "tables_markdown"]
+           "glue_values", "record_health", "run_seed", "scope_markdown", "summary_markdown", "tables_markdown"]

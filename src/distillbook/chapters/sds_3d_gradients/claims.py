@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, DIVERSITY_ARMS, FAST_FAKE_ARMS,
-                                                              FAST_FAKE_FACTOR, JANUS_ARMS, PROBE_COLOURS, PSNR_ARMS,
+from distillbook.chapters.sds_3d_gradients.experiment import (AMORTISED_ARMS, CAMERA_GAP_ARMS, DIVERSITY_ARMS,
+                                                              FAST_FAKE_FACTOR, JANUS_ARMS, PSNR_ARMS,
                                                               VARIANCE_TIMESTEPS, Bed, object_arms)
 from distillbook.chapters.sds_3d_gradients.params import CURVE_WINDOW, Params
 from distillbook.core.claims import (Claim, curve_difference, derived, mean_std_text, relative_change, tail_mean,
@@ -29,8 +29,9 @@ ARM_LABELS = {"reconstruction": "reconstruction (ceiling)", "sds_low": "SDS, low
               "cds_random": "CDS, random t and fresh noise (ablation)", "vsd_particles": "VSD particles",
               "csd": "CSD (classifier term)",
               "csm": "CSM (classifier term, DDIM-inverted noise)", "sds_noview": "SDS, no view word",
-              "sds": "SDS with the view word", "vsd_noview": "VSD, no view word",
+              "sds": "SDS with the view word",
               "vsd_noview_fast": f"VSD, no view word, fake score at {FAST_FAKE_FACTOR}x lr",
+              "vsd_noview_particles": f"VSD particles, no view word, fake score at {FAST_FAKE_FACTOR}x lr",
               "esd_noview_fast": f"ESD, no view word, fake score at {FAST_FAKE_FACTOR}x lr",
               "sds_particles": "SDS, independent runs"}
 
@@ -77,6 +78,16 @@ JANUS_RATIONALE = ("1/16 of a second full front (about 0.8 by voxel3d.janus_scor
                    "pixels")
 
 
+# the left-out-able arms each claim reads (a profile that leaves an arm out leaves its claims out)
+CLAIM_ARMS = {"cds-fixed-noise-hurts": ("cds_fresh",), "cds-schedule-hurts": ("cds_random", "cds_fresh"),
+              "csm-beats-sds": ("csm",), "denoising-term-needed": ("csd",), "csm-beats-csd": ("csm", "csd")}
+
+
+def runs_claim(p: Params, claim_id: str) -> bool:
+    """Whether this profile runs every arm the claim reads."""
+    return not set(CLAIM_ARMS.get(claim_id, ())) & set(p.left_out_arms)
+
+
 def claims(p: Params) -> tuple[Claim, ...]:
     lo, hi = f"{p.low_guidance:g}", f"{p.high_guidance:g}"
     k = p.particles
@@ -91,6 +102,7 @@ def claims(p: Params) -> tuple[Claim, ...]:
     janus = dict(margin=JANUS_MARGIN, rationale=JANUS_RATIONALE, floor=0.0, saturation_tol=JANUS_MARGIN,
                  region=("<", 0.0))
     last = arm_tag(p.fidelity_objects[-1], "")
+    probe = p.janus_probes[0]
     oversaturation_why = ("3-D SDS would inherit the over-saturation of the prior's own samples at high guidance, "
                           "which the 2-D mechanism check measures; where the high-guidance run diverges (below an "
                           "empty render's PSNR, listed under the fidelity figure), its chroma reads a broken grid, "
@@ -120,23 +132,6 @@ def claims(p: Params) -> tuple[Claim, ...]:
               explanation="low-CFG SDS is not blurry on this prior (one sharp mode per prompt), so VSD has nothing "
                           "to fix; its fake score only adds the noise of its own fit (untested: no run sharpens or "
                           "blurs the prior)"),
-        Claim("vsd-diverse", PROLIFIC, statement=f"VSD's {k} particles for the colour-free prompt "
-              f"'a {p.diversity_shape}' spread their colours beyond one palette colour (colour spread above the "
-              "margin)", a="colour spread, VSD particles, colour-free prompt", statistic="value",
-              margin=spread, rationale=spread_why, floor=0.0,
-              paper_figure="ProlificDreamer Fig. 6 (particles)", paper_value="diverse samples from one prompt",
-              explanation="the particles part ways in some seeds and not in others: each keeps the colour mode "
-                          "nearest its random start, and with four seeds the spread's variation over seeds keeps the "
-                          "interval across the margin",
-              diagnosis="vsd-more-diverse-than-sds"),
-        Claim("vsd-more-diverse-than-sds", PROLIFIC, statement=f"...and more than {k} independent SDS runs', each "
-              f"particle or run on {p.views_per_particle} views a step",
-              a="colour spread, VSD particles", b="colour spread, SDS runs", margin=spread, rationale=spread_why,
-              paper_figure="ProlificDreamer Section 5", paper_value="SDS is mode-seeking",
-              explanation="independent SDS runs settle in one colour mode (their count of distinct colours is "
-                          "the diagnosis) while VSD's particles spread; the gap varies over seeds as VSD's spread "
-                          "does",
-              diagnosis=f"a-{p.diversity_shape}/sds_particles/distinct_colours"),
         Claim("esd-less-janus-than-vsd", ESD_PAPER, statement=f"Without the view word, ESD (camera guidance "
               f"{p.esd_lambda:g} on the fake score) has a lower Janus measure than VSD (1), per probe, both with the "
               f"fake score trained at {FAST_FAKE_FACTOR}x fake_lr so that it can learn the views within the run",
@@ -145,14 +140,23 @@ def claims(p: Params) -> tuple[Claim, ...]:
               explanation="ESD's λ mixes the fake score's predictions with and without the view word, and even the "
                           "faster fake score hears the view word far less than the prior does (its camera gap), so "
                           "λ moves the gradient little",
-              diagnosis="head/esd_noview_fast/fake_camera_gap"),
-        Claim("vsd-less-janus-than-sds", ESD_PAPER, statement="VSD (its fake score at fake_lr) has a lower Janus "
-              "measure than SDS, both without the view word, per probe", a="Janus, VSD", b="Janus, SDS", **janus,
-              paper_figure="ESD Table 1",
+              diagnosis=f"{probe}/esd_noview_fast/fake_camera_gap"),
+        Claim("vsd-less-janus-than-sds", ESD_PAPER, statement=f"VSD (one particle, fake score at {FAST_FAKE_FACTOR}x "
+              "fake_lr) has a lower Janus measure than SDS, both without the view word, per probe",
+              a="Janus, VSD", b="Janus, SDS", **janus, paper_figure="ESD Table 1",
               paper_value="SDS is the most mode-collapsed",
               explanation="with one particle VSD holds no distribution over views: its fake score fits the "
                           "particle's own renders, so VSD's gradient is SDS's with a learned baseline and seeks the "
-                          "same front mode (untested: no run gives the Janus probes several particles)"),
+                          "same front mode",
+              diagnosis="vsd-particles-less-janus"),
+        Claim("vsd-particles-less-janus", None, reference="diagnosis of vsd-less-janus-than-sds (several particles)",
+              statement=f"VSD with {k} particles (the same fake score settings) has a lower Janus measure than SDS, "
+              "both without the view word, per probe (mean over particles)", a=f"Janus, VSD, {k} particles",
+              b="Janus, SDS", **janus,
+              explanation="particles do not help either: the fake score hears the view word far less than the prior "
+                          "does (its camera gap), so it cannot tell a particle's back from its front and VSD inherits "
+                          "the prior's front bias as SDS does",
+              diagnosis=f"{probe}/vsd_noview_fast/fake_camera_gap"),
         Claim("cds-higher-snr", CONSISTENT3D, statement="CDS's image gradient has a higher signal-to-noise ratio "
               "over noise draws than SDS's at the same renders, per timestep", a="SNR of the CDS gradient",
               b="SNR of the SDS gradient", statistic="ratio", region=(">", 1.0), margin=0.1, rationale=snr,
@@ -170,7 +174,7 @@ def claims(p: Params) -> tuple[Claim, ...]:
               "than with its one fixed noise, per object", a="PSNR (dB), CDS, fresh noise", b="PSNR (dB), CDS",
               **psnr, explanation="the annealed schedule, not the noise, is what holds CDS back: t' falls to small "
                                   "t only at the run's end, so most steps shape colour at coarse noise levels",
-              diagnosis="cds-schedule-hurts"),
+              diagnosis="cds-schedule-hurts" if runs_claim(p, "cds-schedule-hurts") else None),
         Claim("cds-schedule-hurts", None, reference="diagnosis of cds-higher-fidelity (ablation of the schedule)",
               statement="CDS with SDS's random t (and fresh noise) reaches a higher PSNR than with the annealed t', "
               "per object", a="PSNR (dB), CDS, random t", b="PSNR (dB), CDS, fresh noise", **psnr,
@@ -206,6 +210,26 @@ def claims(p: Params) -> tuple[Claim, ...]:
                           "empty grid's render lands near the unconditional mode) and is still rising at the end",
               diagnosis=f"{last}csm/curve_psnr"),
     ]
+    if p.diversity_shape is not None:
+        out += [
+        Claim("vsd-diverse", PROLIFIC, statement=f"VSD's {k} particles for the colour-free prompt "
+              f"'a {p.diversity_shape}' spread their colours beyond one palette colour (colour spread above the "
+              "margin)", a="colour spread, VSD particles, colour-free prompt", statistic="value",
+              margin=spread, rationale=spread_why, floor=0.0,
+              paper_figure="ProlificDreamer Fig. 6 (particles)", paper_value="diverse samples from one prompt",
+              explanation="the particles part ways in some seeds and not in others: each keeps the colour mode "
+                          "nearest its random start, and with four seeds the spread's variation over seeds keeps the "
+                          "interval across the margin",
+              diagnosis="vsd-more-diverse-than-sds"),
+        Claim("vsd-more-diverse-than-sds", PROLIFIC, statement=f"...and more than {k} independent SDS runs', each "
+              f"particle or run on {p.views_per_particle} views a step",
+              a="colour spread, VSD particles", b="colour spread, SDS runs", margin=spread, rationale=spread_why,
+              paper_figure="ProlificDreamer Section 5", paper_value="SDS is mode-seeking",
+              explanation="independent SDS runs settle in one colour mode (their count of distinct colours is "
+                          "the diagnosis) while VSD's particles spread; the gap varies over seeds as VSD's spread "
+                          "does",
+              diagnosis=f"a-{p.diversity_shape}/sds_particles/distinct_colours"),
+        ]
     if p.amortised_steps:
         small, large = p.amortised_sizes
         out += [
@@ -221,7 +245,7 @@ def claims(p: Params) -> tuple[Claim, ...]:
                   paper_figure="ScaleDreamer Table 1", paper_value="ASD beats VSD on large prompt sets",
                   explanation="VSD's shared fake score keeps up with the generator at this number of prompts"),
         ]
-    return tuple(out)
+    return tuple(claim for claim in out if runs_claim(p, claim.id))
 
 
 def evaluate_claims(run: Run) -> list[dict]:
@@ -251,7 +275,7 @@ def evaluate_claims(run: Run) -> list[dict]:
                                                        float))
 
     def janus(arm):
-        return _grouped(PROBE_COLOURS, lambda q: np.asarray(run.values(f"{q}/{arm}/janus"), float))
+        return _grouped(p.janus_probes, lambda q: np.asarray(run.values(f"{q}/{arm}/janus"), float))
 
     live = esd_probes(run)  # the probes where ESD and VSD differ at all (elsewhere: a fact for the prose)
 
@@ -271,23 +295,29 @@ def evaluate_claims(run: Run) -> list[dict]:
         c["sds-high-cfg-above-vsd"].evaluate(chroma("sds_high"), chroma("vsd")),
         c["prior-high-cfg-more-chroma"].evaluate(prior("high"), prior("low")),
         c["vsd-higher-fidelity"].evaluate(psnr("vsd"), psnr("sds_low"), ceiling=ceiling),
-        c["vsd-diverse"].evaluate(run.values(f"{diversity}/vsd_particles/colour_spread")),
-        c["vsd-more-diverse-than-sds"].evaluate(run.values(f"{diversity}/vsd_particles/colour_spread"),
-                                                run.values(f"{diversity}/sds_particles/colour_spread")),
         *([c["esd-less-janus-than-vsd"].evaluate(
             _grouped(live, lambda q: np.asarray(run.values(f"{q}/esd_noview_fast/janus"), float)),
             _grouped(live, lambda q: np.asarray(run.values(f"{q}/vsd_noview_fast/janus"), float)))] if live else []),
-        c["vsd-less-janus-than-sds"].evaluate(janus("vsd_noview"), janus("sds_noview")),
+        c["vsd-less-janus-than-sds"].evaluate(janus("vsd_noview_fast"), janus("sds_noview")),
+        c["vsd-particles-less-janus"].evaluate(janus("vsd_noview_particles"), janus("sds_noview")),
         c["cds-higher-snr"].evaluate(per_t("snr_cds"), per_t("snr_sds")),
         c["cds-higher-fidelity"].evaluate(psnr("cds"), psnr("sds_low"), ceiling=ceiling),
-        c["cds-fixed-noise-hurts"].evaluate(psnr("cds_fresh"), psnr("cds"), ceiling=ceiling),
-        c["cds-schedule-hurts"].evaluate(psnr("cds_random"), psnr("cds_fresh"), ceiling=ceiling),
-        c["bsd-closer-than-sds"].evaluate(error("bsd"), error("sds_bsd")),
-        c["bsd-below-truth"].evaluate(chroma("bsd"), truth),
-        c["csm-beats-sds"].evaluate(psnr("csm"), psnr("sds_low"), ceiling=ceiling),
-        c["denoising-term-needed"].evaluate(psnr("sds_low"), psnr("csd"), ceiling=ceiling),
-        c["csm-beats-csd"].evaluate(psnr("csm"), psnr("csd"), ceiling=ceiling),
     ]
+    optional = {  # claims whose arms a profile may leave out
+        "cds-fixed-noise-hurts": lambda: (psnr("cds_fresh"), psnr("cds")),
+        "cds-schedule-hurts": lambda: (psnr("cds_random"), psnr("cds_fresh")),
+    }
+    results += [c[cid].evaluate(*arms(), ceiling=ceiling) for cid, arms in optional.items() if cid in c]
+    results += [c["bsd-closer-than-sds"].evaluate(error("bsd"), error("sds_bsd")),
+                c["bsd-below-truth"].evaluate(chroma("bsd"), truth)]
+    optional = {"csm-beats-sds": lambda: (psnr("csm"), psnr("sds_low")),
+                "denoising-term-needed": lambda: (psnr("sds_low"), psnr("csd")),
+                "csm-beats-csd": lambda: (psnr("csm"), psnr("csd"))}
+    results += [c[cid].evaluate(*arms(), ceiling=ceiling) for cid, arms in optional.items() if cid in c]
+    if p.diversity_shape is not None:
+        results += [c["vsd-diverse"].evaluate(run.values(f"{diversity}/vsd_particles/colour_spread")),
+                    c["vsd-more-diverse-than-sds"].evaluate(run.values(f"{diversity}/vsd_particles/colour_spread"),
+                                                            run.values(f"{diversity}/sds_particles/colour_spread"))]
     if p.amortised_steps:
         small, large = p.amortised_sizes
 
@@ -306,7 +336,7 @@ def esd_probes(run: Run) -> list[str]:
     """The Janus probes on which ESD and VSD (fast fake score) differ in some seed. Where they agree in every seed,
     λ had nothing to act on: that is a fact about the set-up, which the summary states (with the camera gap)
     instead of a claim whose statistic is 0 by construction."""
-    return [q for q in PROBE_COLOURS
+    return [q for q in run.params.janus_probes
             if run.values(f"{q}/esd_noview_fast/janus") != run.values(f"{q}/vsd_noview_fast/janus")]
 
 
@@ -330,7 +360,7 @@ def record_health(run: Run) -> None:
                                                       f"CFG {p.high_guidance:g}": f"{key}/prior/chroma_high",
                                                       "maximum": 1.0},
                    note="should sit at the truth; the gap to the maximum is the room over-saturation has")
-    for probe in PROBE_COLOURS:
+    for probe in p.janus_probes:
         run.health(f"prior's view words, {probe}", "Janus measure of SDS with the view word", f"{probe}/sds/janus",
                    lower_is_better=True, references={"truth": 0.0, "SDS without the view word":
                                                      f"{probe}/sds_noview/janus"},
@@ -370,23 +400,25 @@ def tables_markdown(run: Run) -> str:
             signed = "—" if truth is None else mean_std_text(np.asarray(chroma) - np.asarray(truth))
             lines.append(f"| {ARM_LABELS[arm]} | {mean_std_text(tail)} | {mean_std_text(run.values(f'{tag}/ssim'))} | "
                          f"{mean_std_text(chroma)} | {signed} |")
-    lines += ["", "| method | Janus, " + " | Janus, ".join(PROBE_COLOURS) + " |", "|---|" + "---|" * len(PROBE_COLOURS)]
+    probes = p.janus_probes
+    lines += ["", "| method | Janus, " + " | Janus, ".join(probes) + " |", "|---|" + "---|" * len(probes)]
     for arm in JANUS_ARMS:
         lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(mean_std_text(run.values(f'{probe}/{arm}/janus'))
-                                                         for probe in PROBE_COLOURS) + " |")
-    lines += ["", "| fake score at the end of the run | camera gap, " + " | camera gap, ".join(PROBE_COLOURS) + " |",
-              "|---|" + "---|" * len(PROBE_COLOURS)]  # E||eps(view) - eps(no view)|| / E||eps(no view)||
-    for arm in ("vsd_noview",) + FAST_FAKE_ARMS:
+                                                         for probe in probes) + " |")
+    lines += ["", "| fake score at the end of the run | camera gap, " + " | camera gap, ".join(probes) + " |",
+              "|---|" + "---|" * len(probes)]  # E||eps(view) - eps(no view)|| / E||eps(no view)||
+    for arm in CAMERA_GAP_ARMS:
         lines.append(f"| {ARM_LABELS[arm]} | " + " | ".join(mean_std_text(run.values(f'{probe}/{arm}/fake_camera_gap'))
-                                                         for probe in PROBE_COLOURS) + " |")
+                                                         for probe in probes) + " |")
     lines.append("| the prior (reference) | " + " | ".join(
-        mean_std_text(run.values(f'{probe}/vsd_noview/prior_camera_gap')) for probe in PROBE_COLOURS) + " |")
-    key = f"a-{p.diversity_shape}"
-    lines += ["", f"| '{p.diversity_shape}' without a colour ({p.particles} particles or runs) | colour spread | "
-              "distinct palette colours |", "|---|---|---|"]
-    for arm in DIVERSITY_ARMS:
-        lines.append(f"| {ARM_LABELS[arm]} | {mean_std_text(run.values(f'{key}/{arm}/colour_spread'))} | "
-                     f"{mean_std_text(run.values(f'{key}/{arm}/distinct_colours'))} |")
+        mean_std_text(run.values(f'{probe}/vsd_noview_fast/prior_camera_gap')) for probe in probes) + " |")
+    if p.diversity_shape is not None:
+        key = f"a-{p.diversity_shape}"
+        lines += ["", f"| '{p.diversity_shape}' without a colour ({p.particles} particles or runs) | colour spread | "
+                  "distinct palette colours |", "|---|---|---|"]
+        for arm in DIVERSITY_ARMS:
+            lines.append(f"| {ARM_LABELS[arm]} | {mean_std_text(run.values(f'{key}/{arm}/colour_spread'))} | "
+                         f"{mean_std_text(run.values(f'{key}/{arm}/distinct_colours'))} |")
     if not p.amortised_steps:
         return "\n".join(lines)
     small, large = p.amortised_sizes
@@ -403,6 +435,8 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
     r = {x["id"]: x for x in results}
 
     def v(cid):
+        if cid not in r:
+            return f"not run at profile `{run.profile}` (its arms are left out)"
         x = r[cid]
         text = f"**{verdict_text(x)}**"
         if x.get("groups"):
@@ -415,10 +449,13 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
         f"- **Guidance.** SDS at CFG {hi} more saturated than at CFG {lo}: {v('sds-high-cfg-oversaturates')}; "
         f"than VSD: {v('sds-high-cfg-above-vsd')}. The prior's own samples at CFG {hi} more saturated than at "
         f"{lo}: {v('prior-high-cfg-more-chroma')}.",
-        f"- **VSD.** Higher PSNR than low-guidance SDS: {v('vsd-higher-fidelity')}. Particles of the colour-free "
-        f"prompt spread beyond one colour: {v('vsd-diverse')}; more than independent SDS runs: "
-        f"{v('vsd-more-diverse-than-sds')}.",
-        f"- **Janus** (no view word). {esd_text(run, r)} VSD below SDS: {v('vsd-less-janus-than-sds')}.",
+        f"- **VSD.** Higher PSNR than low-guidance SDS: {v('vsd-higher-fidelity')}. " + (
+            f"Particles of the colour-free prompt spread beyond one colour: {v('vsd-diverse')}; more than "
+            f"independent SDS runs: {v('vsd-more-diverse-than-sds')}." if p.diversity_shape is not None else
+            f"Diversity (particles of a colour-free prompt) is not run at profile `{run.profile}`, to hold its time "
+            "budget (the `gpu` profile runs it)."),
+        f"- **Janus** (no view word). {esd_text(run, r)} VSD below SDS: {v('vsd-less-janus-than-sds')}; with "
+        f"{p.particles} particles: {v('vsd-particles-less-janus')}.",
         f"- **CDS.** Higher gradient signal-to-noise ratio: {v('cds-higher-snr')}; higher PSNR than SDS: "
         f"{v('cds-higher-fidelity')}; a fresh noise each step above the fixed noise: {v('cds-fixed-noise-hurts')}; "
         f"SDS's random t above the annealed t': {v('cds-schedule-hurts')}.",
@@ -434,10 +471,31 @@ def summary_markdown(run: Run, results: list[dict]) -> str:
     ])
 
 
+def scope_markdown(run: Run) -> str:
+    """What this profile runs, and what it leaves out to hold its time budget (the `gpu` profile runs it all)."""
+    p = run.params
+    out = [f"At profile `{run.profile}`: the PSNR claims on {', '.join(p.fidelity_objects)}; the chroma claims on "
+           f"{', '.join(p.chroma_objects)}; the Janus claims on {', '.join(p.janus_probes)}."]
+    left = []
+    if p.left_out_arms:
+        gone = [cid for cid in CLAIM_ARMS if not runs_claim(p, cid)]
+        left.append(f"the arms {', '.join(ARM_LABELS[a] for a in p.left_out_arms)} (with the claims "
+                    f"{', '.join(gone)})")
+    if p.diversity_shape is None:
+        left.append("the diversity runs (VSD particles of a colour-free prompt)")
+    if not p.amortised_steps:
+        left.append("the amortised generators (ASD)")
+    if left:
+        out.append("Left out to hold the profile's time budget (arms are dropped, never steps): "
+                   + " and ".join(left) + ".")
+    return " ".join(out)
+
+
 def esd_text(run: Run, by_id: dict) -> str:
     """ESD's sentence of the summary: its verdict on the probes where ESD and VSD differ, and for the others the
     set-up fact (the same Janus measure in every seed) with the fake score's camera gap against the prior's."""
-    live, same = esd_probes(run), [q for q in PROBE_COLOURS if q not in esd_probes(run)]
+    live = esd_probes(run)
+    same = [q for q in run.params.janus_probes if q not in live]
     parts = []
     if live:
         x = by_id["esd-less-janus-than-vsd"]
@@ -459,7 +517,7 @@ def fidelity_caption(run: Run, tol: float = 0.02) -> str:
     pairs = [(obj, arm) for obj in dict.fromkeys(p.fidelity_objects + p.chroma_objects) for arm in object_arms(p, obj)]
     moving = [(obj, arm) for obj, arm in pairs if obj in p.fidelity_objects and arm in PSNR_ARMS
               and any(relative_change(c, CURVE_WINDOW) > tol for c in run.values(f"{arm_tag(obj, arm)}/curve_psnr"))]
-    total = len(p.fidelity_objects) * len(PSNR_ARMS)
+    total = len(p.fidelity_objects) * len([a for a in PSNR_ARMS if a not in p.left_out_arms])
     text = (f"Left: one point per seed and method (averaged over {', '.join(p.fidelity_objects)}). Right: PSNR along "
             f"the optimisation, mean ± std over seeds. In {len(moving)} of {total} object-method pairs at least one "
             f"seed's curve still moves by more than {tol:.0%} between its last {CURVE_WINDOW} evaluations and the "

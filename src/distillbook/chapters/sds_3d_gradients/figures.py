@@ -41,7 +41,7 @@ def plot_prior_views(bed: Bed, p: Params, seed: int = 0):
 def plot_turntables(run: Run, shown: dict, bed: Bed):
     """Renders at four azimuths (front, side, back, side) for every method, beside the ground truth."""
     p = run.params
-    obj, probe = p.fidelity_objects[0], "head"
+    obj, probe = p.fidelity_objects[0], p.janus_probes[0]
     rows = [("ground truth", bed.truth[object_key(*reversed(obj.split()))], None)]
     rows += [(ARM_LABELS[a], shown[arm_tag(obj, a)][0], obj) for a in object_arms(p, obj)]
     rows += [(f"{probe}: ground truth", bed.truth[object_key(probe, PROBE_COLOURS[probe])], None)]
@@ -69,7 +69,7 @@ def plot_fidelity(run: Run):
     """PSNR against saturation error (one point per seed) and PSNR along the optimisation (mean ± std)."""
     p = run.params
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.6), layout="constrained")
-    for arm in PSNR_ARMS:
+    for arm in (a for a in PSNR_ARMS if a not in p.left_out_arms):
         colour, marker, line = ARM_STYLE[arm]
         axes[0].scatter(object_mean(run, arm, "saturation_error"), object_mean(run, arm, "psnr"),
                         label=ARM_LABELS[arm], color=colour, marker=marker, s=40)
@@ -91,8 +91,9 @@ def plot_janus(run: Run):
     import seaborn as sns
 
     rows = [{"probe": probe, "method": ARM_LABELS[arm], "Janus": value}
-            for probe in PROBE_COLOURS for arm in JANUS_ARMS for value in run.values(f"{probe}/{arm}/janus")]
-    fig, ax = plt.subplots(figsize=(8, 3.8), layout="constrained")
+            for probe in run.params.janus_probes for arm in JANUS_ARMS
+            for value in run.values(f"{probe}/{arm}/janus")]
+    fig, ax = plt.subplots(figsize=(9, 3.8), layout="constrained")
     sns.barplot(pd.DataFrame(rows), x="method", y="Janus", hue="probe", errorbar="sd", alpha=0.6, ax=ax)
     sns.stripplot(pd.DataFrame(rows), x="method", y="Janus", hue="probe", dodge=True, ax=ax, legend=False,
                   palette="dark:k", size=4)

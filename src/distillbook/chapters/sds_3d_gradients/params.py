@@ -54,8 +54,12 @@ class Params(ChapterParams):
                                                                 "scores low)")
     chroma_objects: list[str] = Field(min_length=1, description="'colour shape' objects of the saturation claims "
                                                               "(a pastel among them leaves room to over-saturate)")
-    diversity_shape: str = Field("cube",
-                                 description="the colour-free prompt whose particles are compared, e.g. 'cube'")
+    left_out_arms: list[Literal["cds_fresh", "cds_random", "csd", "csm"]] = Field(
+        [], description="PSNR arms a profile leaves out to hold its time budget, with the claims that read them")
+    janus_probes: list[str] = Field(min_length=1, description=f"Janus probes optimised without the view word "
+                                                              f"(of {', '.join(v3.PROBES)})")
+    diversity_shape: str | None = Field(description="the colour-free prompt whose particles are compared, e.g. "
+                                                    "'cube'; None leaves the diversity runs (and claims) out")
     variance_draws: int = Field(ge=4, description="noise draws per timestep when measuring gradient variance")
     # amortised generator
     amortised_sizes: list[PositiveInt] = Field(min_length=2, max_length=2, description="prompt counts, small then large")
@@ -75,22 +79,25 @@ class Params(ChapterParams):
                       prior_hidden=[32], unet_channels=[16, 32], prior_steps=20, prior_batch=32, prior_lr=2e-3,
                       iterations=4, views_per_particle=1, grid_lr=0.05, particles=2, inversion_steps=4,
                       fidelity_objects=["green cube"], chroma_objects=["green cube"], variance_draws=4,
+                      janus_probes=["red-front-cube"], diversity_shape="cube",
                       amortised_sizes=[2, 4], amortised_grid=4,
                       amortised_hidden=16, amortised_steps=4, amortised_batch=2, asd_shift=[0, 100], eval_views=4,
                       eval_points=4),
         "cpu": dict(seeds=[0, 1, 2, 3], resolution=16, grid_size=16, ray_samples=24, views_per_object=96,
                     prior_hidden=[512, 512, 512], unet_channels=[32, 64], prior_steps=2000, prior_batch=128,
                     prior_lr=2e-3, iterations=200, views_per_particle=2, grid_lr=0.1, particles=4, inversion_steps=10,
-                    fidelity_objects=["green cube", "red sphere"], chroma_objects=["green cube", "pink sphere"],
-                    variance_draws=32, amortised_sizes=[4, 16],
-                    amortised_grid=12, amortised_hidden=64, amortised_steps=0, amortised_batch=8,
+                    fidelity_objects=["green cube"], chroma_objects=["pink sphere"],
+                    left_out_arms=["cds_random", "csd", "csm"], janus_probes=["red-front-cube"],
+                    diversity_shape=None, variance_draws=32,
+                    amortised_sizes=[4, 16], amortised_grid=12, amortised_hidden=64, amortised_steps=0, amortised_batch=8,
                     asd_shift=[0, 200], eval_views=16, eval_points=10),
         "gpu": dict(seeds=[0, 1, 2], resolution=32, grid_size=32, ray_samples=64, views_per_object=512,
                     prior="unet", prior_hidden=[1024, 1024, 1024], unet_channels=[64, 128], prior_steps=8000,
                     prior_batch=256, prior_lr=1e-3, iterations=1000, views_per_particle=4, grid_lr=0.03, particles=4,
                     inversion_steps=20, fidelity_objects=["green cube", "red sphere", "blue cylinder"],
                     chroma_objects=["green cube", "pink sphere", "pink cone"],
-                    variance_draws=64, amortised_sizes=[4, 16], amortised_grid=16, amortised_hidden=256,
+                    janus_probes=list(v3.PROBES), diversity_shape="cube", variance_draws=64,
+                    amortised_sizes=[4, 16], amortised_grid=16, amortised_hidden=256,
                     amortised_steps=1000, amortised_batch=16, asd_shift=[0, 200], eval_views=16, eval_points=10),
     }
 
@@ -98,8 +105,13 @@ class Params(ChapterParams):
     def _checks(self):
         for obj in self.fidelity_objects + self.chroma_objects:
             parse_object(obj)
-        if self.diversity_shape not in v3.PRIMITIVES:
-            raise ValueError(f"diversity_shape={self.diversity_shape!r}; allowed: {', '.join(v3.PRIMITIVES)}")
+        if self.diversity_shape is not None and self.diversity_shape not in v3.PRIMITIVES:
+            raise ValueError(f"diversity_shape={self.diversity_shape!r}; allowed: {', '.join(v3.PRIMITIVES)} or None")
+        for probe in self.janus_probes:
+            if probe not in v3.PROBES:
+                raise ValueError(f"janus_probes: {probe!r} is not a probe; allowed: {', '.join(v3.PROBES)}")
+        if len(set(self.janus_probes)) != len(self.janus_probes):
+            raise ValueError(f"janus_probes must not repeat a probe, got {self.janus_probes}")
         if self.eval_views % 4:
             raise ValueError(f"eval_views must be a multiple of 4 (front, sides and back), got {self.eval_views}")
         if self.cds_gap[0] > self.cds_gap[1] or self.asd_shift[0] > self.asd_shift[1]:
