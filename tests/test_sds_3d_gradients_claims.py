@@ -54,7 +54,7 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=20, bsd=18.5, cds=19, cds_fresh=20,
                   cds_random=21, csd=12, csm=20),
         error=dict(bsd=0.01, other=0.10), spread=dict(vsd=[0.6] * 4, sds=0.05),
-        janus=dict(vsd_noview_particles=0.5, sds_noview=0.8, sds=0.0, esd_noview_fast=0.3, vsd_noview_fast=0.5),
+        janus=dict(vsd_noview_particles=0.3, sds_noview=0.8, sds=0.0, esd_noview_fast=0.3, vsd_noview_fast=0.5),
         gap=dict(fake=[0.1] * 4, prior=0.5),
         ratio=[2.0, 2.5, 2.2, 3.0],
         amortised={"asd-small": 20, "asd-large": 19.5, "vsd-small": 20, "vsd-large": 17}, rising=()),
@@ -63,7 +63,7 @@ VARIANTS = {
         psnr=dict(reconstruction=25, sds_low=18, sds_high=12, sds_bsd=15, vsd=15, bsd=18, cds=10, cds_fresh=8,
                   cds_random=6, csd=19, csm=12),
         error=dict(bsd=0.20, other=0.05), spread=dict(vsd=[0.05] * 4, sds=0.30),
-        janus=dict(vsd_noview_particles=0.5, sds_noview=0.3, sds=0.0, esd_noview_fast=0.6, vsd_noview_fast=0.5),
+        janus=dict(vsd_noview_particles=0.6, sds_noview=0.3, sds=0.0, esd_noview_fast=0.6, vsd_noview_fast=0.5),
         gap=dict(fake=[0.6] * 4, prior=0.4),
         ratio=[0.5, 0.4, 0.6, 0.45],
         amortised={"asd-small": 20, "asd-large": 17, "vsd-small": 20, "vsd-large": 19.5}, rising=()),
@@ -216,25 +216,25 @@ def test_health_rows_name_recorded_metrics(scratch):
     assert "amortised generator" in chapter.tables_markdown(run) and "camera gap" in chapter.tables_markdown(run)
 
 
-def test_esd_with_arms_equal_in_every_seed_is_a_fact_not_a_claim(scratch):
-    """Where ESD and VSD made the same Janus measure in every seed (lambda had nothing to act on), that probe
-    leaves the claim and the summary states it with the camera gap; with no probe left, the claim is absent."""
+def test_esd_where_the_fake_score_barely_hears_the_view_is_a_fact_not_a_claim(scratch):
+    """Where the fake score's camera gap stays below ESD_LIVE_GAP of the prior's (lambda has almost nothing to
+    mix), that probe leaves the claim and the summary states the measured share; with no probe left, the claim
+    is absent."""
     run = Run("sds-3d-gradients", _params())
     _record(run, VARIANTS[REPRODUCED])
     for s in SEEDS:
-        run.per_seed[s]["head/esd_noview_fast/janus"] = run.per_seed[s]["head/vsd_noview_fast/janus"]
+        run.per_seed[s]["head/esd_noview_fast/fake_camera_gap"] = 0.01  # 2% of the prior's 0.5
     results = chapter.evaluate_claims(run)
     esd = {r["id"]: r for r in results}["esd-less-janus-than-vsd"]
     assert esd["groups"] is None and esd["verdict"] == REPRODUCED  # judged on the red-front cube alone
     summary = chapter.summary_markdown(run, results)
-    assert "On the head, ESD and VSD made the same Janus measure in every seed" in summary
+    assert "On the head, ESD against VSD is not judged: the fake score's camera gap is 2.0% of the prior's" in summary
     assert "(on the red-front-cube)" in summary
     for s in SEEDS:
-        cube = run.per_seed[s]
-        cube["red-front-cube/esd_noview_fast/janus"] = cube["red-front-cube/vsd_noview_fast/janus"]
+        run.per_seed[s]["red-front-cube/esd_noview_fast/fake_camera_gap"] = 0.01
     results = chapter.evaluate_claims(run)
     assert "esd-less-janus-than-vsd" not in {r["id"] for r in results}
-    assert chapter.summary_markdown(run, results).count("made the same Janus measure in every seed") == 2
+    assert chapter.summary_markdown(run, results).count("ESD against VSD is not judged") == 2
 
 
 def test_the_fidelity_caption_names_arms_below_an_empty_render(scratch):
@@ -342,3 +342,15 @@ def test_palette_margin_is_one_particle_in_the_nearest_colour():
 def test_curves_need_two_windows():
     with pytest.raises(ParameterError, match="eval_points"):
         chapter.Params.for_profile("smoke", eval_points=2, iterations=4, amortised_steps=4)
+
+
+def test_median3_removes_isolated_pixels_and_keeps_regions():
+    """The prior-chroma filter: an isolated coloured pixel on white goes, a 4x4 coloured block stays."""
+    img = torch.ones(1, 3, 8, 8)
+    img[0, :, 1, 6] = torch.tensor([1.0, 0.0, 0.0])  # one red noise pixel
+    img[0, :, 3:7, 1:5] = torch.tensor([0.0, 0.6, 0.0])[:, None, None]  # a green object
+    out = experiment.median3(img)
+    assert torch.equal(out[0, :, 1, 6], torch.ones(3))
+    assert torch.equal(out[0, :, 4:6, 2:4], img[0, :, 4:6, 2:4])
+    assert experiment.sample_chroma(out) == pytest.approx(0.6)
+    assert experiment.sample_chroma(img) > 0.6  # unfiltered, the noise pixel counts as a saturated object pixel

@@ -87,6 +87,11 @@ def runs_claim(p: Params, claim_id: str) -> bool:
     """Whether this profile runs every arm the claim reads."""
     return not set(CLAIM_ARMS.get(claim_id, ())) & set(p.left_out_arms)
 
+# ESD's λ mixes the fake score's predictions with and without the view word: where they differ by less than this
+# share of what the prior's do (the camera gap, mean over seeds), λ cannot move the gradient by more than that
+# share of the view word's own effect, and ESD against VSD is a fact about the set-up, not a test of ESD
+ESD_LIVE_GAP = 0.1
+
 
 def claims(p: Params) -> tuple[Claim, ...]:
     lo, hi = f"{p.low_guidance:g}", f"{p.high_guidance:g}"
@@ -134,7 +139,8 @@ def claims(p: Params) -> tuple[Claim, ...]:
                           "blurs the prior)"),
         Claim("esd-less-janus-than-vsd", ESD_PAPER, statement=f"Without the view word, ESD (camera guidance "
               f"{p.esd_lambda:g} on the fake score) has a lower Janus measure than VSD (1), per probe, both with the "
-              f"fake score trained at {FAST_FAKE_FACTOR}x fake_lr so that it can learn the views within the run",
+              f"fake score trained at {FAST_FAKE_FACTOR}x fake_lr (judged where the fake score's camera gap reaches "
+              f"{ESD_LIVE_GAP:.0%} of the prior's)",
               a="Janus, ESD", b="Janus, VSD", **janus, paper_figure="ESD Table 1 (Janus rate)",
               paper_value="fewer Janus artefacts",
               explanation="ESD's λ mixes the fake score's predictions with and without the view word, and even the "
@@ -146,17 +152,18 @@ def claims(p: Params) -> tuple[Claim, ...]:
               a="Janus, VSD", b="Janus, SDS", **janus, paper_figure="ESD Table 1",
               paper_value="SDS is the most mode-collapsed",
               explanation="with one particle VSD holds no distribution over views: its fake score fits the "
-                          "particle's own renders, so VSD's gradient is SDS's with a learned baseline and seeks the "
-                          "same front mode",
+                          "particle's own renders, so VSD's gradient is SDS's with a learned baseline, and whatever "
+                          "it takes off the front mode stays below the margin",
               diagnosis="vsd-particles-less-janus"),
         Claim("vsd-particles-less-janus", None, reference="diagnosis of vsd-less-janus-than-sds (several particles)",
-              statement=f"VSD with {k} particles (the same fake score settings) has a lower Janus measure than SDS, "
-              "both without the view word, per probe (mean over particles)", a=f"Janus, VSD, {k} particles",
-              b="Janus, SDS", **janus,
-              explanation="particles do not help either: the fake score hears the view word far less than the prior "
-                          "does (its camera gap), so it cannot tell a particle's back from its front and VSD inherits "
-                          "the prior's front bias as SDS does",
-              diagnosis=f"{probe}/vsd_noview_fast/fake_camera_gap"),
+              statement=f"VSD with {k} particles has a lower Janus measure (mean over particles) than VSD with one, "
+              f"both without the view word and with the fake score at {FAST_FAKE_FACTOR}x fake_lr (it then fits the "
+              f"renders of all {k}), per probe", a=f"Janus, VSD, {k} particles", b="Janus, VSD, one particle",
+              **janus,
+              explanation="particles do not spread the views either: the fake score hears the view word far less "
+                          "than the prior does (its camera gap, measured on this arm), so it cannot tell a "
+                          "particle's back from its front, and every particle inherits the prior's front bias",
+              diagnosis=f"{probe}/vsd_noview_particles/fake_camera_gap"),
         Claim("cds-higher-snr", CONSISTENT3D, statement="CDS's image gradient has a higher signal-to-noise ratio "
               "over noise draws than SDS's at the same renders, per timestep", a="SNR of the CDS gradient",
               b="SNR of the SDS gradient", statistic="ratio", region=(">", 1.0), margin=0.1, rationale=snr,
@@ -299,7 +306,7 @@ def evaluate_claims(run: Run) -> list[dict]:
             _grouped(live, lambda q: np.asarray(run.values(f"{q}/esd_noview_fast/janus"), float)),
             _grouped(live, lambda q: np.asarray(run.values(f"{q}/vsd_noview_fast/janus"), float)))] if live else []),
         c["vsd-less-janus-than-sds"].evaluate(janus("vsd_noview_fast"), janus("sds_noview")),
-        c["vsd-particles-less-janus"].evaluate(janus("vsd_noview_particles"), janus("sds_noview")),
+        c["vsd-particles-less-janus"].evaluate(janus("vsd_noview_particles"), janus("vsd_noview_fast")),
         c["cds-higher-snr"].evaluate(per_t("snr_cds"), per_t("snr_sds")),
         c["cds-higher-fidelity"].evaluate(psnr("cds"), psnr("sds_low"), ceiling=ceiling),
     ]
@@ -332,12 +339,17 @@ def evaluate_claims(run: Run) -> list[dict]:
     return results
 
 
+def camera_gap_share(run: Run, probe: str, arm: str = "esd_noview_fast") -> float:
+    """The fake score's camera gap as a share of the prior's, mean over seeds."""
+    return float(np.mean(np.asarray(run.values(f"{probe}/{arm}/fake_camera_gap"))
+                         / np.asarray(run.values(f"{probe}/{arm}/prior_camera_gap"))))
+
+
 def esd_probes(run: Run) -> list[str]:
-    """The Janus probes on which ESD and VSD (fast fake score) differ in some seed. Where they agree in every seed,
-    λ had nothing to act on: that is a fact about the set-up, which the summary states (with the camera gap)
-    instead of a claim whose statistic is 0 by construction."""
-    return [q for q in run.params.janus_probes
-            if run.values(f"{q}/esd_noview_fast/janus") != run.values(f"{q}/vsd_noview_fast/janus")]
+    """The Janus probes on which ESD's mechanism can act: the fake score (ESD's, at 10x lr) hears the view word at
+    least ``ESD_LIVE_GAP`` as much as the prior does. Elsewhere the summary states the measured share instead of a
+    claim whose statistic the set-up holds at 0."""
+    return [q for q in run.params.janus_probes if camera_gap_share(run, q) >= ESD_LIVE_GAP]
 
 
 def record_health(run: Run) -> None:
@@ -359,7 +371,8 @@ def record_health(run: Run) -> None:
                    lower_is_better=False, references={"truth": f"{key}/truth_saturation",
                                                       f"CFG {p.high_guidance:g}": f"{key}/prior/chroma_high",
                                                       "maximum": 1.0},
-                   note="should sit at the truth; the gap to the maximum is the room over-saturation has")
+                   note="should sit near the truth (far above it, the prior itself over-saturates this colour); "
+                        "the gap to the maximum is the room over-saturation has")
     for probe in p.janus_probes:
         run.health(f"prior's view words, {probe}", "Janus measure of SDS with the view word", f"{probe}/sds/janus",
                    lower_is_better=True, references={"truth": 0.0, "SDS without the view word":
@@ -503,10 +516,10 @@ def esd_text(run: Run, by_id: dict) -> str:
                      + (" (" + "; ".join(f"{g}: {verdict_text(y)}" for g, y in x["groups"].items()) + ")"
                         if x.get("groups") else f" (on the {live[0]})") + ".")
     for q in same:
-        fake = np.mean(run.values(f"{q}/esd_noview_fast/fake_camera_gap"))
-        prior = np.mean(run.values(f"{q}/esd_noview_fast/prior_camera_gap"))
-        parts.append(f"On the {q}, ESD and VSD made the same Janus measure in every seed (no claim can be judged): "
-                     f"the fake score's camera gap is {fake / prior:.1%} of the prior's, so λ had nothing to act on.")
+        diff = np.asarray(run.values(f"{q}/esd_noview_fast/janus")) - np.asarray(run.values(f"{q}/vsd_noview_fast/janus"))
+        parts.append(f"On the {q}, ESD against VSD is not judged: the fake score's camera gap is "
+                     f"{camera_gap_share(run, q):.1%} of the prior's (below {ESD_LIVE_GAP:.0%}), so λ has almost "
+                     f"nothing to mix; ESD's Janus minus VSD's is {mean_std_text(diff)} over seeds.")
     return " ".join(parts)
 
 
