@@ -12,6 +12,7 @@ from torch.optim.swa_utils import AveragedModel
 from transformers import CLIPConfig, CLIPModel
 
 from distillbook.chapters.clip_prompt_learning import experiment
+from distillbook.chapters.clip_prompt_learning.experiment import biomed_tag
 from distillbook.chapters.clip_prompt_learning.claims import claims, evaluate_claims, gain
 from distillbook.chapters.clip_prompt_learning.params import Params
 from distillbook.core import claims as cl
@@ -20,7 +21,7 @@ from distillbook.core.results import Run
 from distillbook.core.training import fit
 from distillbook.methods import prompt_learning as pl
 from distillbook.models import clip as toyclip
-from distillbook.testbeds.captioned import DOMAIN_WORDS, Captioned
+from distillbook.testbeds.captioned import COLOUR_WORDS, DOMAIN_WORDS, SHAPE_WORDS, Captioned
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +99,26 @@ def test_descriptions_with_wrong_indices(bed):
         assert len(confusers) == 1 and name not in confusers  # one systematic confuser per class
     with pytest.raises(ValueError, match="wrong_share"):
         bed.descriptions(10, gen(), wrong_share=1.0)
+
+
+def test_unseen_wrong_descriptions_name_concepts_no_class_has():
+    bed_ = Captioned(("square", "circle"), ("red", "green"), 16)
+    texts, wrong = bed_.descriptions(10, gen(4), wrong_share=0.3, wrong_kind="unseen")
+    right, _ = bed_.descriptions(10, gen(4), wrong_share=0.3)  # the right descriptions do not depend on the kind
+    class_words = {w for name in ("square", "circle") for w in SHAPE_WORDS[name]} | \
+        {w for name in ("red", "green") for w in COLOUR_WORDS[name]}
+    other_words = {w for table in (SHAPE_WORDS, COLOUR_WORDS) for name, words in table.items()
+                   if name not in ("square", "circle", "red", "green") for phrase in words for w in phrase.split()}
+    for c in range(len(bed_.classes)):
+        for i in range(10):
+            said = set(texts[c][i].split())
+            if wrong[i]:
+                assert not said & class_words and len(said & other_words) >= 2, texts[c][i]
+            else:
+                assert texts[c][i] == right[c][i]
+    full = Captioned(tuple(SHAPE_WORDS), ("red", "green"), 16)
+    with pytest.raises(ValueError, match="unseen"):
+        full.descriptions(10, gen(), wrong_share=0.3, wrong_kind="unseen")
 
 
 # ---------------------------------------------------------------- tiny CLIP
@@ -354,49 +375,53 @@ def _noise(seed: int, name: str) -> float:
 
 # (base, novel) per arm in each variant; "inconclusive" reuses "reproduced" with curves still rising
 _ACCS = {
-    "reproduced": {"zeroshot": (0.7, 0.6), "coop-K": (0.8, 0.5), "ivlp": (0.8, 0.6), "ivlp_l1_kl": (0.8, 0.62),
-                   "promptsrc": (0.8, 0.72), "halves/zeroshot": (0.7, 0.6), "halves/coop-K": (0.8, 0.5),
-                   "halves/ivlp": (0.8, 0.55), "halves/promptsrc": (0.8, 0.65),
-                   # medical: BiomedCoOp gains 2 (base) and 10 (novel) points at 1 shot, none at the top count;
-                   # pruning adds 3 points with wrong descriptions and nothing without
+    "reproduced": {"checkerboard/zeroshot": (0.7, 0.6), "checkerboard/coop": (0.8, 0.65),
+                   "halves/zeroshot": (0.7, 0.6), "halves/coop": (0.8, 0.5), "halves/ivlp": (0.8, 0.55),
+                   "halves/promptsrc": (0.8, 0.65), "halves/promptsrc_last": (0.8, 0.6),
+                   "halves/promptsrc_rescaled": (0.8, 0.66),
+                   # medical: BiomedCoOp gains 2 (base) and 10 (novel) points at the low shot count, none at the top
+                   # one; pruning adds 3 points with wrong descriptions and nothing without
                    "coop-lo": (0.6, 0.5), "biomed-lo": (0.62, 0.6), "coop-hi": (0.7, 0.6), "biomed-hi": (0.7, 0.6),
                    "prune-gain": 0.03, "prune-gain-0": 0.0},
-    "not reproduced": {"zeroshot": (0.7, 0.6), "coop-K": (0.8, 0.7), "ivlp": (0.8, 0.6), "ivlp_l1_kl": (0.8, 0.66),
-                       "promptsrc": (0.7, 0.55), "halves/zeroshot": (0.7, 0.6), "halves/coop-K": (0.8, 0.7),
-                       "halves/ivlp": (0.8, 0.6), "halves/promptsrc": (0.8, 0.5),
-                       "coop-lo": (0.6, 0.5), "biomed-lo": (0.65, 0.5), "coop-hi": (0.7, 0.6), "biomed-hi": (0.75, 0.65),
-                       "prune-gain": -0.03, "prune-gain-0": 0.05},
+    "not reproduced": {"checkerboard/zeroshot": (0.7, 0.6), "checkerboard/coop": (0.8, 0.5),
+                       "halves/zeroshot": (0.7, 0.6), "halves/coop": (0.8, 0.7), "halves/ivlp": (0.8, 0.6),
+                       "halves/promptsrc": (0.7, 0.55), "halves/promptsrc_last": (0.75, 0.6),
+                       "halves/promptsrc_rescaled": (0.7, 0.5),
+                       "coop-lo": (0.6, 0.5), "biomed-lo": (0.65, 0.45), "coop-hi": (0.7, 0.6),
+                       "biomed-hi": (0.75, 0.65), "prune-gain": -0.03, "prune-gain-0": 0.05},
 }
 
 
 def _record_made_up(run, variant: str) -> None:
     p = run.params
-    k, lo, w = max(p.shots), min(p.shots), f"{p.wrong_share:g}"
+    lo, w = min(p.shots), p.wrong_share
     accs = _ACCS["reproduced" if variant == "inconclusive" else variant]
-    rise = np.linspace(-0.1, 0.0, p.prompt_evals) if variant == "inconclusive" else np.zeros(p.prompt_evals)
+    n = p.prompt_evals + 1
+    rise = np.linspace(-0.1, 0.0, n) if variant == "inconclusive" else np.zeros(n)
     for s in run.seeds:
         values = {}
 
-        def arm(name, base, novel, curve=True, final=True):
+        def arm(name, base, novel, curve=True):
             for split, x in (("base", base), ("novel", novel), ("hm", 2 * base * novel / (base + novel))):
                 x = x + _noise(s, f"{name}/{split}")
-                if final:
-                    values[f"{name}/{split}"] = x
+                values[f"{name}/{split}"] = x
                 if curve:
                     values[f"{name}/{split}_curve"] = (x + rise).tolist()
 
-        for name in ("zeroshot", "halves/zeroshot"):
+        for name in ("checkerboard/zeroshot", "halves/zeroshot"):
             arm(name, *accs[name], curve=False)
-        for name in ("coop-K", "ivlp", "ivlp_l1_kl", "promptsrc", "halves/coop-K", "halves/ivlp", "halves/promptsrc"):
-            arm(name.replace("K", str(k)), *accs[name])
-        for wrong in (w, "0"):
-            for shots in p.shots:
-                tag = "lo" if shots == lo else "hi"
-                arm(f"medical/coop-w{wrong}-{shots}", *accs[f"coop-{tag}"])
-                b, n = accs[f"biomed-{tag}"]
-                arm(f"medical/biomed-w{wrong}-{shots}", b, n)
-                g = accs["prune-gain" if wrong == w else "prune-gain-0"]
-                arm(f"medical/biomed_noprune-w{wrong}-{shots}", b - g, n - g)
+        for name in ("checkerboard/coop", "halves/coop", "halves/ivlp", "halves/promptsrc", "halves/promptsrc_rescaled"):
+            arm(name, *accs[name])
+        arm("halves/promptsrc_last", *accs["halves/promptsrc_last"], curve=False)
+        for shots in p.shots:
+            tag = "lo" if shots == lo else "hi"
+            arm(biomed_tag("coop", None, w, shots), *accs[f"coop-{tag}"])
+            b, nv = accs[f"biomed-{tag}"]
+            for wrong in (w, 0.0):
+                g = accs["prune-gain" if wrong else "prune-gain-0"]
+                for lam in p.biomed_weights:
+                    arm(biomed_tag("biomed", lam, wrong, shots), b, nv)
+                    arm(biomed_tag("biomed_noprune", lam, wrong, shots), b - g, nv - g)
         run.record(s, **values)
 
 
@@ -409,16 +434,36 @@ def test_chapter_claims_reach_every_verdict(scratch, variant):
     _record_made_up(run, variant)
     results = evaluate_claims(run)
     assert [r["id"] for r in results] == [c.id for c in claims(p)]
+    assert len(results) == 15  # smoke has two shot counts and a one-weight sweep: every claim is stated
     verdicts = {r["id"]: r["verdict"] for r in results}
     assert verdicts == {c.id: variant for c in claims(p)}, verdicts
     if variant == "inconclusive":
         assert {r["reason"] for r in results} == {"not converged"}
     if variant == "reproduced":
         by_id = {r["id"]: r for r in results}
-        # the pruning claims are judged per shot count
+        # pruning is judged per shot count at the paper's weight, and per weight and shot count without wrong ones
         assert set(by_id["pruning-helps-with-wrong-descriptions"]["groups"]) == {f"{s} shots" for s in p.shots}
+        assert len(by_id["pruning-neutral-without-wrong"]["groups"]) == len(p.shots) * len(p.biomed_weights)
         # PromptSRC's value is its GPA aggregate (the final number), not the tail of its live curve
-        assert by_id["promptsrc-raises-novel"]["a"]["per_seed"] == pytest.approx(run.values("promptsrc/novel"))
+        assert by_id["promptsrc-raises-novel"]["a"]["per_seed"] == pytest.approx(run.values("halves/promptsrc/novel"))
+
+
+@pytest.mark.parametrize("variant", ["reproduced", "not reproduced"])
+def test_cpu_profile_claims_reach_their_verdicts(scratch, variant):
+    """The cpu profile's shapes (one shot count: single groups collapse to plain arms; three weights)."""
+    p = Params.for_profile("cpu")
+    run = Run("clip-prompt-learning", p)
+    _record_made_up(run, variant)
+    results = evaluate_claims(run)
+    assert {r["id"]: r["verdict"] for r in results} == {c.id: variant for c in claims(p)}
+    assert {r["id"]: r for r in results}["pruning-helps-with-wrong-descriptions"]["groups"] is None
+
+
+def test_the_cpu_profile_states_the_sweep_and_drops_the_shot_comparison():
+    """One shot count: no few-shot comparison; the weight sweep's claims are grouped by weight."""
+    ids = [c.id for c in claims(Params.for_profile("cpu"))]
+    assert "biomedcoop-gains-most-at-few-shots" not in ids and "biomedcoop-raises-hm-sweep" in ids
+    assert "biomedcoop-raises-hm-sweep" not in [c.id for c in claims(Params.for_profile("cpu", biomed_weights=[1.0]))]
 
 
 def test_every_claim_has_a_margin_reason_and_diagnoses_that_exist(scratch):
@@ -427,7 +472,18 @@ def test_every_claim_has_a_margin_reason_and_diagnoses_that_exist(scratch):
     for c in claims(p):
         assert c.rationale and c.explanation
         if c.diagnosis and c.diagnosis not in ids:  # a metric the chapter records
-            assert c.diagnosis.startswith(("medical/", "promptsrc/", "ivlp_l1_kl/"))
+            assert c.diagnosis.startswith(("medical/", "halves/")), c.diagnosis
+
+
+def test_recipes_follow_the_papers():
+    p = Params.for_profile("cpu", prompt_evals=8)
+    assert [experiment.coop_epochs(k) for k in (1, 2, 4, 8, 16)] == [50, 100, 100, 200, 200]
+    # CoOp at 16 shots on 10 base classes: 160 images, 5 steps an epoch at batch 32, 200 epochs
+    assert experiment.recipe_steps(p, 160, 32, 200) == (1000, 5)
+    # PromptSRC: 40 steps an epoch at batch 4, 20 epochs; one shot of CoOp: one step an epoch, rounded up to 8 evals
+    assert experiment.recipe_steps(p, 160, 4, 20) == (800, 40)
+    assert experiment.recipe_steps(p, 10, 32, 50) == (56, 1)
+    assert experiment.recipe_steps(Params.for_profile("cpu", prompt_evals=12), 160, 32, 200) == (1008, 5)
 
 
 def test_regulariser_share_closed_form():
@@ -473,9 +529,10 @@ def test_derived_arms_read_values_and_drifts():
 
 
 def test_training_curves_context_cosine_and_gpa_shift(scratch):
-    """Curves have one point per evaluation and end at the final accuracy; a fresh CoOp context is at cosine 1 to
-    its words; GPA with all its weight on the last epoch is the last prompts (shift 0)."""
-    p = Params.for_profile("smoke", seeds=[0], gpa_mean=2.0, gpa_std=0.05)
+    """Accuracy curves start at step 0 and end at the final accuracy; a fresh CoOp context is at cosine 1 to its
+    words; CoOp trained on precomputed features matches CoOp on images; GPA with all its weight on the last
+    epoch is the last prompts (shift 0)."""
+    p = Params.for_profile("smoke", seeds=[0], gpa_mean=1.0, gpa_std=0.05)
     run = Run("clip-prompt-learning", p)
     data = experiment.captioned(p)
     torch.manual_seed(0)
@@ -486,24 +543,37 @@ def test_training_curves_context_cosine_and_gpa_shift(scratch):
     shots = data.labelled("sketch", bed_.base, 2, gen(1))
     fresh = experiment.coop_learner(bed_, bed_.base_names, 0)
     assert experiment.context_cosine(bed_, fresh) == pytest.approx(1.0, abs=1e-6)
-    learner, info = experiment.train_prompts(run, "coop", 0, fresh, pl.coop_loss, shots, tests, bed_)
-    assert len(info["base_curve"]) == len(info["loss_curve"]) == p.prompt_evals
+    features = toyclip.image_features(clip, shots[0])
+    torch.testing.assert_close(pl.coop_loss(fresh, (features, shots[1])), pl.coop_loss(fresh, shots))
+    recipe = experiment.Recipe(steps=12, batch=4, lr=0.002, per_epoch=1)
+    learner, info = experiment.train_prompts(run, "coop", 0, fresh, pl.coop_loss, shots, tests, bed_, recipe)
+    assert len(info["base_curve"]) == len(info["ctx_cosine_curve"]) == p.prompt_evals + 1
+    assert len(info["loss_curve"]) == p.prompt_evals
+    assert info["ctx_cosine_curve"][0] == pytest.approx(1.0, abs=1e-6)
     assert learner.classnames == bed_.base_names  # evaluation put the base names back
     final = experiment.base_novel(learner, tests, bed_)
     assert info["novel_curve"][-1] == pytest.approx(final["novel"]) and info["hm_curve"][-1] == pytest.approx(final["hm"])
     frozen = experiment.zero_shot_split(bed_)["base"]
+    src = experiment.Recipe(steps=12, batch=4, lr=0.0025, per_epoch=6)  # two epochs; GPA's weight on the last
     learner, info = experiment.train_prompts(run, "src", 0, experiment.ivlp_learner(p, bed_, bed_.base_names, 0),
-                                             pl.promptsrc_objective(frozen), shots, tests, bed_, gpa=True)
+                                             pl.promptsrc_objective(frozen), shots, tests, bed_, src, gpa=True)
+    p2 = p.model_copy(update=dict(gpa_mean=p.src_epochs))
+    run.params = p2
+    learner, info = experiment.train_prompts(run, "src2", 0, experiment.ivlp_learner(p, bed_, bed_.base_names, 0),
+                                             pl.promptsrc_objective(frozen), shots, tests, bed_, src, gpa=True)
     assert info["gpa_shift"] == pytest.approx(0.0, abs=1e-6)
+    assert info["last"] == pytest.approx(experiment.base_novel(learner, tests, bed_))
     assert {"ce_curve", "l1_text_curve", "kl_curve"} <= set(info)
 
 
 @pytest.mark.parametrize("override, match", [
     ({"shots": [4, 1]}, "shots must increase"),
     ({"ivlp_depth": 5}, "ivlp_depth"),
-    ({"prompt_steps": 8, "prompt_evals": 8, "gpa_epochs": 3}, "multiple of gpa_epochs"),
-    ({"prompt_steps": 8}, "multiple of prompt_evals"),
+    ({"gpa_mean": 30.0}, "gpa_mean"),
     ({"prompt_evals": 4}, "prompt_evals"),
+    ({"wrong_kind": "made-up"}, "wrong_kind"),
+    ({"shapes": list(SHAPE_WORDS)}, "wrong_kind='unseen'"),
+    ({"biomed_weights": [0.0]}, "biomed_weights"),
     ({"shapes": ["square", "torus"]}, "shapes"),
     ({"domain": "cartoon"}, "domain"),
 ])

@@ -182,8 +182,18 @@ class PromptLearner(nn.Module):
         return F.normalize(features, dim=-1)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised (prompted, if ``vision_depth`` > 0) image features (B, D)."""
+        """Normalised (prompted, if ``vision_depth`` > 0) image features (B, D). A learner without visual prompts
+        also takes the frozen CLIP's image features (B, D) in place of the images (computed once for its shots)."""
+        if self.vision_prompts is None and images.dim() == 2:
+            return F.normalize(images, dim=-1)
         return F.normalize(toyclip.image_features(self.clip, images, self.vision_prompts), dim=-1)
+
+    @torch.no_grad()
+    def frozen_image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised image features of the frozen CLIP, without visual prompts (features (B, D) pass through)."""
+        if images.dim() == 2:
+            return F.normalize(images, dim=-1)
+        return F.normalize(toyclip.image_features(self.clip, images), dim=-1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (B, C) = t * <u~(x), w~_c>."""
@@ -279,8 +289,7 @@ def promptsrc_objective(frozen_text_features: torch.Tensor, text_weight: float =
         text, image = learner.text_features(), learner.image_features(images)
         scale = logit_scale(learner.clip)
         logits = scale * image @ text.T
-        with torch.no_grad():
-            frozen_image = F.normalize(toyclip.image_features(learner.clip, images), dim=-1)
+        frozen_image = learner.frozen_image_features(images)
         return promptsrc_loss(logits, labels, text, frozen_text_features, image, frozen_image,
                               scale * frozen_image @ frozen_text_features.T, text_weight, image_weight, kl_weight)
     return loss_fn
@@ -433,7 +442,7 @@ def biomedcoop_objective(features: torch.Tensor, tau: float | None = 1.0, mse_we
         with torch.no_grad():
             keep = None if tau is None else prune_descriptions(
                 description_scores(image, features, scale), tau, restandardise)
-            frozen_image = F.normalize(toyclip.image_features(learner.clip, images), dim=-1)
+            frozen_image = learner.frozen_image_features(images)
             zs_logits = scale * frozen_image @ ensemble(features, keep).T
         loss, parts = biomedcoop_loss(scale * image @ text.T, labels, text, mean_all, zs_logits, mse_weight, kl_weight)
         if keep is not None:

@@ -21,7 +21,8 @@ when i + j is even), so every shape and every colour appears on both sides, or i
 (CoOp's rule; novel classes then include shapes no base class has). Per-class *descriptions*
 (:meth:`Captioned.descriptions`, sentences from the same generator) stand in for an LLM's prompt ensemble.
 A share of description *indices* can be made wrong: for such an index i, every class's i-th description
-describes another class (a mock hallucinating prompt), which is what BiomedCoOp's by-index pruning can catch.
+describes another class, or a concept outside the class grid (a mock hallucinating prompt), which is what
+BiomedCoOp's by-index pruning can catch.
 
 The tokenizer is word level with ``<pad>`` = 0, ``<eos>`` = 1, ``<bos>`` = 2; every sequence is
 ``<bos> w_1 ... w_k <eos> <pad> ...``. The end token is deliberately not id 2: transformers' ``CLIPTextModel``
@@ -282,13 +283,19 @@ class Captioned:
         return self.render(scenes, domain, generator), labels
 
     def descriptions(self, n_per_class: int, generator: torch.Generator, wrong_share: float = 0.0,
-                     domain: str = "photo") -> tuple[list[list[str]], torch.Tensor]:
+                     domain: str = "photo", wrong_kind: str = "confuser") -> tuple[list[list[str]], torch.Tensor]:
         """``n_per_class`` descriptions of every class (a mock LLM prompt ensemble) and the wrong-index mask.
 
         Description i of class c is a sentence about c's shape and colour (sometimes with a nuisance attribute
         or the domain's style word). For a ``wrong_share`` of the indices i, every class's i-th description
-        instead describes the class's *confuser* (one other class per class, drawn once: a random
-        derangement), a systematic hallucination that biases the ensemble mean.
+        is wrong, in one of two ways (``wrong_kind``):
+
+        * ``confuser``: it describes the class's *confuser* (one other class per class, drawn once: a random
+          derangement), a systematic hallucination that biases the ensemble mean;
+        * ``unseen``: it describes a concept outside the class grid, a shape and a colour no class has (drawn
+          per class and index from the vocabulary's other shapes and colours), as an LLM's hallucination names
+          things that are not in the picture.
+
         Returns (texts[c][i], wrong (n_per_class,)).
         """
         if n_per_class < 1:
@@ -297,6 +304,13 @@ class Captioned:
             raise ValueError(f"wrong_share must be in [0, 1), got {wrong_share}")
         if domain not in DOMAIN_WORDS:
             raise ValueError(f"domain must be one of {', '.join(DOMAIN_WORDS)}, got {domain!r}")
+        unseen_shapes = [s for s in SHAPE_WORDS if s not in self.shapes]
+        unseen_colours = [c for c in COLOUR_WORDS if c not in self.colours]
+        if wrong_kind not in ("confuser", "unseen"):
+            raise ValueError(f"wrong_kind must be 'confuser' or 'unseen', got {wrong_kind!r}")
+        if wrong_kind == "unseen" and not (unseen_shapes and unseen_colours):
+            raise ValueError("wrong_kind='unseen' needs a shape and a colour that no class has; this bed uses "
+                             f"shapes {list(self.shapes)} and colours {list(self.colours)}")
         n_classes = len(self.classes)
         wrong = torch.zeros(n_per_class, dtype=torch.bool)
         wrong[torch.randperm(n_per_class, generator=generator)[:round(wrong_share * n_per_class)]] = True
@@ -304,15 +318,23 @@ class Captioned:
         while (confuser == torch.arange(n_classes)).any():  # a derangement: nobody is their own confuser
             confuser = torch.randperm(n_classes, generator=generator)
         u = torch.rand(n_per_class, n_classes, 5, generator=generator).tolist()
+        # unseen concepts: which other shape and colour each (index, class) names (drawn after the rest, so the
+        # confuser kind's descriptions do not depend on this)
+        other = torch.rand(n_per_class, n_classes, 2, generator=generator).tolist() if wrong_kind == "unseen" else None
         texts = [[""] * n_per_class for _ in range(n_classes)]
         for i in range(n_per_class):
             for c in range(n_classes):
                 shape, colour = divmod(int(confuser[c]) if wrong[i] else c, len(self.colours))
+                shape_name, colour_name = self.shapes[shape], self.colours[colour]
+                if wrong[i] and other is not None:
+                    a, b = other[i][c]
+                    shape_name = unseen_shapes[int(a * len(unseen_shapes))]
+                    colour_name = unseen_colours[int(b * len(unseen_colours))]
                 v = u[i][c]
                 words = DOMAIN_WORDS[domain]
                 template = DESCRIPTION_TEMPLATES[int(v[0] * len(DESCRIPTION_TEMPLATES))]
                 texts[c][i] = template.format(
                     style=f"a {words[int(v[1] * len(words))]} of", size=list(SIZES)[int(v[4] * 2)],
-                    colour=COLOUR_WORDS[self.colours[colour]][int(v[2] * 2)],
-                    shape=SHAPE_WORDS[self.shapes[shape]][int(v[3] * 2)], texture=TEXTURES[int(v[4] * 3)])
+                    colour=COLOUR_WORDS[colour_name][int(v[2] * 2)],
+                    shape=SHAPE_WORDS[shape_name][int(v[3] * 2)], texture=TEXTURES[int(v[4] * 3)])
         return texts, wrong

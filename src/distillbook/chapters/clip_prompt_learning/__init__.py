@@ -5,19 +5,21 @@ A tiny CLIP (transformers' ``CLIPModel`` from config) is pretrained contrastivel
 name their style. Prompts are then learned on a frozen CLIP from a few labelled images of the *base* classes of
 a shifted domain and evaluated on base and on *novel* classes (never seen in prompt training):
 
-1. Zero-shot with one hand-written template, with a template ensemble, and CoOp at 1, 4 and 16 shots (sketch).
-2. PromptSRC built up from IVLP (deep vision and text prompts) one component at a time: the L1 feature terms,
-   the KL term to the zero-shot logits, Gaussian prompt aggregation (sketch, 16 shots).
-3. BiomedCoOp on the medical-like domain: CoOp, CoOp + the ensemble MSE, BiomedCoOp without and with outlier
-   pruning, at 1, 4 and 16 shots, with a share of deliberately wrong descriptions, and a control without them.
-4. A diagnosis on the ``halves`` split (novel classes with shapes no base class has): zero-shot, CoOp, IVLP and
-   PromptSRC at the largest shot count, where forgetting novel classes is possible.
+1. Forgetting, on two splits side by side: zero-shot (one template, a template ensemble) and CoOp at 16 shots
+   (sketch) on the ``checkerboard`` split (novel classes recombine base shapes and colours) and on the
+   ``halves`` split (novel classes carry shapes no base class has).
+2. PromptSRC against IVLP (deep vision and text prompts) on the halves split, with GPA's aggregate against the
+   same training's last prompts, and a diagnosis with the L1 weights rescaled to the feature width.
+3. BiomedCoOp on the halves split's medical-like domain: CoOp, and BiomedCoOp with and without outlier pruning
+   at the paper's weight and a pre-registered sweep, with a share of wrong descriptions (of shapes and colours
+   no class has) and a control without them.
 
-Every prompt learner is evaluated on the base and novel test sets ``prompt_evals`` times during training; the
+Each learner trains for its paper's recipe (CoOp's epochs by shot count at batch 32; PromptSRC's 20 epochs at
+batch 4), a learning rate that decays to zero by a cosine. Every prompt learner is evaluated on the base and novel test sets ``prompt_evals`` times during training; the
 claims read those curves (the mean of the last evaluations, and whether they still move), not the last step.
-The chapter also records what tests its explanations (the loss parts, GPA's distance from the last prompts,
-how selectively pruning removes the wrong descriptions) and a test-bed health reference per domain: a
-prototype classifier (each base class's mean image feature from labelled target images) on the frozen features.
+The chapter also records what tests its explanations (the loss parts, the context's drift from its initial
+words, GPA's distance from the last prompts, how selectively pruning removes the wrong descriptions) and a
+test-bed health reference per domain: a prototype classifier (each base class's mean image feature from labelled target images) on the frozen features.
 
 The CLIP is pretrained once per run with the first seed (the papers adapt one given CLIP); the seeds vary the
 few-shot sets, prompt initialisation and batches, and the test images.

@@ -4,12 +4,14 @@ the numbers the prose glues, and every generated markdown text."""
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from distillbook.chapters.clip_prompt_learning.experiment import BIOMED_ARMS, SRC_ARMS, TEMPLATES, Bed, captioned
+from distillbook.chapters.clip_prompt_learning.experiment import (SPLITS, SRC_ARMS, TEMPLATES, Bed, biomed_tag,
+                                                                  captioned, coop_epochs, recipe_steps)
 from distillbook.chapters.clip_prompt_learning.params import Params
 from distillbook.core import claims as cl
 from distillbook.core.claims import Claim, Curves, mean_std_text
@@ -18,8 +20,8 @@ from distillbook.testbeds.captioned import DOMAIN_WORDS
 
 PROMPTSRC, BIOMEDCOOP, SURVEY = 41, 16, 34
 ARM_LABELS = {"zeroshot": "zero-shot, 'a photo of a {}'", "ensemble": f"zero-shot, {len(TEMPLATES)}-template ensemble",
-              "ivlp": "IVLP", "ivlp_l1": "IVLP + L1 features", "ivlp_l1_kl": "IVLP + L1 + KL",
-              "promptsrc": "PromptSRC (+ GPA)", "coop": "CoOp", "coop_mse": "CoOp + ensemble MSE",
+              "ivlp": "IVLP", "promptsrc": "PromptSRC (+ GPA)",
+              "promptsrc_rescaled": "PromptSRC, L1 weights rescaled to the width (+ GPA)", "coop": "CoOp",
               "biomed_noprune": "BiomedCoOp, no pruning", "biomed": "BiomedCoOp"}
 
 # ---------------------------------------------------------------- claims and verdicts
@@ -47,124 +49,207 @@ def gain(a: Curves, b: Curves) -> cl.Derived:
 
 
 def test_images(p: Params) -> int:
-    """Test images of one split (base or novel) of the target domain."""
+    """Test images of one split (base or novel) of the target domain (the halves split: half the classes)."""
     return p.test_per_class * len(captioned(p).base_classes)
 
 
+def src_arms(p: Params) -> tuple[str, ...]:
+    """The PromptSRC-family arms this profile runs."""
+    return tuple(arm for arm in SRC_ARMS if arm != "promptsrc_rescaled" or p.promptsrc_rescaled)
+
+
+def weight_text(lam: float) -> str:
+    return f"λ = {lam:g}"
+
+
 def claims(p: Params) -> tuple[Claim, ...]:
-    k, lo, hi, w = max(p.shots), min(p.shots), max(p.shots), f"{p.wrong_share:g}"
+    k, lo, w = p.forgetting_shots, min(p.shots), f"{p.wrong_share:g}"
+    paper_lam, sweep = p.biomed_weights[0], p.biomed_weights[1:]
     n = test_images(p)
     point = f"1 point = {n / 100:g} of the {n} test images of a split, near one arm's binomial standard error"
-    no_forgetting = ("PromptSRC's gain presumes that unregularised prompts forget novel classes; on the checkerboard "
-                     "split every novel shape and colour is also a base attribute, so there is little to forget.")
-    short = (f"the prompt learners train {p.prompt_steps} SGD steps at CoOp's rate, far fewer than the papers' "
-             "epochs, so the prompts may not have moved far enough from their start to overfit the base classes.")
     shared = dict(ceiling=1.0, saturation_tol=1 / n)
-    return (
-        Claim("promptsrc-raises-novel", PROMPTSRC, statement=f"PromptSRC's novel accuracy exceeds IVLP's ({k} shots, "
-              f"{p.domain})", a="novel accuracy, PromptSRC (GPA prompts)", b="novel accuracy, IVLP",
-              paper_figure="PromptSRC Table 1 (base-to-novel, 11 datasets)", paper_value="novel 76.10 vs IVLP 71.04",
-              margin=0.01, rationale=f"{point}; the paper's gain is 5 points", **shared,
-              explanation=no_forgetting, diagnosis="promptsrc-raises-novel-halves"),
+    rescaled = ("PromptSRC's L1 weights (25, 10) were set for 512-wide features: at width "
+                f"{p.clip_width} the same drift of a unit feature costs sqrt({p.reference_width}/{p.clip_width}) "
+                "times more L1, so they pin the prompts near zero-shot and the prompts learn little" +
+                ("" if p.promptsrc_rescaled else "; and IVLP's random visual prompts move the frozen image "
+                 "features before any training (IVLP's step-0 accuracy, the first point of its curve)"))
+    src_diagnosis = "promptsrc-rescaled-raises-hm" if p.promptsrc_rescaled else "halves/ivlp/hm_curve"
+    weak = (f"at the paper's {weight_text(paper_lam)} the MSE and KL terms are a small share of the loss beside the "
+            "cross-entropy (the regulariser share in the tables), so BiomedCoOp stays close to CoOp")
+    out = [
+        Claim("coop-forgets-novel", PROMPTSRC, statement=f"On the halves split (novel classes carry shapes no base "
+              f"class has), CoOp ({k} shots, trained to CoOp's recipe) falls below zero-shot CLIP on novel classes",
+              a="novel accuracy, CoOp", b="novel accuracy, zero-shot", region=("<", 0.0),
+              paper_figure="PromptSRC Section 1 / CoCoOp Table 1", paper_value="novel 63.22 vs zero-shot 74.22",
+              margin=0.01, rationale=f"{point}; the paper's drop is 11 points", **shared,
+              explanation="the learned context stays near its initial words (its cosine to them along training is "
+                          "the diagnosis), so there is little to forget",
+              diagnosis="halves/coop/ctx_cosine_curve"),
+        Claim("forgetting-needs-unseen-attributes", None, reference="this chapter's split comparison",
+              statement="CoOp's novel accuracy minus zero-shot's is higher on the checkerboard split (novel classes "
+              "recombine base shapes and colours) than on the halves split", a="novel gain over zero-shot, "
+              "checkerboard", b="novel gain over zero-shot, halves", margin=0.01,
+              rationale=f"{point}: a difference of differences, each arm paired by seed",
+              explanation="the two splits' novel classes are equally far from the base classes for this CLIP"),
+        Claim("promptsrc-raises-novel", PROMPTSRC, statement=f"On the halves split, PromptSRC's novel accuracy "
+              f"exceeds IVLP's ({k} shots, PromptSRC's recipe)", a="novel accuracy, PromptSRC (GPA prompts)",
+              b="novel accuracy, IVLP", paper_figure="PromptSRC Table 1 (base-to-novel, 11 datasets)",
+              paper_value="novel 76.10 vs IVLP 71.04", margin=0.01,
+              rationale=f"{point}; the paper's gain is 5 points", **shared, explanation=rescaled,
+              diagnosis=src_diagnosis),
         Claim("promptsrc-keeps-base", PROMPTSRC, statement="...with base accuracy within 2 points of IVLP's",
               a="base accuracy, PromptSRC (GPA prompts)", b="base accuracy, IVLP", region=("within", (-0.02, 0.02)),
               paper_figure="PromptSRC Table 1", paper_value="base 84.26 vs IVLP 84.21", margin=0.0,
               rationale=f"the paper's gap is 0.05 points; ±2 points = ±{2 * n / 100:g} base images, about two "
-                        "binomial standard errors of one arm", **shared,
-              explanation="if PromptSRC moves base accuracy, its L1/KL training terms do it, not GPA: the IVLP + L1 + "
-                          "KL arm (same training, last-epoch prompts) shows the same base accuracy.",
-              diagnosis="ivlp_l1_kl/base"),
-        Claim("promptsrc-raises-hm", PROMPTSRC, statement="...and a higher harmonic mean", a="HM, PromptSRC (GPA prompts)",
-              b="HM, IVLP", paper_figure="PromptSRC Table 1 / README", paper_value="HM 79.97 vs 77.51",
-              margin=0.01, rationale=f"{point}; the paper's gain is 2.5 HM points", **shared,
-              explanation=no_forgetting, diagnosis="promptsrc-raises-novel-halves"),
-        Claim("gpa-raises-hm", PROMPTSRC, statement="Gaussian prompt aggregation raises HM over the last epoch's "
-              "prompts (all else equal)", a="HM, with GPA", b="HM, last epoch (IVLP + L1 + KL)",
-              paper_figure="PromptSRC Table 6 (ablation)", paper_value="+0.4 to +1 HM", margin=0.002,
+                        "binomial standard errors of one arm", **shared, explanation=rescaled,
+              diagnosis=src_diagnosis),
+        Claim("promptsrc-raises-hm", PROMPTSRC, statement="...and a higher harmonic mean",
+              a="HM, PromptSRC (GPA prompts)", b="HM, IVLP", paper_figure="PromptSRC Table 1 / README",
+              paper_value="HM 79.97 vs 77.51", margin=0.01, rationale=f"{point}; the paper's gain is 2.5 HM points",
+              **shared, explanation=rescaled, diagnosis=src_diagnosis),
+        Claim("gpa-raises-hm", PROMPTSRC, statement="Gaussian prompt aggregation raises HM over the same training's "
+              "last prompts", a="HM, with GPA", b="HM, last prompts", paper_figure="PromptSRC Table 6 (ablation)",
+              paper_value="+0.4 to +1 HM", margin=0.002,
               rationale=f"the paper's ablation gain is 0.4 to 1 HM point, so the line sits below it: 0.2 points, "
                         f"{0.002 * n:g} test images per split", **shared,
-              explanation=f"GPA averages the prompts of epochs near {p.gpa_mean:g} ± {p.gpa_std:g} of {p.gpa_epochs}, "
-                          "where the cosine-decayed rate has nearly stopped the prompts, so the average sits close to "
-                          "the last prompts.", diagnosis="promptsrc/gpa_shift"),
-        Claim("coop-forgets-novel", PROMPTSRC, statement=f"CoOp ({k} shots) falls below zero-shot CLIP on novel "
-              "classes", a="novel accuracy, CoOp", b="novel accuracy, zero-shot", region=("<", 0.0),
-              paper_figure="PromptSRC Section 1 / CoCoOp Table 1", paper_value="novel 63.22 vs zero-shot 74.22",
-              margin=0.01, rationale=f"{point}; the paper's drop is 11 points", **shared,
-              explanation="on the checkerboard split the novel classes recombine base shapes and colours, and the "
-                          "domain shift that CoOp corrects helps them as much as the base classes.",
-              diagnosis="coop-forgets-novel-halves"),
-        Claim("biomedcoop-gains-most-at-few-shots", BIOMEDCOOP, statement=f"BiomedCoOp's HM gain over CoOp is larger "
-              f"at {lo} shot than at {hi} (medical-like domain, {w} wrong descriptions)",
-              a=f"HM gain at {lo} shot", b=f"HM gain at {hi} shots",
-              paper_figure="BiomedCoOp Table 1 (few-shot)", paper_value="1 shot 57.03 vs CoOp 50.16",
-              margin=0.01, rationale=f"{point}; the paper's 1-shot gain alone is 6.9 points",
-              explanation="at the reference weights (λ1 = λ2 = 1) the MSE and KL terms are a small share of the loss "
-                          "beside the cross-entropy, so BiomedCoOp stays close to CoOp at every shot count.",
-              diagnosis=f"medical/biomed-w{w}-{lo}/reg_share"),
-        Claim("biomedcoop-gains-on-novel", BIOMEDCOOP, statement=f"...and at {lo} shot its gain is larger on novel "
+              explanation=f"GPA averages the prompts of epochs near {p.gpa_mean:g} ± {p.gpa_std:g} of "
+                          f"{p.src_epochs}, where the cosine-decayed rate has nearly stopped the prompts, so the "
+                          "average sits close to the last prompts", diagnosis="halves/promptsrc/gpa_shift"),
+        *([] if not p.promptsrc_rescaled else [Claim(
+              "promptsrc-rescaled-raises-hm", None, reference="diagnosis of the PromptSRC claims (L1 weights "
+              "rescaled to the feature width)", statement="PromptSRC with its L1 weights multiplied by "
+              f"sqrt({p.clip_width}/{p.reference_width}) reaches a higher HM than IVLP on the halves split",
+              a="HM, PromptSRC, rescaled L1 (GPA prompts)", b="HM, IVLP", margin=0.01, rationale=point, **shared,
+              explanation="the width is not what holds PromptSRC back: IVLP's visual prompts start random and move "
+                          "the frozen image features (IVLP's step-0 accuracy is in its curve), and the KL and L1 "
+                          "terms pull toward a zero-shot model that the prompted encoder has already left",
+              diagnosis="halves/ivlp/novel_curve")]),
+        Claim("biomedcoop-raises-hm", BIOMEDCOOP, statement=f"At {lo} shot on the medical-like domain ({w} wrong "
+              f"descriptions, {weight_text(paper_lam)}), BiomedCoOp's HM exceeds CoOp's",
+              a="HM, BiomedCoOp", b="HM, CoOp", paper_figure="BiomedCoOp Table 2 (base-to-novel)",
+              paper_value="HM 75.07 vs CoOp 67.23", margin=0.01, rationale=f"{point}; the paper's gain is 7.8 points",
+              **shared, explanation=weak, diagnosis="biomedcoop-raises-hm-sweep" if sweep else None),
+        Claim("biomedcoop-gains-on-novel", BIOMEDCOOP, statement="...and its gain over CoOp is larger on novel "
               "classes than on base classes", a=f"novel gain at {lo} shot", b=f"base gain at {lo} shot",
-              paper_figure="BiomedCoOp Table 2 (base-to-novel)", paper_value="HM 75.07 vs CoOp 67.23",
-              margin=0.01, rationale=f"{point}; the paper's HM gain is 7.8 points",
-              explanation="at the reference weights the regularisers are a small share of the loss, so the gain on "
-                          "either split is small.", diagnosis=f"medical/biomed-w{w}-{lo}/reg_share"),
+              paper_figure="BiomedCoOp Table 2", paper_value="novel 73.25 vs CoOp 60.28, base 76.95 vs 75.10",
+              margin=0.01, rationale=f"{point}; the paper's novel gain exceeds its base gain by 11 points",
+              explanation=weak, diagnosis="biomedcoop-gains-on-novel-sweep" if sweep else None),
         Claim("pruning-helps-with-wrong-descriptions", BIOMEDCOOP, statement=f"With {w} wrong descriptions, pruning "
-              "raises HM (per shot count)", a="HM, BiomedCoOp", b="HM, without pruning",
-              paper_figure="BiomedCoOp Table 4 (ablation)", paper_value="outlier pruning helps", margin=0.005,
+              f"raises BiomedCoOp's HM ({weight_text(paper_lam)}, per shot count)", a="HM, BiomedCoOp",
+              b="HM, without pruning", paper_figure="BiomedCoOp Table 4 (ablation)",
+              paper_value="outlier pruning helps", margin=0.005,
               rationale=f"half a point ({0.005 * n:g} test images per split): the smallest HM change worth "
                         "crediting to one component of an ablation", **shared,
-              explanation="pruning drops descriptions by the robust z-score of their best-class score, and a wrong "
-                          "index describes a plausible other class, so it scores like a right one and is not "
-                          "singled out.", diagnosis="medical/pruning/selectivity"),
+              explanation="pruning acts only through the KL target, which is a small share of the loss at this "
+                          "weight, and it drops right descriptions too (its selectivity is the diagnosis)",
+              diagnosis="medical/pruning/selectivity"),
         Claim("pruning-neutral-without-wrong", BIOMEDCOOP, statement="...and changes HM by less than 1 point with "
-              "none (per shot count)", a="HM, BiomedCoOp (0 wrong)", b="HM, without pruning (0 wrong)",
-              region=("within", (-0.01, 0.01)), paper_figure="BiomedCoOp Section 3",
-              paper_value="pruning targets hallucinated prompts", margin=0.0,
+              "no wrong descriptions (per weight and shot count)", a="HM, BiomedCoOp (0 wrong)",
+              b="HM, without pruning (0 wrong)", region=("within", (-0.01, 0.01)),
+              paper_figure="BiomedCoOp Section 3", paper_value="pruning targets hallucinated prompts", margin=0.0,
               rationale=f"±1 point (±{n / 100:g} images per split): with nothing wrong to prune, HM should move "
                         "less than one arm's binomial noise", **shared,
-              explanation="pruning also drops right descriptions, which changes the KL target.", diagnosis=None),
-        Claim("coop-forgets-novel-halves", PROMPTSRC, statement=f"Diagnosis: on the halves split (novel shapes unseen "
-              f"in base classes), CoOp ({k} shots) falls below zero-shot on novel classes",
-              a="novel accuracy, CoOp (halves)", b="novel accuracy, zero-shot (halves)", region=("<", 0.0),
-              paper_figure="CoCoOp Table 1 (CoOp's split)", paper_value="novel 63.22 vs zero-shot 74.22",
-              margin=0.01, rationale=f"{point}; the paper's drop is 11 points", **shared,
-              explanation=short),
-        Claim("promptsrc-raises-novel-halves", PROMPTSRC, statement="Diagnosis: on the halves split, PromptSRC's "
-              "novel accuracy exceeds IVLP's", a="novel accuracy, PromptSRC (halves)", b="novel accuracy, IVLP (halves)",
-              paper_figure="PromptSRC Table 1", paper_value="novel 76.10 vs IVLP 71.04",
-              margin=0.01, rationale=f"{point}; the paper's gain is 5 points", **shared, explanation=short),
-    )
+              explanation="pruning also drops right descriptions (the share it drops without wrong ones is the "
+                          "diagnosis), which moves the KL target", diagnosis="medical/pruning/pruned_without_wrong"),
+    ]
+    if sweep:
+        swept = ", ".join(weight_text(x) for x in sweep)
+        why = ("the description ensemble itself is a weaker classifier of scans than CoOp's prompts (its "
+               "zero-shot HM is the diagnosis), so pulling toward it costs as much as it gives")
+        out += [
+            Claim("biomedcoop-raises-hm-sweep", None, reference=f"diagnosis of biomedcoop-raises-hm ({swept}, "
+                  "pre-registered)", statement=f"The same claim at {swept}: BiomedCoOp's HM exceeds CoOp's (per "
+                  "weight)", a="HM, BiomedCoOp", b="HM, CoOp", margin=0.01, rationale=point, **shared,
+                  explanation=why, diagnosis=f"medical/descriptions-w{w}/hm"),
+            Claim("biomedcoop-gains-on-novel-sweep", None, reference="diagnosis of biomedcoop-gains-on-novel "
+                  f"({swept})", statement=f"The same claim at {swept}: BiomedCoOp's gain over CoOp is larger on "
+                  "novel than on base classes (per weight)", a=f"novel gain at {lo} shot", b=f"base gain at {lo} shot",
+                  margin=0.01, rationale=point, explanation=why, diagnosis=f"medical/descriptions-w{w}/hm"),
+            Claim("pruning-helps-sweep", None, reference=f"diagnosis of pruning-helps-with-wrong-descriptions "
+                  f"({swept})", statement=f"The same claim at {swept}: pruning raises BiomedCoOp's HM with {w} wrong "
+                  "descriptions (per weight and shot count)", a="HM, BiomedCoOp", b="HM, without pruning",
+                  margin=0.005, rationale="half a point, as the claim it diagnoses", **shared,
+                  explanation="pruning does not single out the wrong descriptions (its selectivity)",
+                  diagnosis="medical/pruning/selectivity"),
+        ]
+    if len(p.shots) > 1:
+        out.append(Claim("biomedcoop-gains-most-at-few-shots", BIOMEDCOOP, statement=f"BiomedCoOp's HM gain over "
+                         f"CoOp is larger at {lo} shot than at {max(p.shots)} ({weight_text(paper_lam)})",
+                         a=f"HM gain at {lo} shot", b=f"HM gain at {max(p.shots)} shots",
+                         paper_figure="BiomedCoOp Table 1 (few-shot)", paper_value="1 shot 57.03 vs CoOp 50.16",
+                         margin=0.01, rationale=f"{point}; the paper's 1-shot gain alone is 6.9 points",
+                         explanation=weak, diagnosis=f"medical/biomed-l{paper_lam:g}-w{w}-{lo}/reg_share"))
+    return tuple(out)
 
 
 def evaluate_claims(run: Run) -> list[dict]:
     p = run.params
     c = {claim.id: claim for claim in claims(p)}
-    k, lo, hi, w = max(p.shots), min(p.shots), max(p.shots), f"{p.wrong_share:g}"
+    lo, w = min(p.shots), f"{p.wrong_share:g}"
+    paper_lam, sweep = p.biomed_weights[0], p.biomed_weights[1:]
 
     def zs(name):
         return per_seed(run, name)
 
-    def med(arm, wrong, shots, metric="hm"):
-        return read(run, f"medical/{arm}-w{wrong}-{shots}/{metric}")
+    def med(arm, lam, wrong, shots, metric="hm"):
+        return read(run, f"{biomed_tag(arm, lam, float(wrong), shots)}/{metric}")
 
-    def per_shot(arm, wrong):
-        return {f"{s} shots": med(arm, wrong, s) for s in p.shots}
+    def gpa_vs_last(metric):
+        """PromptSRC's GPA prompts against its last prompts, both judged by the live curve's convergence."""
+        live = read(run, f"halves/promptsrc/{metric}")
+        return (cl.derived(run.values(f"halves/promptsrc/{metric}"), live.drift(), live.window),
+                cl.derived(run.values(f"halves/promptsrc_last/{metric}"), live.drift(), live.window))
 
-    return [
-        c["promptsrc-raises-novel"].evaluate(aggregated(run, "promptsrc/novel"), read(run, "ivlp/novel")),
-        c["promptsrc-keeps-base"].evaluate(aggregated(run, "promptsrc/base"), read(run, "ivlp/base")),
-        c["promptsrc-raises-hm"].evaluate(aggregated(run, "promptsrc/hm"), read(run, "ivlp/hm")),
-        c["gpa-raises-hm"].evaluate(aggregated(run, "promptsrc/hm"), read(run, "ivlp_l1_kl/hm")),
-        c["coop-forgets-novel"].evaluate(read(run, f"coop-{k}/novel"), zs("zeroshot/novel")),
-        c["biomedcoop-gains-most-at-few-shots"].evaluate(gain(med("biomed", w, lo), med("coop", w, lo)),
-                                                         gain(med("biomed", w, hi), med("coop", w, hi))),
-        c["biomedcoop-gains-on-novel"].evaluate(gain(med("biomed", w, lo, "novel"), med("coop", w, lo, "novel")),
-                                                gain(med("biomed", w, lo, "base"), med("coop", w, lo, "base"))),
-        c["pruning-helps-with-wrong-descriptions"].evaluate(per_shot("biomed", w), per_shot("biomed_noprune", w)),
-        c["pruning-neutral-without-wrong"].evaluate(per_shot("biomed", "0"), per_shot("biomed_noprune", "0")),
-        c["coop-forgets-novel-halves"].evaluate(read(run, f"halves/coop-{k}/novel"), zs("halves/zeroshot/novel")),
-        c["promptsrc-raises-novel-halves"].evaluate(aggregated(run, "halves/promptsrc/novel"),
-                                                    read(run, "halves/ivlp/novel")),
+    def novel_gain(split):
+        coop = read(run, f"{split}/coop/novel")
+        return cl.derived(coop.values() - zs(f"{split}/zeroshot/novel"), coop.drift(), coop.window)
+
+    def per_weight(fn, weights):
+        return grouped({weight_text(lam): fn(lam) for lam in weights})
+
+    def grouped(arms: dict):
+        """Groups when there are two or more; a single group's arm is the arm itself."""
+        return arms if len(arms) > 1 else next(iter(arms.values()))
+
+    results = [
+        c["coop-forgets-novel"].evaluate(read(run, "halves/coop/novel"), zs("halves/zeroshot/novel")),
+        c["forgetting-needs-unseen-attributes"].evaluate(novel_gain("checkerboard"), novel_gain("halves")),
+        c["promptsrc-raises-novel"].evaluate(aggregated(run, "halves/promptsrc/novel"), read(run, "halves/ivlp/novel")),
+        c["promptsrc-keeps-base"].evaluate(aggregated(run, "halves/promptsrc/base"), read(run, "halves/ivlp/base")),
+        c["promptsrc-raises-hm"].evaluate(aggregated(run, "halves/promptsrc/hm"), read(run, "halves/ivlp/hm")),
+        c["gpa-raises-hm"].evaluate(*gpa_vs_last("hm")),
+        *([c["promptsrc-rescaled-raises-hm"].evaluate(aggregated(run, "halves/promptsrc_rescaled/hm"),
+                                                      read(run, "halves/ivlp/hm"))] if p.promptsrc_rescaled else []),
+        c["biomedcoop-raises-hm"].evaluate(med("biomed", paper_lam, w, lo), med("coop", None, w, lo)),
+        c["biomedcoop-gains-on-novel"].evaluate(
+            gain(med("biomed", paper_lam, w, lo, "novel"), med("coop", None, w, lo, "novel")),
+            gain(med("biomed", paper_lam, w, lo, "base"), med("coop", None, w, lo, "base"))),
+        c["pruning-helps-with-wrong-descriptions"].evaluate(
+            *[grouped({f"{s} shots": med(arm, paper_lam, w, s) for s in p.shots})
+              for arm in ("biomed", "biomed_noprune")]),
+        c["pruning-neutral-without-wrong"].evaluate(
+            *[grouped({f"{weight_text(lam)}, {s} shots": med(arm, lam, 0, s) for lam in p.biomed_weights
+                       for s in p.shots}) for arm in ("biomed", "biomed_noprune")]),
     ]
+    if sweep:
+        results += [
+            c["biomedcoop-raises-hm-sweep"].evaluate(per_weight(lambda lam: med("biomed", lam, w, lo), sweep),
+                                                     per_weight(lambda lam: med("coop", None, w, lo), sweep)),
+            c["biomedcoop-gains-on-novel-sweep"].evaluate(
+                per_weight(lambda lam: gain(med("biomed", lam, w, lo, "novel"), med("coop", None, w, lo, "novel")),
+                           sweep),
+                per_weight(lambda lam: gain(med("biomed", lam, w, lo, "base"), med("coop", None, w, lo, "base")),
+                           sweep)),
+            c["pruning-helps-sweep"].evaluate(
+                *[grouped({f"{weight_text(lam)}, {s} shots": med(arm, lam, w, s) for lam in sweep for s in p.shots})
+                  for arm in ("biomed", "biomed_noprune")]),
+        ]
+    if len(p.shots) > 1:
+        hi = max(p.shots)
+        results.append(c["biomedcoop-gains-most-at-few-shots"].evaluate(
+            gain(med("biomed", paper_lam, w, lo), med("coop", None, w, lo)),
+            gain(med("biomed", paper_lam, w, hi), med("coop", None, w, hi))))
+    return results
 
 
 def record_health(run: Run) -> None:
@@ -187,13 +272,20 @@ def glue_values(run: Run, bed: Bed) -> dict[str, float | int | str]:
     """Every number the prose glues (call after the seeds have run: ``se_points`` reads zero-shot accuracy)."""
     p = run.params
     n = test_images(p)
-    acc = float(np.mean(run.values("zeroshot/base")))
+    acc = float(np.mean(run.values("halves/zeroshot/base")))
+    n_base = len(bed.data.base_classes)
+    coop_steps = recipe_steps(p, p.forgetting_shots * n_base, p.coop_batch, coop_epochs(p.forgetting_shots))[0]
+    src_steps = recipe_steps(p, p.forgetting_shots * n_base, p.src_batch, p.src_epochs)[0]
     return {"n_shapes": len(p.shapes), "n_colours": len(p.colours), "n_classes": len(bed.data.classes),
-            "n_base": len(bed.data.base_classes), "n_novel": len(bed.data.novel_classes),
+            "n_base": n_base, "n_novel": len(bed.data.novel_classes),
             "clip_layers": p.clip_layers, "clip_width": p.clip_width, "style_pct": round(100 * p.style_share),
-            "shots": ", ".join(map(str, p.shots)), "max_shots": max(p.shots), "prompt_steps": p.prompt_steps,
-            "prompt_lr": p.prompt_lr, "prompt_evals": p.prompt_evals, "eval_every": p.prompt_steps // p.prompt_evals,
-            "window": cl.WINDOW, "n_templates": len(TEMPLATES), "descriptions": p.descriptions,
+            "shots": ", ".join(map(str, p.shots)), "max_shots": p.forgetting_shots,
+            "coop_epochs": coop_epochs(p.forgetting_shots), "coop_steps": coop_steps, "coop_batch": p.coop_batch,
+            "src_epochs": p.src_epochs, "src_steps": src_steps, "src_batch": p.src_batch, "src_lr": p.src_lr,
+            "prompt_lr": p.prompt_lr, "prompt_evals": p.prompt_evals, "window": cl.WINDOW,
+            "n_templates": len(TEMPLATES), "descriptions": p.descriptions, "wrong_pct": round(100 * p.wrong_share),
+            "weights": ", ".join(f"{x:g}" for x in p.biomed_weights), "paper_weight": p.biomed_weights[0],
+            "l1_rescale": math.sqrt(p.clip_width / p.reference_width), "reference_width": p.reference_width,
             "test_per_class": p.test_per_class, "split_images": n, "convergence_pct": 100 * cl.CONVERGENCE_TOL,
             "point_images": n / 100,
             # one arm's binomial standard error on a split, in points
@@ -204,37 +296,57 @@ def glue_values(run: Run, bed: Bed) -> dict[str, float | int | str]:
 
 
 def summary_markdown(run: Run, results: list[dict]) -> str:
-    """Per seed, each PromptSRC component's effect; then the tables of every arm's final accuracies (mean ± std).
-    ``results`` (the verdicts) are read in :func:`reading_markdown`, not here."""
-    return component_effects_markdown(run) + "\n\n" + accuracy_tables_markdown(run)
+    """The tables of every arm's final accuracies (mean ± std) and the training diagnostics. ``results`` (the
+    verdicts) are read in :func:`reading_markdown`, not here."""
+    return accuracy_tables_markdown(run)
+
+
+def _row(v, prefix: str, label: str) -> str:
+    return f"| {label} | " + " | ".join(mean_std_text(v(f"{prefix}/{s}")) for s in ("base", "novel", "hm")) + " |"
 
 
 def accuracy_tables_markdown(run: Run) -> str:
-    """Final base, novel and HM accuracy of every arm, mean ± std over seeds."""
+    """Final base, novel and HM accuracy of every arm, mean ± std over seeds, and the training diagnostics."""
     p = run.params
     v = run.values
+    k = p.forgetting_shots
     lines = [f"Over {len(run.seeds)} seeds (profile `{run.profile}`), mean ± std, at the last training step "
-             "(PromptSRC: its GPA prompts). Accuracies are fractions.", "",
-             f"**{p.domain}**, {max(p.shots)} shots per base class for the prompt learners:", "",
-             "| method | base | novel | HM |", "|---|---|---|---|"]
-    rows = ["zeroshot", "ensemble"] + [f"coop-{k}" for k in p.shots] + list(SRC_ARMS)
-    for arm in rows:
-        label = ARM_LABELS.get(arm) or f"CoOp, {arm.split('-')[1]} shots"
-        lines.append(f"| {label} | {mean_std_text(v(f'{arm}/base'))} | {mean_std_text(v(f'{arm}/novel'))} | {mean_std_text(v(f'{arm}/hm'))} |")
-    k = max(p.shots)
-    lines += ["", f"**halves split** ({p.domain}; novel classes include shapes no base class has):", "",
-              "| method | base | novel | HM |", "|---|---|---|---|"]
-    for arm, label in (("zeroshot", ARM_LABELS["zeroshot"]), (f"coop-{k}", f"CoOp, {k} shots"), ("ivlp", "IVLP"),
-                       ("promptsrc", ARM_LABELS["promptsrc"])):
-        lines.append(f"| {label} | " + " | ".join(mean_std_text(v(f"halves/{arm}/{s}")) for s in ("base", "novel", "hm"))
-                     + " |")
-    lines += ["", f"**medical-like**, HM (zero-shot with 'a scan of a {{}}': {mean_std_text(v('medical/zeroshot/hm'))}):", "",
-              "| method | wrong descriptions | " + " | ".join(f"{k} shots" for k in p.shots) + " |",
-              "|---|---|" + "---|" * len(p.shots)]
-    for wrong, arms in ((f"{p.wrong_share:g}", BIOMED_ARMS), ("0", ("biomed_noprune", "biomed"))):
-        for arm in arms:
-            lines.append(f"| {ARM_LABELS[arm]} | {wrong} | " +
-                         " | ".join(mean_std_text(v(f"medical/{arm}-w{wrong}-{k}/hm")) for k in p.shots) + " |")
+             "(PromptSRC: its GPA prompts). Accuracies are fractions.", ""]
+    for split in SPLITS:
+        lines += [f"**{p.domain}, {split} split**, {k} shots per base class:", "", "| method | base | novel | HM |",
+                  "|---|---|---|---|", _row(v, f"{split}/zeroshot", ARM_LABELS["zeroshot"]),
+                  _row(v, f"{split}/ensemble", ARM_LABELS["ensemble"]), _row(v, f"{split}/coop", f"CoOp ({k} shots)")]
+        if split == "halves":
+            lines += [_row(v, f"halves/{arm}", ARM_LABELS[arm]) for arm in src_arms(p)]
+            lines.append(_row(v, "halves/promptsrc_last", "PromptSRC, last prompts (no GPA)"))
+        lines.append("")
+    lines += ["**Training diagnostics** (start → end of training; the context's cosine to the words it started "
+              "as, \"a photo of a\"):", "", "| learner | test HM at step 0 | test HM at the end | context cosine at "
+              "the end | training loss, first → last interval |", "|---|---|---|---|---|"]
+    learners = [(f"{split}/coop", f"CoOp, {split}") for split in SPLITS] + \
+        [(f"halves/{arm}", f"{ARM_LABELS[arm]}, halves (live prompts)") for arm in src_arms(p)]
+    for prefix, label in learners:
+        hm = run.values(f"{prefix}/hm_curve")
+        loss = run.values(f"{prefix}/loss_curve")
+        lines.append(f"| {label} | {mean_std_text([c[0] for c in hm])} | {mean_std_text([c[-1] for c in hm])} | "
+                     f"{mean_std_text([c[-1] for c in run.values(f'{prefix}/ctx_cosine_curve')])} | "
+                     f"{mean_std_text([c[0] for c in loss])} → {mean_std_text([c[-1] for c in loss])} |")
+    w = f"{p.wrong_share:g}"
+    lines += ["", f"**medical-like, halves split**, HM (zero-shot with 'a scan of a {{}}': "
+              f"{mean_std_text(v('medical/zeroshot/hm'))}; the description ensemble as a zero-shot classifier: "
+              f"{mean_std_text(v(f'medical/descriptions-w{w}/hm'))} with {w} wrong, "
+              f"{mean_std_text(v('medical/descriptions-w0/hm'))} without):", "",
+              "| method | weight λ | wrong descriptions | " + " | ".join(f"{s} shots" for s in p.shots)
+              + " | regulariser share of the loss |", "|---|---|---|" + "---|" * (len(p.shots) + 1)]
+    lines.append(f"| CoOp | — | {w} | " + " | ".join(mean_std_text(v(f"{biomed_tag('coop', None, p.wrong_share, s)}/hm"))
+                                                 for s in p.shots) + " | — |")
+    for wrong in (p.wrong_share, 0.0):
+        for lam in p.biomed_weights:
+            for arm in ("biomed_noprune", "biomed"):
+                tags = [biomed_tag(arm, lam, wrong, s) for s in p.shots]
+                lines.append(f"| {ARM_LABELS[arm]} | {lam:g} | {wrong:g} | "
+                             + " | ".join(mean_std_text(v(f"{t}/hm")) for t in tags)
+                             + f" | {mean_std_text(v(f'{tags[0]}/reg_share'))} |")
     return "\n".join(lines)
 
 
@@ -252,52 +364,47 @@ def nearest_words(bed: Bed, context: torch.Tensor, k: int = 3) -> str:
     return "\n".join(lines)
 
 
-def component_effects_markdown(run: Run) -> str:
-    """Per-seed effect of each PromptSRC component on novel accuracy and HM (final values), generated."""
-    v = functools.partial(per_seed, run)
-    steps = (("ivlp_l1", "ivlp", "L1 feature terms"), ("ivlp_l1_kl", "ivlp_l1", "KL term"),
-             ("promptsrc", "ivlp_l1_kl", "GPA"))
-    lines = ["| component | " + " | ".join(f"seed {s}: novel / HM" for s in run.seeds) + " |",
-             "|---|" + "---|" * len(run.seeds)]
-    for new, old, label in steps:
-        dn, dh = v(f"{new}/novel") - v(f"{old}/novel"), v(f"{new}/hm") - v(f"{old}/hm")
-        lines.append(f"| + {label} | " + " | ".join(f"{a:+.3f} / {b:+.3f}" for a, b in zip(dn, dh)) + " |")
-    return "\n".join(lines)
-
-
 def reading_markdown(run: Run, results: list[dict]) -> str:
     """The verdicts read against the test bed, generated from the results (so it reads right whatever they are)."""
     r = {x["id"]: x for x in results}
     v = functools.partial(per_seed, run)
     p = run.params
-    k = max(p.shots)
     vt = cl.verdict_text
     conv = [x["id"] for x in results if x["convergence"]["converged"] is False]
-    out = []
-    out.append(f"- **Forgetting.** On the checkerboard split, CoOp's novel accuracy minus zero-shot's is "
-               f"{mean_std_text(v(f'coop-{k}/novel') - v('zeroshot/novel'))} (coop-forgets-novel: "
-               f"{vt(r['coop-forgets-novel'])}); on the halves split it is "
-               f"{mean_std_text(v(f'halves/coop-{k}/novel') - v('halves/zeroshot/novel'))} "
-               f"(coop-forgets-novel-halves: {vt(r['coop-forgets-novel-halves'])}). PromptSRC against IVLP on novel "
-               f"classes: {vt(r['promptsrc-raises-novel'])} on the checkerboard, "
-               f"{vt(r['promptsrc-raises-novel-halves'])} on halves.")
-    out.append("- **Convergence.** " + (f"Claims whose curves still moved more than their tolerance over the last "
-               f"window: {', '.join(conv)}." if conv else "Every curve-read arm moved less than its tolerance over "
-               "the last window.") + f" The learning rate decays to zero by a cosine over the {p.prompt_steps} "
-               "steps, so a flat tail here says that training stopped, not that the prompts reached an optimum: "
-               f"CoOp's {k}-shot context vectors end at cosine {mean_std_text(v(f'coop-{k}/ctx_init_cosine'))} to the "
-               "words they started as.")
-    out.append(f"- **GPA.** The aggregated prompts sit {mean_std_text(v('promptsrc/gpa_shift'))} of the training "
-               f"path away from the last prompts (gpa-raises-hm: {vt(r['gpa-raises-hm'])}).")
+
+    def gain(split):
+        return np.asarray([c[-1] for c in run.values(f"{split}/coop/novel_curve")]) - v(f"{split}/zeroshot/novel")
+
+    out = [f"- **Forgetting.** CoOp's novel accuracy minus zero-shot's is {mean_std_text(gain('checkerboard'))} on "
+           f"the checkerboard split and {mean_std_text(gain('halves'))} on the halves split "
+           f"(coop-forgets-novel: {vt(r['coop-forgets-novel'])}; the difference between splits: "
+           f"{vt(r['forgetting-needs-unseen-attributes'])}). CoOp's context ends at cosine "
+           f"{mean_std_text([c[-1] for c in run.values('halves/coop/ctx_cosine_curve')])} to its initial words on "
+           "the halves split.",
+           "- **Convergence.** " + (f"Claims whose curves still moved more than their tolerance over the last "
+                                    f"window: {', '.join(conv)}." if conv else "Every curve-read arm moved less than "
+                                    "its tolerance over the last window.") +
+           " Each learner trains for its paper's recipe (CoOp's epochs by shot count; PromptSRC's 20 epochs at "
+           "batch 4); the rate decays to zero by a cosine, so a flat tail also says that training stopped.",
+           f"- **PromptSRC.** On the halves split: novel {vt(r['promptsrc-raises-novel'])}, base within 2 points "
+           f"{vt(r['promptsrc-keeps-base'])}, HM {vt(r['promptsrc-raises-hm'])}"
+           + (f"; with the L1 weights rescaled to the width, HM {vt(r['promptsrc-rescaled-raises-hm'])}"
+              if "promptsrc-rescaled-raises-hm" in r else "") + ". IVLP's test HM at step 0 (its random visual "
+           f"prompts already in place) is {mean_std_text([c[0] for c in run.values('halves/ivlp/hm_curve')])}, "
+           f"against zero-shot's {mean_std_text(v('halves/zeroshot/hm'))}. GPA's prompts sit "
+           f"{mean_std_text(v('halves/promptsrc/gpa_shift'))} of the training path away from the last prompts "
+           f"(gpa-raises-hm: {vt(r['gpa-raises-hm'])})."]
     lo, w = min(p.shots), f"{p.wrong_share:g}"
-    parts = {x: np.mean([np.mean(c) for c in run.values(f"medical/biomed-w{w}-{k}/{x}_curve")]) for x in ("ce", "mse", "kl")}
-    out.append(f"- **BiomedCoOp's weights.** Over training at {k} shots, the cross-entropy averages {parts['ce']:.3g}, "
-               f"the MSE {parts['mse']:.3g} and the KL {parts['kl']:.3g}; the regularisers' share of the loss at "
-               f"{lo} shot is {mean_std_text(v(f'medical/biomed-w{w}-{lo}/reg_share'))}. "
-               f"BiomedCoOp's claims: {vt(r['biomedcoop-gains-most-at-few-shots'])} (gain largest at few shots), "
-               f"{vt(r['biomedcoop-gains-on-novel'])} (gain larger on novel).")
-    out.append(f"- **Pruning.** Averaged over shot counts, pruning drops wrong descriptions "
-               f"{mean_std_text(v('medical/pruning/selectivity'))} more often than right ones (share of wrong minus "
-               f"share of right; 1 would be perfect). pruning-helps-with-wrong-descriptions: "
-               f"{vt(r['pruning-helps-with-wrong-descriptions'])}.")
+    shares = ", ".join(mean_std_text(v(biomed_tag("biomed", lam, p.wrong_share, lo) + "/reg_share")) + f" at λ = {lam:g}"
+                       for lam in p.biomed_weights)
+    out.append(f"- **BiomedCoOp's weights.** The regularisers' share of the loss at {lo} shot: {shares}. "
+               f"BiomedCoOp above CoOp at the paper's weight: {vt(r['biomedcoop-raises-hm'])}"
+               + (f"; across the sweep: {vt(r['biomedcoop-raises-hm-sweep'])}" if "biomedcoop-raises-hm-sweep" in r
+                  else "") + ".")
+    out.append(f"- **Pruning.** Wrong descriptions here describe {'shapes and colours no class has' if p.wrong_kind == 'unseen' else 'another class'}. "
+               f"Averaged over shot counts, pruning drops wrong descriptions {mean_std_text(v('medical/pruning/selectivity'))} "
+               f"more often than right ones (share of wrong minus share of right; 1 would be perfect), and "
+               f"{mean_std_text(v('medical/pruning/pruned_without_wrong'))} of the descriptions when none is wrong. "
+               f"pruning-helps-with-wrong-descriptions: {vt(r['pruning-helps-with-wrong-descriptions'])}"
+               + (f"; across the sweep: {vt(r['pruning-helps-sweep'])}" if "pruning-helps-sweep" in r else "") + ".")
     return "\n".join(out)

@@ -1,13 +1,13 @@
-"""The chapter's figures: the test bed's domains, base/novel accuracy per method, HM against shots, and the
-test curves the claims read."""
+"""The chapter's figures: the test bed's domains, base/novel accuracy per method on both splits, BiomedCoOp
+against its weight, and the training curves (test HM, loss, context drift)."""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from distillbook.chapters.clip_prompt_learning.claims import ARM_LABELS
-from distillbook.chapters.clip_prompt_learning.experiment import BIOMED_ARMS, SRC_ARMS, Bed
+from distillbook.chapters.clip_prompt_learning.claims import ARM_LABELS, src_arms
+from distillbook.chapters.clip_prompt_learning.experiment import SPLITS, Bed, biomed_tag
 from distillbook.core import claims as cl
 from distillbook.core.plotting import mean_std_band, reference_band
 from distillbook.core.results import Run
@@ -33,69 +33,75 @@ def plot_domains(bed: Bed, per_domain: int = 6):
 
 
 def plot_base_novel(run: Run):
-    """Base, novel and HM per method on the target domain (bars: mean, dots: seeds)."""
+    """Base, novel and HM per method on the target domain, the two splits side by side (bars: mean, dots: seeds)."""
     import pandas as pd
     import seaborn as sns
 
     p = run.params
-    k = max(p.shots)
-    arms = ["zeroshot", "ensemble", f"coop-{k}"] + list(SRC_ARMS)
-    rows = [{"method": ARM_LABELS.get(arm) or f"CoOp ({k} shots)", "split": split, "accuracy": value}
-            for arm in arms for split in ("base", "novel", "hm") for value in run.values(f"{arm}/{split}")]
-    data = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(11, 4), layout="constrained")
-    sns.barplot(data, x="method", y="accuracy", hue="split", errorbar="sd", alpha=0.7, ax=ax)
-    sns.stripplot(data, x="method", y="accuracy", hue="split", dodge=True, palette="dark:k", size=3, ax=ax,
-                  legend=False)
-    ax.set(xlabel="", ylabel="accuracy (10-way)", ylim=(0, 1),
-           title=f"{p.domain}: base and novel classes, {k} shots per base class for the learners")
-    ax.tick_params(axis="x", labelrotation=15)
+    k = p.forgetting_shots
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4), layout="constrained", sharey=True,
+                             gridspec_kw={"width_ratios": [3, 6]})
+    for ax, split in zip(axes, SPLITS):
+        arms = ["zeroshot", "ensemble", "coop"] + (list(src_arms(p)) if split == "halves" else [])
+        rows = [{"method": ARM_LABELS[arm] if arm != "coop" else f"CoOp ({k} shots)", "classes": part,
+                 "accuracy": x}
+                for arm in arms for part in ("base", "novel", "hm") for x in run.values(f"{split}/{arm}/{part}")]
+        data = pd.DataFrame(rows)
+        sns.barplot(data, x="method", y="accuracy", hue="classes", errorbar="sd", alpha=0.7, ax=ax,
+                    legend=split == "halves")
+        sns.stripplot(data, x="method", y="accuracy", hue="classes", dodge=True, palette="dark:k", size=3, ax=ax,
+                      legend=False)
+        ax.set(xlabel="", ylabel=f"accuracy ({len(run.params.shapes) * len(run.params.colours) // 2}-way)",
+               ylim=(0, 1), title=f"{p.domain}, {split} split")
+        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+    sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1.0), title="accuracy on")
     return fig
 
 
-def plot_shots(run: Run):
-    """HM against shots: CoOp on the target domain; BiomedCoOp's variants on the medical-like domain."""
+def plot_biomed(run: Run):
+    """BiomedCoOp's HM against its regulariser weight, with and without pruning, beside CoOp (lowest shot count)."""
     p = run.params
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    lo = min(p.shots)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained", sharey=True)
 
-    def per_seed(fmt):  # one row of values against shots per seed
-        return [[run.values(fmt.format(k=k))[s] for k in p.shots] for s in range(len(run.seeds))]
+    def per_seed(arm, wrong):
+        return [[run.values(f"{biomed_tag(arm, lam, wrong, lo)}/hm")[s] for lam in p.biomed_weights]
+                for s in range(len(run.seeds))]
 
-    mean_std_band(axes[0], p.shots, per_seed("coop-{k}/hm"), label="CoOp", color="C0")
-    reference_band(axes[0], run.values("zeroshot/hm"), label="zero-shot", color="C7")
-    reference_band(axes[0], run.values("ensemble/hm"), label="template ensemble", color="C2", linestyle=":")
-    axes[0].set(title=f"{p.domain}: CoOp against zero-shot")
-    w = f"{p.wrong_share:g}"
-    for i, arm in enumerate(BIOMED_ARMS):
-        mean_std_band(axes[1], p.shots, per_seed(f"medical/{arm}-w{w}-{{k}}/hm"), label=f"{ARM_LABELS[arm]}",
-                      color=f"C{i}")
-    mean_std_band(axes[1], p.shots, per_seed("medical/biomed-w0-{k}/hm"), label="BiomedCoOp, no wrong descriptions",
-                  color="C3", linestyle="--", marker="s")
-    reference_band(axes[1], run.values("medical/zeroshot/hm"), label="zero-shot", color="C7")
-    axes[1].set(title=f"medical-like: {w} of the descriptions wrong")
-    for ax in axes:
-        ax.set(xscale="log", xticks=p.shots, xticklabels=[str(k) for k in p.shots],
-               xlabel="labelled images per base class", ylabel="harmonic mean of base and novel accuracy")
+    for ax, wrong in zip(axes, (p.wrong_share, 0.0)):
+        for i, arm in enumerate(("biomed_noprune", "biomed")):
+            mean_std_band(ax, p.biomed_weights, per_seed(arm, wrong), label=ARM_LABELS[arm], color=f"C{i}")
+        reference_band(ax, run.values(f"{biomed_tag('coop', None, p.wrong_share, lo)}/hm"), label="CoOp", color="C7")
+        reference_band(ax, run.values("medical/zeroshot/hm"), label="zero-shot, 'a scan of a {}'", color="C2",
+                       linestyle=":")
+        ax.set(xscale="log", xticks=p.biomed_weights, xticklabels=[f"{x:g}" for x in p.biomed_weights],
+               xlabel="regulariser weight λ1 = λ2", title=f"{wrong:.0%} of the descriptions wrong")
+        ax.minorticks_off()
         ax.legend(fontsize=8)
+    axes[0].set_ylabel("harmonic mean of base and novel accuracy")
+    fig.suptitle(f"BiomedCoOp on the medical-like domain, halves split, {lo} shot per base class")
     return fig
 
 
 def plot_curves(run: Run):
-    """HM on the test sets during prompt training (mean ± std over seeds): what the claims' tail windows read."""
+    """Test HM, training loss and the context's cosine to its initial words along prompt training (mean ± std
+    over seeds): what the claims' tail windows read, and how far the prompts moved."""
     p = run.params
-    k, lo, w = max(p.shots), min(p.shots), f"{p.wrong_share:g}"
-    steps = np.arange(1, p.prompt_evals + 1) * (p.prompt_steps // p.prompt_evals)
-    panels = {f"{p.domain}, checkerboard split": [(f"coop-{k}", f"CoOp ({k} shots)"), ("ivlp", "IVLP"),
-                                                  ("ivlp_l1_kl", "IVLP + L1 + KL"), ("promptsrc", "PromptSRC (live prompts)")],
-              f"{p.domain}, halves split": [(f"halves/coop-{k}", f"CoOp ({k} shots)"), ("halves/ivlp", "IVLP"),
-                                            ("halves/promptsrc", "PromptSRC (live prompts)")],
-              f"medical-like, {w} wrong descriptions": [(f"medical/{arm}-w{w}-{s}", f"{ARM_LABELS[arm]}, {s} shots")
-                                                         for s in (lo, k) for arm in ("coop", "biomed")]}
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), layout="constrained")
-    for ax, (title, arms) in zip(axes, panels.items()):
-        for i, (arm, label) in enumerate(arms):
-            mean_std_band(ax, steps, run.values(f"{arm}/hm_curve"), label=label, color=f"C{i}")
-        ax.axvspan(steps[-cl.WINDOW], steps[-1], color="0.9", zorder=0)
-        ax.set(title=title, xlabel="prompt-training step", ylabel="HM (test)")
-        ax.legend(fontsize=7)
+    learners = [(f"{split}/coop", f"CoOp, {split}") for split in SPLITS] + \
+        [(f"halves/{arm}", f"{ARM_LABELS[arm]}, halves") for arm in src_arms(p)]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), layout="constrained")
+    for i, (prefix, label) in enumerate(learners):
+        hm = np.asarray(run.values(f"{prefix}/hm_curve"))
+        progress = np.linspace(0, 1, hm.shape[1])  # step 0, then prompt_evals equally spaced evaluations
+        mean_std_band(axes[0], progress, hm, label=label, color=f"C{i}")
+        mean_std_band(axes[2], progress, run.values(f"{prefix}/ctx_cosine_curve"), label=label, color=f"C{i}")
+        loss = np.asarray(run.values(f"{prefix}/loss_curve"))
+        mean_std_band(axes[1], progress[1:], loss, label=label, color=f"C{i}")
+    axes[0].axvspan(progress[-cl.WINDOW], 1, color="0.9", zorder=0)
+    axes[0].set(title="test HM (shaded: the window the claims read)", ylabel="HM (test)")
+    axes[1].set(title="training loss (mean over each evaluation interval)", ylabel="loss", yscale="log")
+    axes[2].set(title="context vectors' cosine to 'a photo of a'", ylabel="mean cosine")
+    for ax in axes:
+        ax.set(xlabel="share of the recipe's steps")
+    axes[2].legend(fontsize=7, loc="best")
     return fig

@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from distillbook.core import claims as cl
 from distillbook.core.params import ChapterParams
-from distillbook.testbeds.captioned import Captioned
+from distillbook.testbeds.captioned import COLOUR_WORDS, SHAPE_WORDS, Captioned
 
 CHAPTER = "clip-prompt-learning"
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -32,45 +32,60 @@ class Params(ChapterParams):
     clip_checkpoint: str | None = Field(None, description="a saved CLIPModel to adapt instead of pretraining one "
                                         "(a local folder, or a hub id when online); it must read this test bed's "
                                         "word ids, so this is for models saved by this chapter")
-    # prompt learning
+    # prompt learning (each learner's steps follow its paper's recipe: epochs over the few-shot set at its batch)
     domain: Literal["photo", "sketch", "medical"] = Field("sketch", description="target domain of CoOp and PromptSRC")
-    shots: list[PositiveInt] = Field(min_length=2, description="labelled images per base class")
-    prompt_steps: int = Field(ge=1)
-    prompt_batch: int = Field(ge=1)
-    prompt_lr: float = Field(0.002, gt=0, description="SGD rate (cosine decay) of the prompt vectors (CoOp's 0.002)")
+    forgetting_shots: PositiveInt = Field(16, description="labelled images per base class for the forgetting and "
+                                                          "PromptSRC experiments (the papers' 16)")
+    shots: list[PositiveInt] = Field(min_length=1, description="BiomedCoOp's shot counts, e.g. [1, 16]")
+    epoch_scale: float = Field(1.0, gt=0, le=1, description="multiplies every recipe's epochs (1: the papers' "
+                                                            "recipes; the smoke profile's shortcut)")
+    coop_batch: PositiveInt = Field(32, description="CoOp's batch (32; BiomedCoOp trains with CoOp's recipe)")
+    prompt_lr: float = Field(0.002, gt=0, description="CoOp's SGD rate (0.002, cosine decay)")
+    src_epochs: PositiveInt = Field(20, description="PromptSRC's epochs (20), also GPA's epoch count")
+    src_batch: PositiveInt = Field(4, description="PromptSRC's batch (4)")
+    src_lr: float = Field(0.0025, gt=0, description="PromptSRC's SGD rate (0.0025, cosine decay)")
     prompt_evals: int = Field(ge=2 * cl.WINDOW, description="evaluations of base and novel test accuracy during "
-                              "each prompt training (equally spaced; the claims read the last ones)")
+                              "each prompt training after the one at step 0 (equally spaced; the claims read the "
+                              "last ones)")
     ivlp_depth: int = Field(ge=1, description="layers with learned prompts in each tower (IVLP, PromptSRC)")
     vision_tokens: int = Field(ge=1, description="learned visual tokens per layer")
     text_weight: float = Field(25.0, ge=0, description="PromptSRC's L1 text-feature weight (25)")
     image_weight: float = Field(10.0, ge=0, description="PromptSRC's L1 image-feature weight (10)")
     kl_weight: float = Field(1.0, ge=0, description="PromptSRC's KL weight (1)")
-    gpa_epochs: int = Field(ge=2, description="epochs the prompt steps are split into for GPA")
-    gpa_mean: float = Field(description="GPA's Gaussian mean, in epochs")
+    promptsrc_rescaled: bool = Field(True, description="run the diagnosis arm of PromptSRC with its L1 weights "
+                                                      "rescaled to the feature width")
+    reference_width: PositiveInt = Field(512, description="feature width of the papers' CLIP (ViT-B/16: 512); the "
+                                         "rescaled-L1 diagnosis multiplies PromptSRC's L1 weights by "
+                                         "sqrt(clip_width / reference_width)")
+    gpa_mean: float = Field(description="GPA's Gaussian mean, in epochs (of src_epochs)")
     gpa_std: float = Field(1.0, gt=0, description="GPA's Gaussian std, in epochs")
     # BiomedCoOp
     descriptions: int = Field(ge=2, description="descriptions per class (the mock LLM ensemble)")
     wrong_share: float = Field(0.2, ge=0, lt=1, description="share of description indices that are deliberately "
                                "wrong")
-    mse_weight: float = Field(1.0, ge=0, description="BiomedCoOp's MSE weight")
-    biomed_kl_weight: float = Field(1.0, ge=0, description="BiomedCoOp's KL weight")
+    wrong_kind: Literal["confuser", "unseen"] = Field("unseen", description="what a wrong description describes: "
+                                                      "another class, or a shape and colour no class has")
+    biomed_weights: list[Annotated[float, Field(gt=0)]] = Field(
+        [1.0, 10.0, 100.0], min_length=1, description="BiomedCoOp's λ1 = λ2, pre-registered: the paper's 1 first "
+        "(its claims), then the sweep that diagnoses them (λ = 1 was set at another logit scale and width)")
     tau: float = Field(1.0, gt=0, description="pruning threshold on the robust z-score")
 
     PRESETS: ClassVar[dict] = {
         "smoke": dict(seeds=[0, 1], shapes=["square", "circle"], colours=["red", "green"], image_size=16,
                       test_per_class=10, clip_width=16, clip_layers=2, clip_heads=2, pretrain_steps=4,
-                      pretrain_batch=16, pretrain_lr=1.5e-3, shots=[1, 2], prompt_steps=6, prompt_batch=4,
-                      prompt_evals=6, ivlp_depth=2, vision_tokens=2, gpa_epochs=2, gpa_mean=1.5, descriptions=5),
+                      pretrain_batch=16, pretrain_lr=1.5e-3, forgetting_shots=2, shots=[1, 2], epoch_scale=0.02,
+                      prompt_evals=6, ivlp_depth=2, vision_tokens=2, gpa_mean=1.0, descriptions=5,
+                      biomed_weights=[1.0, 10.0]),
         "cpu": dict(seeds=[0, 1, 2, 3], shapes=["square", "circle", "triangle", "cross", "ring"],
                     colours=["red", "green", "blue", "yellow"], image_size=32, test_per_class=100, clip_width=64,
                     clip_layers=2, clip_heads=4, pretrain_steps=1200, pretrain_batch=64, pretrain_lr=1.5e-3,
-                    shots=[1, 4, 16], prompt_steps=160, prompt_batch=32, prompt_evals=10, ivlp_depth=2,
-                    vision_tokens=4, gpa_epochs=20, gpa_mean=15.0, descriptions=50),
-        "gpu": dict(seeds=[0, 1, 2], shapes=["square", "circle", "triangle", "diamond", "cross", "ring", "bar", "plus"],
-                    colours=["red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white"], image_size=64,
+                    shots=[1], prompt_evals=12, ivlp_depth=2, vision_tokens=4, gpa_mean=15.0, descriptions=50,
+                    promptsrc_rescaled=False),
+        "gpu": dict(seeds=[0, 1, 2], shapes=["square", "circle", "triangle", "diamond", "cross", "ring"],
+                    colours=["red", "green", "blue", "yellow", "magenta", "cyan"], image_size=64,
                     test_per_class=300, clip_width=256, clip_layers=6, clip_heads=8, pretrain_steps=3000,
-                    pretrain_batch=256, pretrain_lr=1e-3, shots=[1, 4, 16], prompt_steps=500, prompt_batch=64,
-                    prompt_evals=10, ivlp_depth=4, vision_tokens=4, gpa_epochs=20, gpa_mean=15.0, descriptions=200),
+                    pretrain_batch=256, pretrain_lr=1e-3, shots=[1, 16], prompt_evals=10, ivlp_depth=4,
+                    vision_tokens=4, gpa_mean=15.0, descriptions=200),
     }
 
     @model_validator(mode="after")
@@ -79,12 +94,13 @@ class Params(ChapterParams):
             raise ValueError(f"shots must increase, e.g. [1, 4, 16], got {self.shots}")
         if self.ivlp_depth > self.clip_layers:
             raise ValueError(f"ivlp_depth ({self.ivlp_depth}) must be at most clip_layers ({self.clip_layers})")
-        if self.prompt_steps % self.prompt_evals:
-            raise ValueError(f"prompt_steps ({self.prompt_steps}) must be a multiple of prompt_evals "
-                             f"({self.prompt_evals})")
-        if self.prompt_steps % self.gpa_epochs:
-            raise ValueError(f"prompt_steps ({self.prompt_steps}) must be a multiple of gpa_epochs ({self.gpa_epochs})")
+        if not 0 < self.gpa_mean <= self.src_epochs:
+            raise ValueError(f"gpa_mean ({self.gpa_mean}) must lie in (0, src_epochs = {self.src_epochs}]")
         if self.clip_width % self.clip_heads:
             raise ValueError(f"clip_width ({self.clip_width}) must be divisible by clip_heads ({self.clip_heads})")
-        Captioned(tuple(self.shapes), tuple(self.colours), self.image_size)  # names the bad shape or colour
+        bed = Captioned(tuple(self.shapes), tuple(self.colours), self.image_size)  # names the bad shape or colour
+        if self.wrong_kind == "unseen" and self.wrong_share > 0 and (
+                len(bed.shapes) == len(SHAPE_WORDS) or len(bed.colours) == len(COLOUR_WORDS)):
+            raise ValueError("wrong_kind='unseen' needs a shape and a colour outside the class grid: leave one of "
+                             "each out of shapes and colours, or use wrong_kind='confuser'")
         return self
