@@ -337,21 +337,17 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict:
                 if lam is not None:
                     out[f"{tag}/reg_share"] = pl.regulariser_share(info["ce_curve"], info["mse_curve"],
                                                                    info["kl_curve"], lam, lam)
+            with torch.no_grad():  # which description indices pruning drops, scored on all the shot images at once
+                u = F.normalize(toyclip.image_features(hb.clip, med_shots[k_][0].to(hb.device)), dim=-1)
+                keep = pl.prune_descriptions(pl.description_scores(u, features, scale), p.tau).cpu()
             if wrong and bool(wrong_index.any()) and bool((~wrong_index).any()):
-                # which description indices pruning drops, scored on all the shot images at once
-                with torch.no_grad():
-                    u = F.normalize(toyclip.image_features(hb.clip, med_shots[k_][0].to(hb.device)), dim=-1)
-                    keep = pl.prune_descriptions(pl.description_scores(u, features, scale), p.tau).cpu()
                 pruned_wrong = float((~keep[wrong_index]).float().mean())
                 pruned_right = float((~keep[~wrong_index]).float().mean())
                 out[f"medical/pruning-{k_}/pruned_wrong"] = pruned_wrong
                 out[f"medical/pruning-{k_}/pruned_right"] = pruned_right
                 selectivity.append(pruned_wrong - pruned_right)
             elif not wrong:
-                with torch.no_grad():
-                    u = F.normalize(toyclip.image_features(hb.clip, med_shots[k_][0].to(hb.device)), dim=-1)
-                    pruned.append(float((~pl.prune_descriptions(pl.description_scores(u, features, scale),
-                                                                 p.tau)).float().mean()))
+                pruned.append(float((~keep).float().mean()))
         if selectivity:
             out["medical/pruning/selectivity"] = float(np.mean(selectivity))
         if pruned:
