@@ -68,6 +68,8 @@ METHODS: dict[str, tuple[str, int | None]] = {
     "GPA per-epoch update (fit after_step)": ("gpa_after_step", 41),
     "GPA distance from the last prompts": ("gpa_shift", 41),
     "prompt learner with its GPA state (fit module)": ("PromptTrainee", 41),
+    "shallow learners trained side by side (one text pass)": ("JointPrompts", None),
+    "their summed loss for fit": ("joint_loss", None),
     "BiomedCoOp loss (CE + MSE to the description ensemble + KL)": ("biomedcoop_loss", 16),
     "BiomedCoOp objective for fit": ("biomedcoop_objective", 16),
     "BiomedCoOp outlier pruning of descriptions (robust z-score)": ("prune_descriptions", 16),
@@ -172,13 +174,17 @@ class PromptLearner(nn.Module):
         self.register_buffer("prompt_ids", ids.to(self.ctx.device), persistent=False)
         self.register_buffer("eos_at", toyclip.eos_positions(ids, tok.eos_id).to(self.ctx.device), persistent=False)
 
-    def text_features(self) -> torch.Tensor:
-        """Normalised prompted class features (C, D)."""
+    def prompt_embeddings(self) -> torch.Tensor:
+        """The input embeddings (C, L, d) of the class prompts, context vectors in place."""
         tokens = self.clip.text_model.embeddings.token_embedding(self.prompt_ids)
         m = len(self.ctx)
         # prompt_c = [<bos>, V_1 .. V_M, name_c, <eos>]
-        tokens = torch.cat([tokens[:, :1], self.ctx.expand(len(tokens), -1, -1), tokens[:, 1 + m:]], dim=1)
-        features = toyclip.text_features_from_embeddings(self.clip, tokens, self.eos_at, self.deep_text)
+        return torch.cat([tokens[:, :1], self.ctx.expand(len(tokens), -1, -1), tokens[:, 1 + m:]], dim=1)
+
+    def text_features(self) -> torch.Tensor:
+        """Normalised prompted class features (C, D)."""
+        features = toyclip.text_features_from_embeddings(self.clip, self.prompt_embeddings(), self.eos_at,
+                                                         self.deep_text)
         return F.normalize(features, dim=-1)
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
@@ -204,6 +210,59 @@ class PromptLearner(nn.Module):
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
 
 
+def joint_text_features(learners: Sequence[PromptLearner]) -> list[torch.Tensor]:
+    """Each learner's :meth:`PromptLearner.text_features` from one pass of their shared frozen text tower.
+
+    For shallow (CoOp-type) learners on one CLIP: their prompts are stacked, padded to one length at the end
+    (the causal mask keeps what follows a row's end token from reaching it), encoded at once and split again.
+    At this model size a pass is mostly fixed cost, so K learners cost little more than one."""
+    if not learners:
+        raise ValueError("learners must not be empty")
+    clip = learners[0].clip
+    if any(learner.clip is not clip for learner in learners):
+        raise ValueError("joint_text_features needs learners on one shared CLIP")
+    if any(learner.deep_text is not None for learner in learners):
+        raise ValueError("joint_text_features takes shallow learners only (text_depth = 1)")
+    embeddings = [learner.prompt_embeddings() for learner in learners]
+    length = max(e.shape[1] for e in embeddings)
+    stacked = torch.cat([F.pad(e, (0, 0, 0, length - e.shape[1])) for e in embeddings])
+    eos_at = torch.cat([learner.eos_at for learner in learners])
+    features = F.normalize(toyclip.text_features_from_embeddings(clip, stacked, eos_at), dim=-1)
+    return list(features.split([len(e) for e in embeddings]))
+
+
+class JointPrompts(nn.Module):
+    """Several shallow prompt learners trained side by side on the same batches, one text-tower pass per step
+    (:func:`joint_text_features`). Each arm's loss depends only on its own context, so the summed loss gives each
+    arm exactly its own gradient, and SGD steps each as if alone (as :class:`~distillbook.core.training.Stack`
+    does for whole models). ``names`` label the arms in the loss parts (``<name>/loss``, ``<name>/ce``, ...)."""
+
+    def __init__(self, learners: Sequence[PromptLearner], names: Sequence[str]):
+        super().__init__()
+        if len(learners) != len(names) or len(set(names)) != len(names):
+            raise ValueError(f"give one distinct name per learner, got {list(names)} for {len(learners)} learners")
+        self.learners = nn.ModuleList(learners)
+        self.names = list(names)
+
+
+def joint_loss(objectives: Sequence):
+    """A ``fit`` loss on :class:`JointPrompts`: the sum of each arm's objective ``objective(learner, batch,
+    text)`` (``text``: the arm's features from the joint pass), with each arm's loss and parts under its name."""
+    def loss_fn(joint: JointPrompts, batch):
+        if len(objectives) != len(joint.learners):
+            raise ValueError(f"{len(objectives)} objectives for {len(joint.learners)} learners")
+        total, parts = 0.0, {}
+        for name, learner, text, objective in zip(joint.names, joint.learners, joint_text_features(joint.learners),
+                                                  objectives):
+            out = objective(learner, batch, text)
+            loss, arm_parts = out if isinstance(out, tuple) else (out, {})
+            total = total + loss
+            parts[f"{name}/loss"] = loss.item()
+            parts.update({f"{name}/{k}": v for k, v in arm_parts.items()})
+        return total, parts
+    return loss_fn
+
+
 def coop(clip, tokenizer, classnames, ctx_init: str | None = "a photo of a", n_ctx: int | None = None,
          generator: torch.Generator | None = None) -> PromptLearner:
     """CoOp: shallow text context only."""
@@ -223,16 +282,19 @@ def _check_classes(learner: PromptLearner, features: torch.Tensor, name: str) ->
                          "build it for the learner's current class names")
 
 
-def coop_loss(learner: PromptLearner, batch) -> torch.Tensor:
-    """``fit`` loss of CoOp and IVLP: cross-entropy over the learner's classes."""
+def coop_loss(learner: PromptLearner, batch, text: torch.Tensor | None = None) -> torch.Tensor:
+    """``fit`` loss of CoOp and IVLP: cross-entropy over the learner's classes (``text``: its class features,
+    when computed already)."""
     images, labels = batch
-    return F.cross_entropy(learner(images), labels)
+    text = learner.text_features() if text is None else text
+    return F.cross_entropy(logit_scale(learner.clip) * learner.image_features(images) @ text.T, labels)
 
 
-def coop_optimizer(learner: PromptLearner, lr: float, steps: int):
-    """CoOp's recipe: SGD with momentum 0.9 on the prompts, its rate decayed by a cosine over ``steps`` steps,
+def coop_optimizer(learner: nn.Module, lr: float, steps: int):
+    """CoOp's recipe: SGD with momentum 0.9 on the prompts (the trainable parameters of a learner, a
+    :class:`PromptTrainee` or :class:`JointPrompts`), its rate decayed by a cosine over ``steps`` steps,
     lr_s = lr (1 + cos(pi s / steps)) / 2. Returns (optimizer, scheduler)."""
-    optimizer = torch.optim.SGD(list(learner.prompts().values()), lr=lr, momentum=0.9)
+    optimizer = torch.optim.SGD([p for p in learner.parameters() if p.requires_grad], lr=lr, momentum=0.9)
     return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
 
 
@@ -283,10 +345,11 @@ def promptsrc_objective(frozen_text_features: torch.Tensor, text_weight: float =
                         kl_weight: float = 1.0):
     """A ``fit`` loss for a learner on (images, labels); ``frozen_text_features`` (C, D): the learner's classes'
     template-ensemble weights. All weights 0 is plain IVLP/CoOp."""
-    def loss_fn(learner: PromptLearner, batch):
+    def loss_fn(learner: PromptLearner, batch, text: torch.Tensor | None = None):
         _check_classes(learner, frozen_text_features, "frozen_text_features")
         images, labels = batch
-        text, image = learner.text_features(), learner.image_features(images)
+        text = learner.text_features() if text is None else text
+        image = learner.image_features(images)
         scale = logit_scale(learner.clip)
         logits = scale * image @ text.T
         frozen_image = learner.frozen_image_features(images)
@@ -434,10 +497,11 @@ def biomedcoop_objective(features: torch.Tensor, tau: float | None = 1.0, mse_we
     description features. ``tau=None`` keeps every description (no pruning)."""
     mean_all = ensemble(features)
 
-    def loss_fn(learner: PromptLearner, batch):
+    def loss_fn(learner: PromptLearner, batch, text: torch.Tensor | None = None):
         _check_classes(learner, features, "features")
         images, labels = batch
-        text, image = learner.text_features(), learner.image_features(images)
+        text = learner.text_features() if text is None else text
+        image = learner.image_features(images)
         scale = logit_scale(learner.clip)
         with torch.no_grad():
             keep = None if tau is None else prune_descriptions(

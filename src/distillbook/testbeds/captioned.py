@@ -120,6 +120,9 @@ class Scenes:
 class Captioned:
     """The test bed: class grid, domains, tokenizer, and the data generators.
 
+    ``extra_shapes`` and ``extra_colours`` are concepts outside the class grid that pretraining images and captions
+    show (an ``extra_share`` of pretraining scenes sits in a cell of the extended shape x colour grid outside the
+    class grid), so the encoder knows words that no class has.
     ``style_share`` is each non-photo domain's share of pretraining images; ``style_named`` the chance that a
     caption of each domain names its style ("a sketch of ..."); ``attribute_named`` the chance that a caption
     names the colour, the shape (one of the two always is) and each nuisance attribute.
@@ -130,6 +133,9 @@ class Captioned:
     max_length: int = 16
     style_share: float = 0.1
     split: str = "checkerboard"
+    extra_shapes: tuple[str, ...] = ()
+    extra_colours: tuple[str, ...] = ()
+    extra_share: float = 0.1
     style_named: dict = field(default_factory=lambda: {"photo": 0.3, "sketch": 0.8, "medical": 0.8})
     attribute_named: dict = field(default_factory=lambda: {"colour": 0.6, "shape": 0.8, "size": 0.25,
                                                            "texture": 0.25, "position": 0.25})
@@ -139,10 +145,18 @@ class Captioned:
             unknown = [g for g in given if g not in allowed]
             if not given or unknown or len(set(given)) != len(given):
                 raise ValueError(f"{name}={list(given)}: give distinct values from {', '.join(allowed)}")
+        for name, given, grid in (("extra_shapes", self.extra_shapes, self.shapes),
+                                  ("extra_colours", self.extra_colours, self.colours)):
+            allowed = [x for x in (SHAPES if name == "extra_shapes" else COLOURS) if x not in grid]
+            if any(g not in allowed for g in given) or len(set(given)) != len(given):
+                raise ValueError(f"{name}={list(given)}: give distinct values outside the class grid, from "
+                                 f"{', '.join(allowed)}")
         if self.size < 16:
             raise ValueError(f"size must be >= 16 pixels, got {self.size}")
         if self.split not in ("checkerboard", "halves"):
             raise ValueError(f"split must be 'checkerboard' or 'halves', got {self.split!r}")
+        if not 0 <= self.extra_share <= 0.5:
+            raise ValueError(f"extra_share must be in [0, 0.5], got {self.extra_share}")
         if not 0 <= self.style_share <= 0.5:
             raise ValueError(f"style_share must be in [0, 0.5], got {self.style_share}")
 
@@ -151,6 +165,15 @@ class Captioned:
     def classes(self) -> list[tuple[str, str]]:
         """(shape, colour) of every class, in class-id order (shape-major)."""
         return list(itertools.product(self.shapes, self.colours))
+
+    @property
+    def all_shapes(self) -> tuple[str, ...]:
+        """The class grid's shapes, then the pretraining-only ones (scene indices point into this)."""
+        return self.shapes + self.extra_shapes
+
+    @property
+    def all_colours(self) -> tuple[str, ...]:
+        return self.colours + self.extra_colours
 
     @property
     def classnames(self) -> list[str]:
@@ -178,10 +201,20 @@ class Captioned:
 
     # ------------------------------------------------------------ scenes and images
     def scenes(self, n: int, generator: torch.Generator, classes: torch.Tensor | None = None) -> Scenes:
-        """n random scenes; ``classes`` (n,) fixes shape and colour."""
+        """n random scenes (an ``extra_share`` of them outside the class grid when there are extra concepts);
+        ``classes`` (n,) fixes shape and colour to a class's."""
+        extended = classes is None and (self.extra_shapes or self.extra_colours)
         if classes is None:
             classes = torch.randint(len(self.classes), (n,), generator=generator)
-        return Scenes(classes // len(self.colours), classes % len(self.colours),
+        shape, colour = classes // len(self.colours), classes % len(self.colours)
+        if extended:  # an extra_share of the scenes: a cell of the extended grid outside the class grid
+            width = len(self.all_colours)
+            outside = torch.tensor([k for k in range(len(self.all_shapes) * width)
+                                    if k // width >= len(self.shapes) or k % width >= len(self.colours)])
+            cell = outside[torch.randint(len(outside), (n,), generator=generator)]
+            swap = torch.rand(n, generator=generator) < self.extra_share
+            shape, colour = torch.where(swap, cell // width, shape), torch.where(swap, cell % width, colour)
+        return Scenes(shape, colour,
                       torch.randint(len(SIZES), (n,), generator=generator),
                       torch.randint(len(TEXTURES), (n,), generator=generator),
                       torch.randint(len(POSITIONS), (n,), generator=generator))
@@ -203,11 +236,11 @@ class Captioned:
         centre = torch.tensor(list(POSITIONS.values()))[scenes.position] + jitter
         dx, dy = gx - centre[:, 0, None, None], gy - centre[:, 1, None, None]
         mask = torch.zeros(n, s, s, dtype=torch.bool)
-        for i, shape in enumerate(self.shapes):
+        for i, shape in enumerate(self.all_shapes):
             rows = scenes.shape == i
             if rows.any():
                 mask[rows] = _mask(shape, dx[rows], dy[rows], radius[rows])
-        rgb = torch.tensor([COLOURS[c] for c in self.colours])[scenes.colour]  # (n, 3)
+        rgb = torch.tensor([COLOURS[c] for c in self.all_colours])[scenes.colour]  # (n, 3)
         rgb = rgb * (0.75 + 0.25 * torch.rand(n, 1, generator=generator))
         pixel = torch.arange(s)
         stripes = ((pixel[:, None] // max(1, s // 16)) % 2).float().expand(s, s)
@@ -246,8 +279,8 @@ class Captioned:
         words = DOMAIN_WORDS[domain]
         slots = {
             "style": f"a {words[int(u[6] * len(words))]} of" if style_said else "",
-            "colour": COLOUR_WORDS[self.colours[colour]][int(u[8] * 2)] if say_colour else "",
-            "shape": SHAPE_WORDS[self.shapes[shape]][int(u[9] * 2)] if say_shape else FILLERS[int(u[9] * 2)],
+            "colour": COLOUR_WORDS[self.all_colours[colour]][int(u[8] * 2)] if say_colour else "",
+            "shape": SHAPE_WORDS[self.all_shapes[shape]][int(u[9] * 2)] if say_shape else FILLERS[int(u[9] * 2)],
             "size": list(SIZES)[size] if u[2] < named["size"] else "",
             "texture": TEXTURES[texture] if u[3] < named["texture"] else "",
             "position": POSITION_WORDS[list(POSITIONS)[position]] if u[4] < named["position"] else "",
@@ -293,8 +326,9 @@ class Captioned:
         * ``confuser``: it describes the class's *confuser* (one other class per class, drawn once: a random
           derangement), a systematic hallucination that biases the ensemble mean;
         * ``unseen``: it describes a concept outside the class grid, a shape and a colour no class has (drawn
-          per class and index from the vocabulary's other shapes and colours), as an LLM's hallucination names
-          things that are not in the picture.
+          per class and index from ``extra_shapes`` and ``extra_colours``, concepts pretraining showed, or, without
+          extras, from the vocabulary's other shapes and colours, words pretraining never used), as an LLM's
+          hallucination names things that are not in the picture.
 
         Returns (texts[c][i], wrong (n_per_class,)).
         """
@@ -304,8 +338,8 @@ class Captioned:
             raise ValueError(f"wrong_share must be in [0, 1), got {wrong_share}")
         if domain not in DOMAIN_WORDS:
             raise ValueError(f"domain must be one of {', '.join(DOMAIN_WORDS)}, got {domain!r}")
-        unseen_shapes = [s for s in SHAPE_WORDS if s not in self.shapes]
-        unseen_colours = [c for c in COLOUR_WORDS if c not in self.colours]
+        unseen_shapes = list(self.extra_shapes) or [s for s in SHAPE_WORDS if s not in self.shapes]
+        unseen_colours = list(self.extra_colours) or [c for c in COLOUR_WORDS if c not in self.colours]
         if wrong_kind not in ("confuser", "unseen"):
             raise ValueError(f"wrong_kind must be 'confuser' or 'unseen', got {wrong_kind!r}")
         if wrong_kind == "unseen" and not (unseen_shapes and unseen_colours):

@@ -21,6 +21,7 @@ from distillbook.testbeds.captioned import DOMAIN_WORDS, Captioned
 TEMPLATES = ("a photo of a {}", "a picture of a {}", "a sketch of a {}", "a drawing of a {}", "a scan of a {}",
              "a {}", "a {} shape")
 SRC_ARMS = ("ivlp", "promptsrc", "promptsrc_rescaled")
+PAPER_VISION_TOKENS = 4  # IVLP's and PromptSRC's visual prompt tokens per layer
 BIOMED_ARMS = ("coop", "biomed_noprune", "biomed")
 
 
@@ -49,7 +50,9 @@ class Bed:
 
 def captioned(p: Params) -> Captioned:
     """The captioned test bed of these parameters (images, captions, tokenizer, class split)."""
-    return Captioned(tuple(p.shapes), tuple(p.colours), p.image_size, style_share=p.style_share)
+    return Captioned(tuple(p.shapes), tuple(p.colours), p.image_size, style_share=p.style_share,
+                     extra_shapes=tuple(p.extra_shapes), extra_colours=tuple(p.extra_colours),
+                     extra_share=p.extra_share)
 
 
 def build_bed(run: Run) -> Bed:
@@ -68,8 +71,13 @@ def build_bed(run: Run) -> Bed:
         def next_batch(gen):
             return data.pretraining_batch(p.pretrain_batch, gen)
 
-        run.fit("clip", run.seeds[0], clip.to(run.device), toyclip.pretrain_loss, next_batch,
-                steps=p.pretrain_steps, optimizer=optimizer, scheduler=schedule)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(p.pretrain_threads)  # alone on the machine: the seed workers start after
+        try:
+            run.fit("clip", run.seeds[0], clip.to(run.device), toyclip.pretrain_loss, next_batch,
+                    steps=p.pretrain_steps, optimizer=optimizer, scheduler=schedule)
+        finally:
+            torch.set_num_threads(threads)
     clip.eval().requires_grad_(False)
     return Bed(data, clip.to(run.device), data.base_classes, data.novel_classes)
 
@@ -250,6 +258,44 @@ def train_prompts(run: Run, name: str, seed: int, learner: pl.PromptLearner, obj
     return learner, info
 
 
+def train_jointly(run: Run, name: str, seed: int, arms: dict[str, tuple[pl.PromptLearner, object]],
+                  shots: tuple[torch.Tensor, torch.Tensor], tests: dict[str, TestSet], bed: Bed,
+                  recipe: Recipe) -> dict[str, tuple[pl.PromptLearner, dict[str, list[float]]]]:
+    """:func:`train_prompts` for several shallow learners at once (``arms``: name -> (learner, objective
+    ``objective(learner, batch, text)``)), on the same batches with one text-tower pass per step
+    (:class:`~distillbook.methods.prompt_learning.JointPrompts`): each arm still gets exactly its own gradient
+    and SGD step. Returns each arm's learner and curves, as :func:`train_prompts` does."""
+    p = run.params
+    images, labels = shots
+    with torch.no_grad():
+        images = toyclip.image_features(bed.clip, images.to(bed.device))
+    joint = pl.JointPrompts([learner for learner, _ in arms.values()], list(arms))
+
+    def next_batch(gen):
+        i = torch.randint(0, len(labels), (min(recipe.batch, len(labels)),), generator=gen)
+        return images[i], labels[i]
+
+    def evaluate(model: pl.JointPrompts):
+        scores = {}
+        for arm, learner in zip(model.names, model.learners):
+            scores.update({f"{arm}/{k}": v for k, v in base_novel(learner, tests, bed).items()})
+            scores[f"{arm}/ctx_cosine"] = context_cosine(bed, learner)
+            learner.set_classnames(bed.base_names)
+        return scores
+
+    start = evaluate(joint)
+    optimizer, schedule = pl.coop_optimizer(joint, recipe.lr, recipe.steps)
+    result = run.fit(name, seed, joint, pl.joint_loss([objective for _, objective in arms.values()]), next_batch,
+                     steps=recipe.steps, optimizer=optimizer, scheduler=schedule, evaluate=evaluate,
+                     eval_every=recipe.steps // p.prompt_evals)
+    out = {}
+    for arm, (learner, _) in arms.items():
+        keys = [k for k in result.history[0] if k.startswith(f"{arm}/")]
+        out[arm] = (learner, {f"{k[len(arm) + 1:]}_curve": ([start[k]] if k in start else []) + result.column(k)
+                              for k in keys})
+    return out
+
+
 def record_arm(out: dict, prefix: str, learner, tests: dict[str, TestSet], bed: Bed, info: dict) -> None:
     """Final base/novel/HM of the learner (GPA's aggregate for PromptSRC, and its last prompts under
     ``<prefix>_last``) and its training curves."""
@@ -270,6 +316,19 @@ SPLITS = ("checkerboard", "halves")
 def biomed_tag(arm: str, weight: float | None, wrong: float, shots: int) -> str:
     """The metric prefix of a BiomedCoOp-family arm, e.g. ``medical/biomed-l10-w0.2-1`` (CoOp has no λ)."""
     return f"medical/{arm}-w{wrong:g}-{shots}" if weight is None else f"medical/{arm}-l{weight:g}-w{wrong:g}-{shots}"
+
+
+def biomed_arms(p: Params) -> list[tuple[str, float | None, float]]:
+    """(arm, λ, wrong share) of the BiomedCoOp-family arms trained at each shot count: CoOp; BiomedCoOp at every
+    weight; without pruning at the paper's weight; and, with ``control_arms``, without pruning at the swept
+    weights and every weight with no wrong description."""
+    out = [("coop", None, p.wrong_share)]
+    for wrong in dict.fromkeys((p.wrong_share, 0.0)):
+        for lam in p.biomed_weights:
+            for arm in ("biomed", "biomed_noprune"):
+                if p.control_arms or (wrong and (arm == "biomed" or lam == p.biomed_weights[0])):
+                    out.append((arm, lam, wrong))
+    return out
 
 
 def run_seed(run: Run, seed: int, bed: Bed) -> dict:
@@ -301,6 +360,10 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict:
     src = {"ivlp": (0.0, 0.0, 0.0, False), "promptsrc": (p.text_weight, p.image_weight, p.kl_weight, True)}
     if p.promptsrc_rescaled:
         src["promptsrc_rescaled"] = (p.text_weight * rescale, p.image_weight * rescale, p.kl_weight, True)
+    if p.vision_tokens != PAPER_VISION_TOKENS:  # what the papers' token count does to this CLIP before training
+        paper_tokens = ivlp_learner(p.model_copy(update={"vision_tokens": PAPER_VISION_TOKENS}), hb, hb.base_names,
+                                    seed)
+        out["halves/ivlp_paper_tokens/step0_hm"] = base_novel(paper_tokens, h_tests, hb)["hm"]
     for arm, (tw, iw, kw, gpa) in src.items():
         learner, info = train_prompts(run, f"halves-{arm}-{k}", seed, ivlp_learner(p, hb, hb.base_names, seed),
                                       pl.promptsrc_objective(frozen_text, tw, iw, kw), h_shots, h_tests, hb,
@@ -314,32 +377,26 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict:
             out[f"medical/{tag}/{name}"] = v
     med_shots = {k_: hb.data.labelled("medical", hb.base, k_, derived_generator(seed, 13, k_)) for k_ in p.shots}
     scale = pl.logit_scale(hb.clip)
-    for wrong in (p.wrong_share, 0.0):
+    features = {}
+    for wrong in dict.fromkeys((p.wrong_share, 0.0)):
         texts, wrong_index = hb.data.descriptions(p.descriptions, derived_generator(seed, 17, int(100 * wrong)),
                                                   wrong, domain="medical", wrong_kind=p.wrong_kind)
-        features = pl.description_features(hb.clip, hb.data.tokenizer, [texts[c] for c in hb.base])
+        features[wrong] = pl.description_features(hb.clip, hb.data.tokenizer, [texts[c] for c in hb.base])
         novel_features = pl.description_features(hb.clip, hb.data.tokenizer, [texts[c] for c in hb.novel])
-        ensembles = {"base": pl.ensemble(features), "novel": pl.ensemble(novel_features)}
+        ensembles = {"base": pl.ensemble(features[wrong]), "novel": pl.ensemble(novel_features)}
         for name, v in base_novel(None, med, hb, ensembles).items():  # the description ensemble as a classifier
             out[f"medical/descriptions-w{wrong:g}/{name}"] = v
+        if wrong and bool(wrong_index.any()) and bool((~wrong_index).any()):  # the same ensemble, pruned perfectly
+            right_only = {"base": pl.ensemble(features[wrong], ~wrong_index),
+                          "novel": pl.ensemble(novel_features, ~wrong_index)}
+            for name, v in base_novel(None, med, hb, right_only).items():
+                out[f"medical/descriptions-right-w{wrong:g}/{name}"] = v
         selectivity, pruned = [], []
-        for k_ in p.shots:
-            recipe = coop_recipe(p, len(med_shots[k_][1]), k_)
-            arms = [("coop", None, pl.coop_loss)] if wrong else []
-            for lam in p.biomed_weights:
-                arms += [("biomed", lam, pl.biomedcoop_objective(features, p.tau, lam, lam)),
-                         ("biomed_noprune", lam, pl.biomedcoop_objective(features, None, lam, lam))]
-            for arm, lam, objective in arms:
-                tag = biomed_tag(arm, lam, wrong, k_)
-                learner, info = train_prompts(run, tag, seed, coop_learner(hb, hb.base_names, seed), objective,
-                                              med_shots[k_], med, hb, recipe)
-                record_arm(out, tag, learner, med, hb, info)
-                if lam is not None:
-                    out[f"{tag}/reg_share"] = pl.regulariser_share(info["ce_curve"], info["mse_curve"],
-                                                                   info["kl_curve"], lam, lam)
-            with torch.no_grad():  # which description indices pruning drops, scored on all the shot images at once
+        for k_ in p.shots:  # which description indices pruning drops, scored on all the shot images at once
+            with torch.no_grad():
                 u = F.normalize(toyclip.image_features(hb.clip, med_shots[k_][0].to(hb.device)), dim=-1)
-                keep = pl.prune_descriptions(pl.description_scores(u, features, scale), p.tau).cpu()
+                keep = pl.prune_descriptions(pl.description_scores(u, features[wrong], scale), p.tau,
+                                             p.restandardise).cpu()
             if wrong and bool(wrong_index.any()) and bool((~wrong_index).any()):
                 pruned_wrong = float((~keep[wrong_index]).float().mean())
                 pruned_right = float((~keep[~wrong_index]).float().mean())
@@ -352,13 +409,32 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict:
             out["medical/pruning/selectivity"] = float(np.mean(selectivity))
         if pruned:
             out["medical/pruning/pruned_without_wrong"] = float(np.mean(pruned))
-    # ---- test-bed health: zero-shot against a prototype classifier on the frozen features, per domain
-    base_tests = {p.domain: sketch["checkerboard"]["base"]}
-    for domain in DOMAIN_WORDS:
-        test = base_tests.get(domain) or test_set(bed, domain, bed.base, p.test_per_class, seed)
-        template = "a scan of a {}" if domain == "medical" else TEMPLATES[0]
-        out[f"health/{domain}/zeroshot"] = accuracy(
-            None, test, bed.base_names, pl.zero_shot_weights(bed.clip, bed.data.tokenizer, bed.base_names, [template]))
-        out[f"health/{domain}/prototype"] = prototype_accuracy(bed, domain, test, p.test_per_class, seed)
+    for k_ in p.shots:  # every arm of a shot count side by side: CoOp, and BiomedCoOp with and without pruning
+        arms, weight = {}, {}
+        for arm, lam, wrong in biomed_arms(p):
+            tag = biomed_tag(arm, lam, wrong, k_)
+            if arm == "coop":
+                arms[tag] = pl.coop_loss
+            else:
+                arms[tag] = pl.biomedcoop_objective(features[wrong], p.tau if arm == "biomed" else None, lam, lam,
+                                                    p.restandardise)
+                weight[tag] = lam
+        trained = train_jointly(run, f"medical-{k_}", seed, {tag: (coop_learner(hb, hb.base_names, seed), objective)
+                                                             for tag, objective in arms.items()},
+                                med_shots[k_], med, hb, coop_recipe(p, len(med_shots[k_][1]), k_))
+        for tag, (learner, info) in trained.items():
+            record_arm(out, tag, learner, med, hb, info)
+            if tag in weight:
+                out[f"{tag}/reg_share"] = pl.regulariser_share(info["ce_curve"], info["mse_curve"], info["kl_curve"],
+                                                               weight[tag], weight[tag])
+    # ---- test-bed health: zero-shot against a prototype classifier on the frozen features, per split and domain
+    for split, b, base_tests in (("checkerboard", bed, {p.domain: sketch["checkerboard"]["base"]}),
+                                 ("halves", hb, {p.domain: sketch["halves"]["base"], "medical": med["base"]})):
+        for domain in DOMAIN_WORDS:
+            test = base_tests.get(domain) or test_set(b, domain, b.base, p.test_per_class, seed)
+            template = "a scan of a {}" if domain == "medical" else TEMPLATES[0]
+            out[f"health/{split}/{domain}/zeroshot"] = accuracy(
+                None, test, b.base_names, pl.zero_shot_weights(b.clip, b.data.tokenizer, b.base_names, [template]))
+            out[f"health/{split}/{domain}/prototype"] = prototype_accuracy(b, domain, test, p.test_per_class, seed)
     run.record(seed, **out)
     return shown

@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from distillbook.chapters.clip_prompt_learning.claims import ARM_LABELS, src_arms
-from distillbook.chapters.clip_prompt_learning.experiment import SPLITS, Bed, biomed_tag
+from distillbook.chapters.clip_prompt_learning.experiment import SPLITS, Bed, biomed_arms, biomed_tag
 from distillbook.core import claims as cl
 from distillbook.core.plotting import mean_std_band, reference_band
 from distillbook.core.results import Run
@@ -59,27 +59,32 @@ def plot_base_novel(run: Run):
 
 
 def plot_biomed(run: Run):
-    """BiomedCoOp's HM against its regulariser weight, with and without pruning, beside CoOp (lowest shot count)."""
+    """BiomedCoOp's HM against its regulariser weight, with and without pruning, beside CoOp and zero-shot (top
+    shot count); a second panel without wrong descriptions where the profile runs the control arms."""
     p = run.params
-    lo = min(p.shots)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained", sharey=True)
-
-    def per_seed(arm, wrong):
-        return [[run.values(f"{biomed_tag(arm, lam, wrong, lo)}/hm")[s] for lam in p.biomed_weights]
-                for s in range(len(run.seeds))]
-
-    for ax, wrong in zip(axes, (p.wrong_share, 0.0)):
+    hi = max(p.shots)
+    trained = set(biomed_arms(p))
+    panels = [w for w in dict.fromkeys((p.wrong_share, 0.0)) if any(a != "coop" and x == w for a, _, x in trained)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels) + 1, 4), layout="constrained", sharey=True,
+                             squeeze=False)
+    for ax, wrong in zip(axes[0], panels):
         for i, arm in enumerate(("biomed_noprune", "biomed")):
-            mean_std_band(ax, p.biomed_weights, per_seed(arm, wrong), label=ARM_LABELS[arm], color=f"C{i}")
-        reference_band(ax, run.values(f"{biomed_tag('coop', None, p.wrong_share, lo)}/hm"), label="CoOp", color="C7")
+            weights = [lam for lam in p.biomed_weights if (arm, lam, wrong) in trained]
+            hm = np.asarray([run.values(f"{biomed_tag(arm, lam, wrong, hi)}/hm") for lam in weights]).T  # seeds x λ
+            if len(weights) > 1:
+                mean_std_band(ax, weights, hm, label=ARM_LABELS[arm], color=f"C{i}")
+            elif weights:  # one weight: a point with its seed std
+                ax.errorbar(weights, hm.mean(0), yerr=hm.std(0, ddof=1), fmt="o", capsize=4, color=f"C{i}",
+                            label=ARM_LABELS[arm])
+        reference_band(ax, run.values(f"{biomed_tag('coop', None, p.wrong_share, hi)}/hm"), label="CoOp", color="C7")
         reference_band(ax, run.values("medical/zeroshot/hm"), label="zero-shot, 'a scan of a {}'", color="C2",
                        linestyle=":")
         ax.set(xscale="log", xticks=p.biomed_weights, xticklabels=[f"{x:g}" for x in p.biomed_weights],
                xlabel="regulariser weight λ1 = λ2", title=f"{wrong:.0%} of the descriptions wrong")
         ax.minorticks_off()
         ax.legend(fontsize=8)
-    axes[0].set_ylabel("harmonic mean of base and novel accuracy")
-    fig.suptitle(f"BiomedCoOp on the medical-like domain, halves split, {lo} shot per base class")
+    axes[0, 0].set_ylabel("harmonic mean of base and novel accuracy")
+    fig.suptitle(f"BiomedCoOp on the medical-like domain, halves split, {hi} shots per base class")
     return fig
 
 

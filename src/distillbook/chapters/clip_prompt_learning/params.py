@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from distillbook.core import claims as cl
 from distillbook.core.params import ChapterParams
-from distillbook.testbeds.captioned import COLOUR_WORDS, SHAPE_WORDS, Captioned
+from distillbook.testbeds.captioned import Captioned
 
 CHAPTER = "clip-prompt-learning"
 PositiveInt = Annotated[int, Field(ge=1)]
@@ -18,6 +18,10 @@ class Params(ChapterParams):
     # test bed
     shapes: list[str] = Field(min_length=2, description="shape names (captioned test bed)")
     colours: list[str] = Field(min_length=2, description="colour names; classes are shapes x colours")
+    extra_shapes: list[str] = Field([], description="shapes outside the class grid that pretraining shows (what "
+                                    "wrong descriptions name: concepts the CLIP knows but no class has)")
+    extra_colours: list[str] = Field([], description="colours outside the class grid that pretraining shows")
+    extra_share: float = Field(0.05, ge=0, le=0.5, description="share of pretraining scenes outside the class grid")
     image_size: int = Field(ge=16)
     style_share: float = Field(0.1, ge=0, le=0.5, description="share of pretraining images from each non-photo domain")
     test_per_class: int = Field(ge=10, description="test images per class and domain")
@@ -29,6 +33,9 @@ class Params(ChapterParams):
     pretrain_steps: int = Field(ge=1)
     pretrain_batch: int = Field(ge=4)
     pretrain_lr: float = Field(gt=0, description="peak AdamW rate of the one-cycle schedule")
+    pretrain_threads: int = Field(2, ge=1, le=256, description="torch threads while the CLIP pretrains (alone, "
+                                  "before any seed worker starts); fixed, so the CLIP does not depend on the "
+                                  "machine's cores")
     clip_checkpoint: str | None = Field(None, description="a saved CLIPModel to adapt instead of pretraining one "
                                         "(a local folder, or a hub id when online); it must read this test bed's "
                                         "word ids, so this is for models saved by this chapter")
@@ -48,7 +55,9 @@ class Params(ChapterParams):
                               "each prompt training after the one at step 0 (equally spaced; the claims read the "
                               "last ones)")
     ivlp_depth: int = Field(ge=1, description="layers with learned prompts in each tower (IVLP, PromptSRC)")
-    vision_tokens: int = Field(ge=1, description="learned visual tokens per layer")
+    vision_tokens: int = Field(ge=1, description="learned visual tokens per layer (the papers' 4 are 2% of "
+                               "ViT-B/16's 197 image tokens; at 32 px and patch 8 this CLIP has 17, so 4 would be a "
+                               "quarter and one is 6%)")
     text_weight: float = Field(25.0, ge=0, description="PromptSRC's L1 text-feature weight (25)")
     image_weight: float = Field(10.0, ge=0, description="PromptSRC's L1 image-feature weight (10)")
     kl_weight: float = Field(1.0, ge=0, description="PromptSRC's KL weight (1)")
@@ -68,21 +77,29 @@ class Params(ChapterParams):
     biomed_weights: list[Annotated[float, Field(gt=0)]] = Field(
         [1.0, 10.0, 100.0], min_length=1, description="BiomedCoOp's λ1 = λ2, pre-registered: the paper's 1 first "
         "(its claims), then the sweep that diagnoses them (λ = 1 was set at another logit scale and width)")
+    control_arms: bool = Field(True, description="also train BiomedCoOp's control arms: every weight with no "
+                               "wrong description (pruning-neutral-without-wrong) and without pruning at the swept "
+                               "weights (pruning-helps-sweep)")
     tau: float = Field(1.0, gt=0, description="pruning threshold on the robust z-score")
+    restandardise: bool = Field(True, description="standardise the robust z-scores once more before the threshold, "
+                                "as BiomedCoOp's code does (False: the paper's equation)")
 
     PRESETS: ClassVar[dict] = {
-        "smoke": dict(seeds=[0, 1], shapes=["square", "circle"], colours=["red", "green"], image_size=16,
-                      test_per_class=10, clip_width=16, clip_layers=2, clip_heads=2, pretrain_steps=4,
+        "smoke": dict(seeds=[0, 1], shapes=["square", "circle"], colours=["red", "green"], extra_shapes=["ring"],
+                      extra_colours=["blue"], image_size=16, test_per_class=10, clip_width=16, clip_layers=2,
+                      clip_heads=2, pretrain_steps=4,
                       pretrain_batch=16, pretrain_lr=1.5e-3, forgetting_shots=2, shots=[1, 2], epoch_scale=0.02,
                       prompt_evals=6, ivlp_depth=2, vision_tokens=2, gpa_mean=1.0, descriptions=5,
                       biomed_weights=[1.0, 10.0]),
         "cpu": dict(seeds=[0, 1, 2, 3], shapes=["square", "circle", "triangle", "cross", "ring"],
-                    colours=["red", "green", "blue", "yellow"], image_size=32, test_per_class=100, clip_width=64,
-                    clip_layers=2, clip_heads=4, pretrain_steps=1200, pretrain_batch=64, pretrain_lr=1.5e-3,
-                    shots=[1], prompt_evals=12, ivlp_depth=2, vision_tokens=4, gpa_mean=15.0, descriptions=50,
-                    promptsrc_rescaled=False),
+                    colours=["red", "green", "blue", "yellow"], extra_shapes=["bar"], extra_colours=["magenta"],
+                    image_size=32, test_per_class=100, clip_width=64, clip_layers=2, clip_heads=4,
+                    pretrain_steps=1200, pretrain_batch=64, pretrain_lr=1.5e-3, shots=[16], prompt_evals=12,
+                    ivlp_depth=2, vision_tokens=1, gpa_mean=15.0, descriptions=50,
+                    control_arms=False),
         "gpu": dict(seeds=[0, 1, 2], shapes=["square", "circle", "triangle", "diamond", "cross", "ring"],
-                    colours=["red", "green", "blue", "yellow", "magenta", "cyan"], image_size=64,
+                    colours=["red", "green", "blue", "yellow", "magenta", "cyan"], extra_shapes=["bar"],
+                    extra_colours=["orange"], image_size=64,
                     test_per_class=300, clip_width=256, clip_layers=6, clip_heads=8, pretrain_steps=3000,
                     pretrain_batch=256, pretrain_lr=1e-3, shots=[1, 16], prompt_evals=10, ivlp_depth=4,
                     vision_tokens=4, gpa_mean=15.0, descriptions=200),
@@ -98,9 +115,10 @@ class Params(ChapterParams):
             raise ValueError(f"gpa_mean ({self.gpa_mean}) must lie in (0, src_epochs = {self.src_epochs}]")
         if self.clip_width % self.clip_heads:
             raise ValueError(f"clip_width ({self.clip_width}) must be divisible by clip_heads ({self.clip_heads})")
-        bed = Captioned(tuple(self.shapes), tuple(self.colours), self.image_size)  # names the bad shape or colour
-        if self.wrong_kind == "unseen" and self.wrong_share > 0 and (
-                len(bed.shapes) == len(SHAPE_WORDS) or len(bed.colours) == len(COLOUR_WORDS)):
-            raise ValueError("wrong_kind='unseen' needs a shape and a colour outside the class grid: leave one of "
-                             "each out of shapes and colours, or use wrong_kind='confuser'")
+        bed = Captioned(tuple(self.shapes), tuple(self.colours), self.image_size, extra_shapes=tuple(self.extra_shapes),
+                        extra_colours=tuple(self.extra_colours))  # names the bad shape or colour
+        if self.wrong_kind == "unseen" and self.wrong_share > 0 and not (self.extra_shapes and self.extra_colours):
+            raise ValueError("wrong_kind='unseen' needs extra_shapes and extra_colours (concepts outside the class "
+                             "grid that pretraining shows, for wrong descriptions to name), or use "
+                             "wrong_kind='confuser'")
         return self
