@@ -513,9 +513,9 @@ def reading_markdown(run: Run, results: list[dict]) -> str:
                f"Pruning drops {which}:{over} the share of wrong minus the share of right descriptions it drops is "
                f"{mean_std_text(sel)} (1 would be perfect), and it drops "
                f"{mean_std_text(v('medical/pruning/pruned_without_wrong'))} of the descriptions when none is wrong. "
-               f"The description ensemble as a zero-shot classifier reaches HM "
-               f"{mean_std_text(v(f'medical/descriptions-right-w{w}/hm'))} from its right descriptions alone and "
-               f"{mean_std_text(v(f'medical/descriptions-w{w}/hm'))} from all of them "
+               f"The description ensemble as a zero-shot classifier of base-class scans (BiomedCoOp's KL target) "
+               f"reaches accuracy {mean_std_text(v(f'medical/descriptions-right-w{w}/base'))} from its right "
+               f"descriptions alone and {mean_std_text(v(f'medical/descriptions-w{w}/base'))} from all of them "
                f"(wrong-descriptions-hurt-ensemble: {vt(r['wrong-descriptions-hurt-ensemble'])}). "
                f"pruning-helps-with-wrong-descriptions: {vt(r['pruning-helps-with-wrong-descriptions'])}"
                + (f"; across the sweep: {vt(r['pruning-helps-sweep'])}" if "pruning-helps-sweep" in r else "") + ".")
