@@ -22,7 +22,6 @@ TEMPLATES = ("a photo of a {}", "a picture of a {}", "a sketch of a {}", "a draw
              "a {}", "a {} shape")
 SRC_ARMS = ("ivlp", "promptsrc", "promptsrc_rescaled")
 PAPER_VISION_TOKENS = 4  # IVLP's and PromptSRC's visual prompt tokens per layer
-BIOMED_ARMS = ("coop", "biomed_noprune", "biomed")
 
 
 # ---------------------------------------------------------------- the pretrained CLIP
@@ -205,6 +204,23 @@ def src_recipe(p: Params, n_images: int) -> Recipe:
     return Recipe(steps, p.src_batch, p.src_lr, per_epoch)
 
 
+def few_shot_batches(images: torch.Tensor, labels: torch.Tensor, batch: int):
+    """``fit``'s ``next_batch``: ``batch`` few-shot examples (images or their features) drawn with replacement."""
+    def next_batch(gen):
+        i = torch.randint(0, len(labels), (min(batch, len(labels)),), generator=gen)
+        return images[i], labels[i]
+    return next_batch
+
+
+def prompt_scores(learner: pl.PromptLearner, tests: dict[str, TestSet], bed: Bed) -> dict[str, float]:
+    """What a prompt training evaluates: base, novel and HM test accuracy and the context's cosine to its initial
+    words (the learner goes back to the base class names it trains on)."""
+    scores = base_novel(learner, tests, bed)
+    scores["ctx_cosine"] = context_cosine(bed, learner)
+    learner.set_classnames(bed.base_names)
+    return scores
+
+
 def train_prompts(run: Run, name: str, seed: int, learner: pl.PromptLearner, objective,
                   shots: tuple[torch.Tensor, torch.Tensor], tests: dict[str, TestSet], bed: Bed, recipe: Recipe,
                   gpa: bool = False) -> tuple[pl.PromptLearner, dict[str, list[float] | float]]:
@@ -232,19 +248,13 @@ def train_prompts(run: Run, name: str, seed: int, learner: pl.PromptLearner, obj
     trainee = pl.PromptTrainee(learner, aggregation)
     initial = {k: v.detach().clone() for k, v in learner.prompts().items()}
 
-    def next_batch(gen):
-        i = torch.randint(0, len(labels), (min(recipe.batch, len(labels)),), generator=gen)
-        return images[i], labels[i]
-
     def evaluate(model: pl.PromptTrainee):
-        scores = base_novel(model.learner, tests, bed)
-        scores["ctx_cosine"] = context_cosine(bed, model.learner)
-        model.learner.set_classnames(bed.base_names)  # evaluation switched the names; training goes on with base
-        return scores
+        return prompt_scores(model.learner, tests, bed)
 
     start = evaluate(trainee)
     optimizer, schedule = pl.coop_optimizer(learner, recipe.lr, recipe.steps)
-    result = run.fit(name, seed, trainee, pl.trainee_loss(objective), next_batch, steps=recipe.steps,
+    result = run.fit(name, seed, trainee, pl.trainee_loss(objective), few_shot_batches(images, labels, recipe.batch),
+                     steps=recipe.steps,
                      optimizer=optimizer, scheduler=schedule, after_step=pl.gpa_after_step(recipe.per_epoch),
                      evaluate=evaluate, eval_every=recipe.steps // p.prompt_evals)
     info: dict = {f"{k}_curve": ([start[k]] if k in start else []) + result.column(k)
@@ -271,23 +281,15 @@ def train_jointly(run: Run, name: str, seed: int, arms: dict[str, tuple[pl.Promp
         images = toyclip.image_features(bed.clip, images.to(bed.device))
     joint = pl.JointPrompts([learner for learner, _ in arms.values()], list(arms))
 
-    def next_batch(gen):
-        i = torch.randint(0, len(labels), (min(recipe.batch, len(labels)),), generator=gen)
-        return images[i], labels[i]
-
     def evaluate(model: pl.JointPrompts):
-        scores = {}
-        for arm, learner in zip(model.names, model.learners):
-            scores.update({f"{arm}/{k}": v for k, v in base_novel(learner, tests, bed).items()})
-            scores[f"{arm}/ctx_cosine"] = context_cosine(bed, learner)
-            learner.set_classnames(bed.base_names)
-        return scores
+        return {f"{arm}/{k}": v for arm, learner in zip(model.names, model.learners)
+                for k, v in prompt_scores(learner, tests, bed).items()}
 
     start = evaluate(joint)
     optimizer, schedule = pl.coop_optimizer(joint, recipe.lr, recipe.steps)
-    result = run.fit(name, seed, joint, pl.joint_loss([objective for _, objective in arms.values()]), next_batch,
-                     steps=recipe.steps, optimizer=optimizer, scheduler=schedule, evaluate=evaluate,
-                     eval_every=recipe.steps // p.prompt_evals)
+    result = run.fit(name, seed, joint, pl.joint_loss([objective for _, objective in arms.values()]),
+                     few_shot_batches(images, labels, recipe.batch), steps=recipe.steps, optimizer=optimizer,
+                     scheduler=schedule, evaluate=evaluate, eval_every=recipe.steps // p.prompt_evals)
     out = {}
     for arm, (learner, _) in arms.items():
         keys = [k for k in result.history[0] if k.startswith(f"{arm}/")]
