@@ -10,6 +10,16 @@ import torch
 torch.set_num_threads(1)  # see distillbook.core.runtime: 2 threads per process collapse on shared 2-core machines
 
 
+@pytest.fixture(autouse=True)
+def _no_run_left_behind():
+    """A test that opens a Run (smoke: the device check on) leaves neither the check nor its device to the next."""
+    yield
+    from distillbook.core import devices
+
+    devices.stop_check()
+    devices.set_run_device(None)
+
+
 @pytest.fixture
 def scratch(tmp_path, monkeypatch):
     """Redirect results and checkpoints to a temp folder, so tests never touch the committed ones."""

@@ -1,5 +1,6 @@
 """The site builds with warnings as errors, fully offline, and renders in a real browser."""
 
+import json
 import functools
 import math
 import shutil
@@ -359,3 +360,47 @@ def test_citation_file_matches_the_package():
     assert cff["cff-version"] == "1.2.0" and cff["title"] and cff["authors"]
     assert cff["version"] == distillbook.__version__, "release the book and its citation together"
     assert "#claim-" in cff["message"]  # how to cite one verdict
+
+
+def test_gpu_results_show_beside_the_cpu_ones_with_a_page_of_their_own(monkeypatch, tmp_path):
+    """A gpu run gets its own page (never the cpu one), listed under the chapter; the scoreboard shows its verdict
+    in the cpu row, and the gpu section links the gpu page and marks stale gpu results."""
+    import copy
+
+    from distillbook.core import pipeline
+
+    data = _new_format_results()
+    gpu = copy.deepcopy(data["foundations"])
+    gpu["claims"][0].update(verdict="not reproduced", reason=None)
+    monkeypatch.setattr(site, "_load_results", lambda chapter, profile: (data if profile == "cpu" else
+                                                                          {"foundations": gpu}).get(chapter))
+    monkeypatch.setattr(site, "EXECUTED_DIR", tmp_path)
+    for name in ("foundations.ipynb", "foundations-gpu.ipynb", "lm-kd-dynamics.ipynb"):
+        (tmp_path / name).write_text("{}")
+    monkeypatch.setattr(site, "_stale_chapters", lambda profile: ["foundations"] if profile == "gpu" else [])
+    assert pipeline.page_name("foundations", "gpu") == "foundations-gpu.ipynb"
+    assert pipeline.page_name("foundations", "cpu") == pipeline.page_name("foundations", "smoke") == "foundations.ipynb"
+    toc = site.toc_yaml()
+    assert "      - file: book/chapters/foundations\n        sections:\n          - file: book/chapters/foundations-gpu" \
+        in toc
+    assert "lm-kd-dynamics\n        sections" not in toc
+    page = site.scoreboard_page()
+    cpu_part, gpu_part = page.split("## Profile `gpu`")
+    beats = next(line for line in cpu_part.splitlines() if 'id="claim-foundations-beats"' in line)
+    assert "**at gpu**: not reproduced" in beats
+    assert "**Stale:** the code of foundations changed" in gpu_part
+    assert "[foundations (gpu)](chapters/foundations-gpu.ipynb)" in gpu_part
+    assert "**at cpu**: reproduced" in gpu_part
+    assert 'id="claim-' not in gpu_part, "a claim's citable anchor is its cpu row"
+
+
+def test_a_gpu_page_is_titled_as_such(tmp_path):
+    from distillbook.core import pipeline
+
+    nb = {"metadata": {}, "cells": [{"cell_type": "markdown", "metadata": {}, "source": "# Foundations\n\nText."}]}
+    path = tmp_path / "x.ipynb"
+    path.write_text(json.dumps(nb))
+    pipeline.tidy_executed_notebook(path, run_id="r", profile="gpu")
+    tidied = json.loads(path.read_text())
+    assert tidied["cells"][0]["source"].startswith("# Foundations (gpu profile)\n")
+    assert tidied["metadata"]["distillbook"] == {"run_id": "r", "profile": "gpu"}

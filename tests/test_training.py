@@ -237,3 +237,49 @@ def test_logged_extras_are_means_over_the_steps_that_reported_them():
     result = fit(model, loss_fn, lambda g: torch.randn(4, 1, generator=g), steps=6, seed=0, eval_every=3,
                  optimizer=torch.optim.SGD(model.parameters(), lr=0.01), progress=False)
     assert result.column("every") == [1.0, 4.0] and result.column("even") == [1.0, 4.0]  # (0+2)/2, 4/1
+
+
+@pytest.mark.parametrize("eval_every", [None, 25])
+def test_the_loop_reads_no_value_between_logging_points(eval_every, tmp_path):
+    """The host waits for the device only where a row is logged (or a checkpoint saved): 100 steps with an
+    extra and a scheduler read as many device values per logged row as 1 step does (the device check
+    counts reads of tensors on the run's device)."""
+    from distillbook.core import devices
+
+    def run(steps):
+        torch.manual_seed(0)
+        devices.stop_check()
+        reads = devices.start_check()
+        model = torch.nn.Linear(3, 1).to("cpu")
+        opt = torch.optim.Adam(model.parameters(), 1e-2)
+
+        def loss(m, b):
+            value = m(b).pow(2).mean()
+            return value, {"size": value.detach().sqrt()}
+
+        try:
+            result = fit(model, loss, lambda g: torch.randn(8, 3, generator=g), steps=steps, optimizer=opt,
+                         seed=0, progress=False, eval_every=eval_every, checkpoint=tmp_path / f"{steps}.pt",
+                         checkpoint_seconds=3600, scheduler=torch.optim.lr_scheduler.StepLR(opt, 10),
+                         device="cpu")
+        finally:
+            devices.stop_check()
+        return reads.reads, len(result.history)
+
+    (short, short_rows), (long, long_rows) = run(1), run(100)
+    assert short > 0, "the counter sees the reads at logging points"
+    assert long == short * long_rows // short_rows
+
+
+def test_a_checkpoint_is_saved_by_time(tmp_path, monkeypatch):
+    from distillbook.core import training
+
+    clock = iter(range(0, 10_000, 25))  # each call of the clock is 25 s later
+    monkeypatch.setattr(training.time, "monotonic", lambda: next(clock))
+    saved = []
+    monkeypatch.setattr(training, "_save", lambda path, *a: saved.append(a[-3]))
+    model = torch.nn.Linear(2, 1)
+    fit(model, lambda m, b: m(b).pow(2).mean(), lambda g: torch.randn(4, 2, generator=g), steps=7, seed=0,
+        optimizer=torch.optim.SGD(model.parameters(), 0.1), progress=False, checkpoint=tmp_path / "c.pt",
+        checkpoint_seconds=60)
+    assert saved == [3, 6, 7], "every 60 s of training (the clock reads 25 s per step) and at the end"

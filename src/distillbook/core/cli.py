@@ -84,6 +84,10 @@ def cmd_status(args) -> int:
         bad = [r for r in rows if r["profile"] == "cpu" and r["state"] != "fresh"]
         for r in bad:
             print(f"error: {r['chapter']} cpu results are {r['state']}: {r['reason']}", file=sys.stderr)
+        # gpu results need a GPU to refresh, which CI lacks: a stale one is marked, on the site too, not failed
+        for r in rows:
+            if r["profile"] == "gpu" and r["state"] == "stale":
+                print(f"warning: {r['chapter']} gpu results are stale: {r['reason']}", file=sys.stderr)
         return 1 if bad else 0
     return 0
 
@@ -128,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     st = sub.add_parser("status", help="fresh / stale / missing results per chapter and profile")
     st.add_argument("--json", action="store_true", help="machine-readable output")
-    st.add_argument("--check", action="store_true", help="exit 1 unless every cpu result is fresh")
+    st.add_argument("--check", action="store_true",
+                    help="exit 1 unless every cpu result is fresh (stale gpu results are warned about)")
     st.set_defaults(func=cmd_status)
 
     build = sub.add_parser("build", help="generate the paper map and scoreboard, then build the site")

@@ -1,4 +1,5 @@
-"""Metrics shared across chapters."""
+"""Metrics shared across chapters. Each computes on the device of its first argument and moves the others
+there (labels or reference samples often live on the host)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
         raise ValueError(f"{len(logits)} logits but {len(labels)} labels")
     if len(labels) == 0:
         raise ValueError("accuracy of an empty set")
-    return (logits.argmax(dim=-1) == labels).float().mean().item()
+    return (logits.argmax(dim=-1) == labels.to(logits.device)).float().mean().item()
 
 
 
@@ -30,8 +31,9 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
     if projections is None:
         projections = torch.randn(x.shape[1], n_projections, generator=generator, dtype=torch.float64)
         projections = projections / projections.norm(dim=0, keepdim=True)
-    px = torch.sort(x.double() @ projections.double(), dim=0).values
-    py = torch.sort(y.double() @ projections.double(), dim=0).values
+    projections = projections.to(x.device, torch.float64)
+    px = torch.sort(x.double() @ projections, dim=0).values
+    py = torch.sort(y.to(x.device).double() @ projections, dim=0).values
     return ((px - py) ** 2).mean(dim=0).mean().sqrt().item()
 
 
@@ -42,7 +44,7 @@ def frechet_distance(features_a: torch.Tensor, features_b: torch.Tensor) -> floa
 
     the trace of the square root taken as the sum of square roots of the eigenvalues of S_a S_b.
     """
-    a, b = features_a.double(), features_b.double()
+    a, b = features_a.double(), features_b.to(features_a.device).double()
     if a.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
         raise ValueError(f"need two (n >= 2, d) feature sets with the same d, got {tuple(a.shape)} and {tuple(b.shape)}")
     mu_a, mu_b = a.mean(0), b.mean(0)
@@ -60,7 +62,7 @@ def precision_recall(real: torch.Tensor, fake: torch.Tensor, k: int = 5) -> tupl
     """
     if k < 1 or k >= min(len(real), len(fake)):
         raise ValueError(f"k must be in [1, {min(len(real), len(fake)) - 1}], got {k}")
-    real, fake = real.double(), fake.double()
+    real, fake = real.double(), fake.to(real.device).double()
     radius_real = torch.cdist(real, real).kthvalue(k + 1, dim=1).values  # +1: each point is its own nearest
     radius_fake = torch.cdist(fake, fake).kthvalue(k + 1, dim=1).values
     d = torch.cdist(real, fake)                                          # (n_real, n_fake)

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from distillbook.core import devices
 from distillbook.core.runtime import deterministic_algorithms, set_threads
 
 
@@ -61,5 +62,8 @@ def _start_worker(threads: int) -> None:
 
 
 def _one_seed(run, fn, seed, *args):
+    devices.set_run_device(run.device)  # as the parent's Run did: fits train there, the device check follows
+    if run.device_check:
+        devices.start_check()
     output = fn(run, seed, *args)
     return run.per_seed[seed], output

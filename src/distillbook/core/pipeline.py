@@ -56,6 +56,12 @@ def notebook_parameter_names(notebook: Path) -> set[str]:
     raise ValueError(f"{notebook} has no code cell tagged 'parameters'")
 
 
+def page_name(chapter_id: str, profile: str) -> str:
+    """The executed notebook's file: ``<id>.ipynb`` for the book's cpu page (and smoke runs), ``<id>-gpu.ipynb``
+    for the gpu run, a page of its own beside the cpu one (never over it)."""
+    return f"{chapter_id}-gpu.ipynb" if profile == "gpu" else f"{chapter_id}.ipynb"
+
+
 EXPERIMENTS_DIR = RUNS_DIR / "experiments"  # runs off a profile's preset: never the committed results
 RUN_SETTINGS = frozenset({"device", "threads", "workers", "tracking"})  # how a run executes, not what it measures
 
@@ -123,12 +129,13 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
         staged_results = staging / "results" / chapter.id / profile
         if not staged_results.exists():
             raise RunFailed(f"{chapter.id} ({profile}) ran but wrote no results: its last cell must call run.finish()")
+        destination = output_dir / page_name(chapter.id, profile)
         tidy_executed_notebook(staged_notebook, run_id=run_id, profile=profile, source=chapter.notebook,
-                               destination=output_dir / f"{chapter.id}.ipynb")
+                               destination=destination)
         output_dir.mkdir(parents=True, exist_ok=True)
         (final_results / chapter.id).mkdir(parents=True, exist_ok=True)
         replace_folder(staged_results, final_results / chapter.id / profile)
-        os.replace(staged_notebook, output_dir / f"{chapter.id}.ipynb")
+        os.replace(staged_notebook, destination)
     except papermill.PapermillExecutionError as err:
         failed = RUNS_DIR / "failed" / f"{chapter.id}-{profile}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -138,7 +145,6 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lock.close()
-    destination = output_dir / f"{chapter.id}.ipynb"
     shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
     return {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
             "results": str(final_results / chapter.id / profile),
@@ -288,6 +294,8 @@ def tidy_executed_notebook(path: Path, run_id: str, profile: str, source: Path |
     """
     nb = json.loads(path.read_text(encoding="utf-8"))
     nb["metadata"]["distillbook"] = {"run_id": run_id, "profile": profile}
+    if profile == "gpu":
+        _mark_title(nb, " (gpu profile)")
     papermill_meta = nb["metadata"].get("papermill", {})
     for key, value in (("input_path", source), ("output_path", destination or path)):
         if papermill_meta.get(key):
@@ -313,6 +321,20 @@ def tidy_executed_notebook(path: Path, run_id: str, profile: str, source: Path |
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _mark_title(nb: dict, suffix: str) -> None:
+    """Append ``suffix`` to the notebook's title (its first ``# `` heading), so that a second page of one chapter
+    (the gpu run's) is told apart in the table of contents."""
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "markdown":
+            continue
+        lines = ("".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]).split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith("# ") and not line.endswith(suffix):
+                lines[i] = line + suffix
+                cell["source"] = "\n".join(lines)
+                return
+
+
 def status(profiles: tuple[str, ...] = STATUS_PROFILES) -> list[dict[str, Any]]:
     """Per written chapter and profile: ``state`` (fresh / stale / missing), ``reason``, run time and claims."""
     from distillbook.core.results import load_results
@@ -334,13 +356,16 @@ def status(profiles: tuple[str, ...] = STATUS_PROFILES) -> list[dict[str, Any]]:
 
 
 def _check_executed(chapter_id: str, profile: str, provenance: dict) -> tuple[str, str]:
-    """The executed notebook must exist and, where it shows this profile, come from the same run as the results."""
-    path = EXECUTED_DIR / f"{chapter_id}.ipynb"
+    """The profile's executed notebook must exist, show this profile and come from the same run as the results."""
+    name = page_name(chapter_id, profile)
+    path = EXECUTED_DIR / name
     if not path.exists():
-        return STALE, f"no executed notebook book/chapters/{chapter_id}.ipynb"
+        return STALE, f"no executed notebook book/chapters/{name}"
     shown = json.loads(path.read_text(encoding="utf-8"))["metadata"].get("distillbook", {})
-    if shown.get("profile") == profile and shown.get("run_id") != provenance.get("run_id"):
-        return STALE, f"book/chapters/{chapter_id}.ipynb and results/{chapter_id}/{profile} come from different runs"
+    if shown.get("profile") != profile:
+        return STALE, f"book/chapters/{name} shows the {shown.get('profile')} profile, not {profile}"
+    if shown.get("run_id") != provenance.get("run_id"):
+        return STALE, f"book/chapters/{name} and results/{chapter_id}/{profile} come from different runs"
     return FRESH, ""
 
 

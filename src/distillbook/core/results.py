@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distillbook.core import devices
 from distillbook.core.claims import VERDICTS, format_mean_std
 from distillbook.core.params import ChapterParams
 from distillbook.core.paths import NOTEBOOKS_DIR, checkpoints_dir, results_root
@@ -110,6 +111,10 @@ class Run:
         set_threads(params.threads)
         deterministic_algorithms()
         self.device = resolve_device(params.device)
+        devices.set_run_device(self.device)  # every fit of the run trains there, and refuses a model elsewhere
+        self.device_check = devices.enabled_for(params.profile, self.device)
+        if self.device_check:
+            devices.start_check()
         self.run_id = os.environ.get("DISTILLBOOK_RUN_ID") or uuid.uuid4().hex
         self.code = imported_modules()  # hashed now, as the code that runs; finish() checks it is unchanged
         notebook = NOTEBOOKS_DIR / f"{chapter}.ipynb"
@@ -236,6 +241,7 @@ class Run:
             "git_commit": git_commit(),
             "packages": package_versions(),
             "device": _device_name(self.device),
+            "device_check": self.device_check,
             "threads": torch.get_num_threads(),
             "platform": platform.platform(),
             "wall_seconds": round(wall, 2),

@@ -35,8 +35,11 @@ GENERATED_DIR = BOOK_DIR / "_generated"  # included pages (committed) and figure
 PROFILE_ORDER = ("cpu", "gpu")
 
 
-def _executed(chapter: catalog.Chapter) -> bool:
-    return (EXECUTED_DIR / f"{chapter.id}.ipynb").exists()
+def _executed(chapter: catalog.Chapter, profile: str = "cpu") -> bool:
+    """Whether the chapter has an executed page at ``profile`` (cpu: the chapter's page; gpu: a page of its own)."""
+    from distillbook.core.pipeline import page_name
+
+    return (EXECUTED_DIR / page_name(chapter.id, profile)).exists()
 
 
 def _load_results(chapter_id: str, profile: str) -> dict | None:
@@ -61,7 +64,10 @@ def toc_yaml() -> str:
     for caption, chapters in groups:
         if chapters:
             lines += [f'  - caption: "{caption}"', "    chapters:"]
-            lines += [f"      - file: book/chapters/{c.id}" for c in chapters]
+            for c in chapters:
+                lines.append(f"      - file: book/chapters/{c.id}")
+                if _executed(c, "gpu"):  # the gpu run's page, under the chapter's
+                    lines += ["        sections:", f"          - file: book/chapters/{c.id}-gpu"]
     lines += ['  - caption: "The ledger"', "    chapters:", "      - file: book/papers", "      - file: book/scoreboard"]
     return "\n".join(lines) + "\n"
 
@@ -122,8 +128,12 @@ def _profile_claims(profile: str) -> list[tuple[catalog.Chapter, list[dict]]]:
     return out
 
 
-def _chapter_link(chapter: catalog.Chapter) -> str:
-    return f"[{chapter.id}](chapters/{chapter.id}.ipynb)" if _executed(chapter) else f"`{chapter.id}`"
+def _chapter_link(chapter: catalog.Chapter, profile: str = "cpu") -> str:
+    from distillbook.core.pipeline import page_name
+
+    if not _executed(chapter, profile):
+        return f"`{chapter.id}`"
+    return f"[{chapter.id}{' (gpu)' if profile == 'gpu' else ''}](chapters/{page_name(chapter.id, profile)})"
 
 
 def _counts_lines(claims: list[dict]) -> list[str]:
@@ -158,11 +168,13 @@ def claim_anchor(chapter_id: str, claim_id: str) -> str:
     return f'<strong><a id="{anchor}" class="claim-anchor" href="#{anchor}">{claim_id}</a></strong>'
 
 
-def _claim_row(chapter: catalog.Chapter, c: dict) -> str:
+def _claim_row(chapter: catalog.Chapter, c: dict, profile: str = "cpu", other: dict | None = None) -> str:
+    """A claim's scoreboard row; ``other`` is the same claim at the other profile, shown beside it."""
     paper = f"paper #{c['paper']}" if c["paper"] is not None else (c.get("reference") or "")
     head = badge(c["verdict"], c.get("reason"))
-    claim = f"{claim_anchor(chapter.id, c['id'])}: {_cell(c['statement'])}"
-    where = f"{_chapter_link(chapter)} · {_cell(paper)}"
+    anchor = claim_anchor(chapter.id, c["id"]) if profile == "cpu" else f"<strong>{c['id']}</strong>"
+    claim = f"{anchor}: {_cell(c['statement'])}"
+    where = f"{_chapter_link(chapter, profile)} · {_cell(paper)}"
     extra = ""
     if c.get("groups"):
         lead = "pooled, judged on the mean over groups; " if c.get("pooled") else "per group: "
@@ -178,6 +190,10 @@ def _claim_row(chapter: catalog.Chapter, c: dict) -> str:
         numbers += f"<br>largest drift {max(drifts):.3g} > tolerance {conv.get('tol', 0):g}"
     if c["verdict"] != REPRODUCED and c.get("diagnosis_status"):
         numbers += f"<br>diagnosis: {_cell(c['diagnosis_status'])}"
+    if other is not None:
+        label = "gpu" if profile == "cpu" else "cpu"
+        numbers += f"<br>**at {label}**: {other['verdict']}" + (f" ({other['reason']})" if other.get("reason") else "")
+        numbers += f", {_measured(other)}"
     return f"| {head}<br>{claim}<br>{where}{extra} | {numbers} |"
 
 
@@ -189,7 +205,9 @@ def forest_figure(profile: str) -> Path:
 def scoreboard_page() -> str:
     lines = ["# Scoreboard", "",
              "Every claim of every chapter with committed results, its verdict first, computed by the rules in the "
-             "[introduction](intro.md#how-verdicts-are-computed) from the numbers in `results/<chapter>/<profile>/`.",
+             "[introduction](intro.md#how-verdicts-are-computed) from the numbers in `results/<chapter>/<profile>/`. "
+             "Where a claim has been measured at both profiles, its row shows the other profile's verdict too; the "
+             "gpu run of a chapter has a page of its own, under the chapter's.",
              ""]
     for profile in PROFILE_ORDER:
         rows = _profile_claims(profile)
@@ -197,6 +215,12 @@ def scoreboard_page() -> str:
         if not rows:
             lines += [f"No chapter has committed `{profile}` results yet.", ""]
             continue
+        other_profile = "gpu" if profile == "cpu" else "cpu"
+        others = {(ch.id, c["id"]): c for ch, cs in _profile_claims(other_profile) for c in cs}
+        stale = _stale_chapters(profile)
+        if stale:
+            lines += [f"**Stale:** the code of {', '.join(stale)} changed since its `{profile}` results were made; "
+                      "they are shown until a rerun replaces them.", ""]
         claims = [c for _, cs in rows for c in cs]
         figure = forest_figure(profile).relative_to(BOOK_DIR).as_posix()
         lines += [f"{len(claims)} claims from {len(rows)} chapters:", "", *_counts_lines(claims), "",
@@ -208,8 +232,15 @@ def scoreboard_page() -> str:
                   "*within* claim, the distance to the nearer bound). Reproduced claims lie wholly right of the "
                   "dashed line, not reproduced ones wholly left of it.", "```", "",
                   "```{container} scoreboard-table", "| verdict, claim, chapter | claimed and measured |", "|---|---|",
-                  *(_claim_row(ch, c) for ch, cs in rows for c in cs), "```", ""]
+                  *(_claim_row(ch, c, profile, others.get((ch.id, c["id"]))) for ch, cs in rows for c in cs), "```",
+                  ""]
     return "\n".join(lines)
+
+
+def _stale_chapters(profile: str) -> list[str]:
+    from distillbook.core.pipeline import status
+
+    return [r["chapter"] for r in status((profile,)) if r["state"] == "stale"]
 
 
 # ----------------------------------------------------------------------------------------------- landing page

@@ -26,6 +26,7 @@ import inspect
 import os
 import random
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 from tqdm.std import tqdm
 
+from distillbook.core import devices
 from distillbook.core.claims import WINDOW, relative_change, tail_mean
 from distillbook.core.runtime import seed_everything
 
@@ -71,30 +73,41 @@ def fit(
     evaluate: Callable[[torch.nn.Module], Mapping[str, float]] | None = None,
     eval_every: int | None = None,
     checkpoint: str | os.PathLike | None = None,
-    checkpoint_every: int = 200,
+    checkpoint_seconds: float = 60.0,
+    checkpoint_every: int | None = None,
+    device: torch.device | str | None = None,
     tracker: Any | None = None,
     desc: str = "train",
     progress: bool = True,
     after_step: Callable[..., None] | None = None,
 ) -> FitResult:
-    """Train ``model`` for ``steps`` steps; return the evaluation history.
+    """Train ``model`` for ``steps`` steps on ``device``; return the evaluation history.
 
+    ``device`` defaults to the run's (:func:`distillbook.core.devices.run_device`), else the model's; the
+    model's parameters must already be there (the first step raises otherwise) and batches are moved there.
     ``evaluate(model)`` runs every ``eval_every`` steps and after the last
     step (in eval mode, without gradients). Each logged row holds the mean loss since the previous row and
-    the mean of each extra ``loss_fn`` returned (over the steps that returned it). ``checkpoint`` names a file: the
-    run resumes from it if present, saves to it every ``checkpoint_every``
-    steps and at the end, so calling ``fit`` again on a finished run returns
+    the mean of each extra ``loss_fn`` returned (over the steps that returned it; tensors or numbers).
+    ``checkpoint`` names a file: the
+    run resumes from it if present, saves to it every ``checkpoint_seconds`` of training (or every
+    ``checkpoint_every`` steps, if given) and at the end, so calling ``fit`` again on a finished run returns
     its result without training. ``after_step(model)`` runs after every optimiser step (an EMA update,
     say); whatever it changes must live in ``model``'s state to be checkpointed. ``loss_fn`` and
     ``after_step`` that take a ``step`` argument get the index of the current step.
+
+    The loop never waits for the device between logging points: losses and extras add up as tensors on
+    the device, and a non-finite loss is found (with its step) when a row is logged or a checkpoint saved.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if eval_every is not None and eval_every < 1:
         raise ValueError(f"eval_every must be >= 1 or None, got {eval_every}")
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-    device = next(model.parameters()).device
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every}")
+    if checkpoint_seconds <= 0:
+        raise ValueError(f"checkpoint_seconds must be > 0, got {checkpoint_seconds}")
+    device = torch.device(device) if device is not None else devices.run_device() or _model_device(model)
+    devices.require_on_device(model.named_parameters(), device, desc)
     loss_at, after_step_at = _with_step(loss_fn), _with_step(after_step) if after_step is not None else None
     data_rng = torch.Generator().manual_seed(seed)
     result = FitResult()
@@ -112,21 +125,19 @@ def fit(
         _set_global_rng(state["global_rng"])
         result = FitResult(history=state["history"], steps=state["step"])
         start = state["step"]
-        running, count, extra_sums = state["running_loss"]
+        window = _Window.restore(state["running_loss"], device)
     else:
         seed_everything(seed)
-        running, count = 0.0, 0  # loss summed since the last logged row
-        extra_sums: dict[str, list[float]] = {}  # each extra's [sum, count] since the last logged row
+        window = _Window(device)  # losses and extras since the last logged row
 
     bar = tqdm(total=steps, initial=start, desc=desc, file=sys.stdout, ascii=True,
                mininterval=5.0, ncols=80, disable=not progress or start == steps)
+    saved_at = time.monotonic()
     for step in range(start, steps):
         model.train()
         batch = _to_device(next_batch(data_rng), device)
         out = loss_at(model, batch, step=step)
         loss, extras = (out if isinstance(out, tuple) else (out, {}))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss is {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -135,15 +146,18 @@ def fit(
         if after_step is not None:
             with torch.no_grad():
                 after_step_at(model, step=step)
-        running, count = running + loss.item(), count + 1
-        for k, v in extras.items():  # an extra reported on some steps only (a TTUR player) averages over those
-            total = extra_sums.setdefault(k, [0.0, 0])
-            total[0], total[1] = total[0] + float(v), total[1] + 1
+        window.add(loss, extras, step)
         bar.update(1)
         done = step + 1
-        if (eval_every and done % eval_every == 0) or done == steps:
-            row = {"step": done, "loss": running / count, **{k: s / n for k, (s, n) in extra_sums.items()}}
-            running, count, extra_sums = 0.0, 0, {}
+        log = (eval_every and done % eval_every == 0) or done == steps
+        save = ckpt_path is not None and (done == steps or (
+            done % checkpoint_every == 0 if checkpoint_every is not None
+            else time.monotonic() - saved_at >= checkpoint_seconds))
+        if log or save:
+            window.raise_if_not_finite(desc)  # the one wait for the device, at a logging or saving point
+        if log:
+            row = {"step": done, **window.means()}
+            window = _Window(device)
             if evaluate is not None:
                 row.update(_evaluate(model, evaluate))
             result.history.append(row)
@@ -151,13 +165,60 @@ def fit(
             if tracker is not None:  # the step is a metric: several fits share one tracked run
                 tracker.log({f"{desc}/{k}": v for k, v in row.items()})
         result.steps = done
-        if ckpt_path is not None and (done % checkpoint_every == 0 or done == steps):
-            _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps, (running, count, extra_sums))
+        if save:
+            _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps, window.state())
+            saved_at = time.monotonic()
     bar.close()
     if steps == 0 and evaluate is not None:
         result.history.append({"step": 0, **_evaluate(model, evaluate)})
     model.eval()
     return result
+
+
+class _Window:
+    """Losses and extras since the last logged row, summed on the device (float64, as Python floats would):
+    adding never waits for the device; :meth:`means` reads them once per row."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.count = 0
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, or -1
+        self.extras: dict[str, list] = {}  # name: [sum, count]
+
+    def add(self, loss: torch.Tensor, extras: Mapping[str, Any], step: int) -> None:
+        loss = loss.detach()
+        self.loss = self.loss + loss.double()
+        self.count += 1
+        bad = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+        for k, v in extras.items():  # an extra reported on some steps only (a TTUR player) averages over those
+            total = self.extras.setdefault(k, [0.0, 0])
+            total[0] = total[0] + (v.detach().double() if isinstance(v, torch.Tensor) else float(v))
+            total[1] += 1
+
+    def raise_if_not_finite(self, desc: str) -> None:
+        bad = int(self.first_bad)
+        if bad >= 0:
+            raise FloatingPointError(f"{desc}: loss is not finite at step {bad}")
+
+    def means(self) -> dict[str, float]:
+        return {"loss": float(self.loss) / self.count, **{k: float(s) / n for k, (s, n) in self.extras.items()}}
+
+    def state(self) -> dict:
+        return {"loss": self.loss, "count": self.count, "first_bad": self.first_bad, "extras": self.extras}
+
+    @classmethod
+    def restore(cls, state: dict, device: torch.device) -> _Window:
+        window = cls(device)
+        window.loss, window.count, window.extras = state["loss"].to(device), state["count"], state["extras"]
+        window.first_bad = state["first_bad"].to(device)
+        return window
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
 
 
 def _with_step(fn: Callable) -> Callable:

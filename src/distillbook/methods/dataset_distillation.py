@@ -230,7 +230,7 @@ class SyntheticSet(nn.Module):
     def __init__(self, images: torch.Tensor, lr: float):
         super().__init__()
         self.images = nn.Parameter(images.clone())
-        self.log_lr = nn.Parameter(torch.tensor(float(np.log(lr))))
+        self.log_lr = nn.Parameter(torch.tensor(float(np.log(lr)), device=images.device))
 
 
 def match_trajectories(template: nn.Module, trajectories: list[list[Weights]], images: torch.Tensor,
@@ -254,17 +254,18 @@ def match_trajectories(template: nn.Module, trajectories: list[list[Weights]], i
     """
     synthetic = SyntheticSet(images, syn_lr_init)
 
-    def segment(gen: torch.Generator) -> torch.Tensor:
-        # (expert e, start epoch t, augmentation seed) ~ U{experts} x U{0..max_start_epoch} x U{0..2^62}
-        return torch.stack([torch.randint(0, len(trajectories), (), generator=gen),
-                            torch.randint(0, max_start_epoch + 1, (), generator=gen),
-                            torch.randint(0, 2 ** 62, (), generator=gen)])
+    def segment(gen: torch.Generator) -> tuple[int, int, int]:
+        # (expert e, start epoch t, augmentation seed) ~ U{experts} x U{0..max_start_epoch} x U{0..2^62}, drawn on
+        # the host and kept there (plain ints: fit moves tensors only), so the loss reads them without a device wait
+        return (int(torch.randint(0, len(trajectories), (), generator=gen)),
+                int(torch.randint(0, max_start_epoch + 1, (), generator=gen)),
+                int(torch.randint(0, 2 ** 62, (), generator=gen)))
 
     done = [0]  # iterations finished when fit next evaluates (set by the loss: fit may resume mid-run)
 
-    def loss(m: SyntheticSet, b: torch.Tensor, step: int) -> torch.Tensor:
+    def loss(m: SyntheticSet, b: tuple[int, int, int], step: int) -> torch.Tensor:
         done[0] = step + 1
-        expert, start, augment_seed = (int(v) for v in b)
+        expert, start, augment_seed = b
         draws = torch.Generator().manual_seed(augment_seed) if augment is not None else None
         # L_MTT(x_syn, alpha = exp(log_lr)) on the segment theta*_t -> theta*_{t+M}
         return trajectory_matching_step(template, trajectories[expert], start, expert_span, m.images, labels,
@@ -353,8 +354,9 @@ class SynthesisedSet(nn.Module):
         n_slots = len(start) // n_classes
         self.shared_per_slot = shared_per_slot
         self.register_buffer("start", start.clone())
-        self.register_buffer("slot", torch.arange(len(start)) % n_slots)
-        self.delta = nn.Parameter(torch.zeros(n_slots if shared_per_slot else len(start), start.shape[1]))
+        self.register_buffer("slot", torch.arange(len(start), device=start.device) % n_slots)
+        self.delta = nn.Parameter(torch.zeros(n_slots if shared_per_slot else len(start), start.shape[1],
+                                              device=start.device))
 
     def forward(self) -> torch.Tensor:
         # INFER: x_{c,j} = a_{c,j} + u_j;  SRe2L: x_i = x0_i + delta_i
@@ -378,15 +380,16 @@ def synthesise(teachers: Sequence[nn.Module], start: torch.Tensor, y: torch.Tens
     images = SynthesisedSet(start, n_classes, shared_per_slot)
     hooks = [BNStatistics(t) for t in teachers]
 
-    def draw(gen: torch.Generator) -> torch.Tensor:
-        # the seed of this step's augmentation draws (drawn even without ``augment``: one stream either way)
-        return torch.randint(0, 2 ** 62, (), generator=gen)
+    def draw(gen: torch.Generator) -> int:
+        # the seed of this step's augmentation draws (drawn even without ``augment``: one stream either way), a
+        # plain int that stays on the host
+        return int(torch.randint(0, 2 ** 62, (), generator=gen))
 
-    def loss_fn(m: SynthesisedSet, augment_seed: torch.Tensor, step: int) -> torch.Tensor:
+    def loss_fn(m: SynthesisedSet, augment_seed: int, step: int) -> torch.Tensor:
         k = step % len(teachers)
         x = m()
         if augment is not None:
-            x = augment(x, torch.Generator().manual_seed(int(augment_seed)))  # A(x): a fresh view per step
+            x = augment(x, torch.Generator().manual_seed(augment_seed))  # A(x): a fresh view per step
         # L = CE(f_k(A(x)), y) + lambda_BN * L_BN(f_k; A(x))
         loss = F.cross_entropy(teachers[k](x), y) + bn_weight * hooks[k].loss()
         for other in hooks:

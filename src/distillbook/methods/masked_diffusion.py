@@ -60,7 +60,7 @@ def threshold_decode(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch
     if not 0 <= tau:
         raise ValueError(f"tau must be >= 0, got {tau}")
     x = x.clone()
-    steps = torch.zeros(len(x), dtype=torch.long)
+    steps = torch.zeros(len(x), dtype=torch.long, device=x.device)
     states = [x.clone()]
     while (x == mask_id).any():
         masked = x == mask_id
@@ -85,7 +85,7 @@ def threshold_decode(logits_fn: Callable[[torch.Tensor], torch.Tensor], x: torch
 
 
 def certainty_forcing_loss(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor,
-                           entropy_weight: float = 2.0) -> tuple[torch.Tensor, dict[str, float]]:
+                           entropy_weight: float = 2.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """dParallel's loss on masked positions: CE to ``targets`` + ``entropy_weight`` x the mean entropy of the
     masked positions whose arg-max already equals the target. ``entropy_weight`` 0 is the CE-only control."""
     if masked.sum() == 0:
@@ -95,7 +95,7 @@ def certainty_forcing_loss(logits: torch.Tensor, targets: torch.Tensor, masked: 
     # mean entropy over the masked positions whose arg-max is already the target (0 when there are none)
     h = entropy(logits[correct]).mean() if correct.any() else logits.sum() * 0.0
     # L = CE + lambda * H
-    return ce + entropy_weight * h, {"ce": ce.item(), "entropy": h.item()}
+    return ce + entropy_weight * h, {"ce": ce.detach(), "entropy": h.detach()}
 
 
 def masked_ce(logits: torch.Tensor, targets: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:

@@ -120,10 +120,10 @@ def golden_kl(oracle_probs: torch.Tensor, model_logits: torch.Tensor) -> torch.T
     """Per-string mean over positions of KL(oracle_t || model_t), exact at each position.
 
     ``oracle_probs`` (n, L, V) from :meth:`HMMLanguage.next_token_probs`; ``model_logits`` (n, L, >= V):
-    extra logits (e.g. a BOS token) are dropped and the rest renormalised.
+    extra logits (e.g. a BOS token) are dropped and the rest renormalised. Computed on the model's device.
     """
     log_q = torch.log_softmax(model_logits[..., : oracle_probs.shape[-1]].double(), dim=-1)
-    p = oracle_probs
+    p = oracle_probs.to(log_q.device)
     kl = torch.where(p > 0, p * (p.clamp_min(1e-300).log() - log_q), torch.zeros_like(p)).sum(-1)
     return kl.mean(dim=1)
 

@@ -43,16 +43,17 @@ class Mixture:
         return self.means[modes] + self.std * torch.randn(n, 2, generator=generator)
 
     def posterior_mean(self, x_t: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """E[x_0 | x_t] under the diffused mixture (the oracle denoiser's x_0 prediction)."""
+        """E[x_0 | x_t] under the diffused mixture (the oracle denoiser's x_0 prediction), on x_t's device."""
         alpha, sigma = alpha.reshape(-1, 1), sigma.reshape(-1, 1)
+        means, weights = self.means.to(x_t.device), self.weights.to(x_t.device)
         var = alpha ** 2 * self.std ** 2 + sigma ** 2                                   # (n, 1)
         # responsibilities r_k(x_t) ∝ w_k N(x_t; alpha mu_k, var I)
-        sq = ((x_t[:, None, :] - alpha[:, None] * self.means[None]) ** 2).sum(-1)       # (n, k)
-        logits = torch.log(self.weights)[None] - sq / (2 * var)
+        sq = ((x_t[:, None, :] - alpha[:, None] * means[None]) ** 2).sum(-1)            # (n, k)
+        logits = torch.log(weights)[None] - sq / (2 * var)
         r = torch.softmax(logits, dim=1)
         # per component, E[x_0 | x_t, k] = mu_k + (alpha s^2 / var) (x_t - alpha mu_k)
         gain = alpha * self.std ** 2 / var
-        component = self.means[None] + gain[:, None] * (x_t[:, None, :] - alpha[:, None] * self.means[None])
+        component = means[None] + gain[:, None] * (x_t[:, None, :] - alpha[:, None] * means[None])
         return (r[..., None] * component).sum(1)
 
 

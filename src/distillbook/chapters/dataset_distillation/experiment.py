@@ -37,6 +37,15 @@ class Data:
     image_shape: tuple[int, int, int]
     n_classes: int
 
+    @property
+    def device(self) -> torch.device:
+        return self.train.x.device
+
+    def to(self, device: torch.device) -> Data:
+        """The splits on ``device`` (the run's): every net, expert and synthetic set is made where its data are."""
+        moved = [digits.Split(s.x.to(device), s.y.to(device)) for s in (self.train, self.val, self.test)]
+        return Data(*moved, self.image_shape, self.n_classes)
+
 
 @dataclass(frozen=True)
 class Bed:
@@ -76,13 +85,16 @@ def build_bed(run: Run) -> Bed:
 
 
 def new_net(p: Params, data: Data, seed: int, batch_norm: bool = False, hidden=None) -> torch.nn.Module:
-    """A fresh net of the chapter's architecture (or ``hidden`` widths), initialised from ``seed``."""
+    """A fresh net of the chapter's architecture (or ``hidden`` widths), initialised from ``seed``, on the data's
+    device."""
     torch.manual_seed(seed)
     hidden = hidden or p.hidden
     if p.architecture == "convnet":
-        return ConvNet(data.image_shape, data.n_classes, width=hidden[0], depth=len(hidden),
-                       norm="batch" if batch_norm else "instance")
-    return mlp(int(np.prod(data.image_shape)), hidden, data.n_classes, batch_norm=batch_norm)
+        net = ConvNet(data.image_shape, data.n_classes, width=hidden[0], depth=len(hidden),
+                      norm="batch" if batch_norm else "instance")
+    else:
+        net = mlp(int(np.prod(data.image_shape)), hidden, data.n_classes, batch_norm=batch_norm)
+    return net.to(data.device)
 
 
 def cross_entropy(model: torch.nn.Module, batch) -> torch.Tensor:
@@ -292,7 +304,8 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, torch.Tensor]:
     largest, the one their claims read. MTT and AST are trained at their learned rate; the real subsets and the
     synthesised sets at the rate picked on validation from ``eval_lrs``."""
     p = run.params
-    data = bed.data(seed)
+    host = bed.data(seed)  # the picks (random, herding) are made on the host, everything trained on the run's device
+    data = host.to(run.device)
     plain, smooth = experts(run, data, seed, smooth=False), experts(run, data, seed, smooth=True)
     run.record(seed, expert_path_plain=float(np.mean([path_length(t) for t in plain])),
                expert_path_smooth=float(np.mean([path_length(t) for t in smooth])))
@@ -330,9 +343,9 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, torch.Tensor]:
     shown = {}
     for ipc in p.ipcs:
         k = data.n_classes
-        random_picks = digits.labelled_subset(data.train, ipc, derived_seed(seed, 5))
-        anchors = data.train.subset(_class_major(data.train, random_picks, ipc, k))
-        herd = data.train.subset(_class_major(data.train, herding(data.train, ipc, k), ipc, k))
+        random_picks = digits.labelled_subset(host.train, ipc, derived_seed(seed, 5))
+        anchors = data.train.subset(_class_major(host.train, random_picks, ipc, k))
+        herd = data.train.subset(_class_major(host.train, herding(host.train, ipc, k), ipc, k))
         acc, size, lrs, eval_curves, curves, synthesis_curves, shifted_acc = {}, {}, {}, {}, {}, {}, {}
 
         def evaluate(method: str, x, targets, **kwargs) -> None:
@@ -357,7 +370,7 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, torch.Tensor]:
         if ipc == p.ipcs[-1]:
             # the same teachers for both: INFER's anchors + shared compensators vs class-wise synthesis from noise,
             # each with static labels (averaged over the shifts) and with dynamic ones
-            noise = 0.3 + 0.1 * torch.randn(anchors.x.shape, generator=derived_generator(seed, 4))
+            noise = (0.3 + 0.1 * torch.randn(anchors.x.shape, generator=derived_generator(seed, 4))).to(data.device)
             x_sre2l, synthesis_curves["sre2l"] = synthesised(f"sre2l-ipc{ipc}", noise, anchors.y, shared_per_slot=False)
             x_infer, synthesis_curves["infer"] = synthesised(f"infer-ipc{ipc}", anchors.x, anchors.y, shared_per_slot=True)
             shifted_acc.update(sre2l=shifted_teacher_accuracy(x_sre2l, anchors.y),
@@ -389,4 +402,4 @@ def run_seed(run: Run, seed: int, bed: Bed) -> dict[str, torch.Tensor]:
                    **{f"teacher_shifted_acc_{m}_ipc{ipc}": v for m, v in shifted_acc.items()})
     full, _, full_curve = evaluate_full(run, data, seed)
     run.record(seed, full_data_acc=full, full_data_curve=full_curve)
-    return shown
+    return {name: x.detach().cpu() for name, x in shown.items()}

@@ -89,10 +89,10 @@ def train_bases(run: Run, b: Bed, seed: int) -> Bases:
         return next_token_loss(m, x, V, bos)
 
     torch.manual_seed(derived_seed(seed, TARGET_INIT))
-    target = tiny_gpt2(V + 1, p.target_dim, p.target_layers, max_length=p.length + p.gamma + 2)
+    target = tiny_gpt2(V + 1, p.target_dim, p.target_layers, max_length=p.length + p.gamma + 2).to(run.device)
     _fit(run, "target", seed, target, lm_loss, lm_batches, p.target_steps, p.lr)
     torch.manual_seed(derived_seed(seed, SWIFTKV_INIT))
-    kv = swiftkv.tiny_llama(V + 1, p.kv_dim, p.kv_layers, max_length=p.length + 1)
+    kv = swiftkv.tiny_llama(V + 1, p.kv_dim, p.kv_layers, max_length=p.length + 1).to(run.device)
 
     def kv_loss(m, x):
         logits = swiftkv.forward(m, with_bos(x, bos)[:, :-1], 1, p.kv_layers, local_layers=p.kv_local)
@@ -100,7 +100,7 @@ def train_bases(run: Run, b: Bed, seed: int) -> Bases:
 
     _fit(run, "swiftkv-base", seed, kv, kv_loss, lm_batches, p.kv_base_steps, p.lr)
     torch.manual_seed(derived_seed(seed, DPARALLEL_INIT))
-    dp = _digit_model(p)
+    dp = _digit_model(p).to(run.device)
 
     def dp_loss(m, batch):
         return masked_diffusion.masked_lm_loss(m, batch, _answer(p), DIGITS)
@@ -128,7 +128,7 @@ def distillspec(run: Run, b: Bed, m: Bases, seed: int) -> dict:
         return next_token_loss(model, x, V, bos)
 
     torch.manual_seed(derived_seed(seed, DRAFT_INIT))
-    draft0 = tiny_gpt2(V + 1, p.draft_dim, 1, max_length=p.length + p.gamma + 2)
+    draft0 = tiny_gpt2(V + 1, p.draft_dim, 1, max_length=p.length + p.gamma + 2).to(run.device)
     _fit(run, "draft-pre", seed, draft0, ce_loss, data_batches, p.draft_pre_steps, p.lr)
     draft0.eval()
     eval_x = sample(m.target, p.alpha_strings, p.length, bos, derived_generator(seed, ALPHA_STRINGS), n_symbols=V)
@@ -189,8 +189,8 @@ def swift_kv(run: Run, b: Bed, m: Bases, seed: int) -> dict:
     p = run.params
     V, bos, L, k = b.V, b.bos, p.kv_layers, p.kv_k
     x = b.lang.sample(256, derived_generator(seed, SWIFTKV_STRINGS))
-    ids = with_bos(x, bos)[:, :-1]
-    oracle = b.lang.next_token_probs(x)[:, p.kv_prompt - 1:]
+    ids = with_bos(x, bos)[:, :-1].to(run.device)
+    oracle = b.lang.next_token_probs(x)[:, p.kv_prompt - 1:].to(run.device)
 
     def quality(model, layers) -> tuple[float, float]:
         with torch.no_grad():
@@ -290,13 +290,13 @@ def _decode(p: Params, model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 def dparallel(run: Run, b: Bed, m: Bases, seed: int) -> dict:
     p = run.params
-    problems = _digit_problems(p, p.dp_trajectories, derived_generator(seed, DP_TRAJECTORIES))
+    problems = _digit_problems(p, p.dp_trajectories, derived_generator(seed, DP_TRAJECTORIES)).to(run.device)
     with torch.no_grad():
         out, _ = _decode(p, m.dp_base, problems)
     correct = _exact(p, out, problems)
     # the model's own correct answers (all of them if none is correct, as in a few-step smoke run)
-    trajectories = out[correct] if correct.any() else out
-    test = _digit_problems(p, p.dp_eval, derived_generator(seed, DP_TEST))
+    trajectories = (out[correct] if correct.any() else out).cpu()  # batches are drawn on the host; fit moves them
+    test = _digit_problems(p, p.dp_eval, derived_generator(seed, DP_TEST)).to(run.device)
     result = {"dp_kept": correct.double().mean().item()}
 
     def batches(gen):
@@ -407,8 +407,9 @@ def _hmm_health(p: Params, lm, hmm_prompted, hmm_answers, next_probs, gen: torch
     prompts = _dg_prompts(p.dg_heldout, gen, INSTRUCTED)
     x = constrained.decode(next_probs, prompts, DG_ANSWER, gen)
     with torch.no_grad():
-        logp = torch.log_softmax(lm(input_ids=with_bos(x, DG_BOS)).logits[:, :-1, :DG_V].double(), -1)
-        lm_ll = logp.gather(-1, x[..., None])[:, DG_PROMPT:, 0].sum(1)
+        ids = with_bos(x, DG_BOS).to(next(lm.parameters()).device)
+        logp = torch.log_softmax(lm(input_ids=ids).logits[:, :-1, :DG_V].double(), -1)
+        lm_ll = logp.gather(-1, ids[:, 1:, None])[:, DG_PROMPT:, 0].sum(1)
     hmm_ll = hmm_prompted.log_likelihood(x) - hmm_prompted.log_likelihood(x[:, :DG_PROMPT])
     return {"dg_loglik_lm": lm_ll.mean().item(), "dg_loglik_hmm": hmm_ll.mean().item(),
             "dg_loglik_hmm_answers": hmm_answers.log_likelihood(x[:, DG_PROMPT:]).mean().item()}
@@ -424,12 +425,12 @@ def decog(run: Run, b: Bed, seed: int) -> dict:
         return _dg_strings(p.batch_size, gen)
 
     torch.manual_seed(derived_seed(seed, DECOG_LM_INIT))
-    lm = tiny_gpt2(DG_V + 1, 64, 2, max_length=DG_PROMPT + DG_TRAIN_ANSWER + 2)
+    lm = tiny_gpt2(DG_V + 1, 64, 2, max_length=DG_PROMPT + DG_TRAIN_ANSWER + 2).to(run.device)
     _fit(run, "decog-lm", seed, lm, lm_loss, lm_batches, p.dg_lm_steps, p.lr)
     lm.eval()
 
-    def next_probs(x):
-        return torch.softmax(lm(input_ids=with_bos(x, DG_BOS)).logits[:, -1, :DG_V].double(), -1)
+    def next_probs(x):  # the decoding (DFA and HMM per row) runs on the host; the LM on the run's device
+        return torch.softmax(lm(input_ids=with_bos(x, DG_BOS).to(run.device)).logits[:, -1, :DG_V].double(), -1).cpu()
 
     gen = derived_generator(seed, DG_SAMPLES)
     # the HMMs are distilled from the instructed LM's own answers of the format's length (prompts drawn as in use)

@@ -276,7 +276,7 @@ def load_teacher(name_or_path: str) -> UNetDenoiser:
 def train_classifier(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
     """The measuring instrument: an MLP digit classifier whose last hidden layer gives the features."""
     torch.manual_seed(derived_seed(run.seeds[0], CLASSIFIER_INIT))
-    net = mlp(64, [256, 128], digits.N_CLASSES)
+    net = mlp(64, [256, 128], digits.N_CLASSES).to(run.device)
 
     def batch(gen):
         i = torch.randint(0, len(y), (128,), generator=gen)
@@ -291,7 +291,8 @@ def train_classifier(run: Run, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Mod
 
 @torch.no_grad()
 def features(classifier: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return classifier[:-1](x)
+    """The classifier's last hidden layer, computed on its device."""
+    return classifier[:-1](x.to(next(classifier.parameters()).device))
 
 
 def digit_metrics(bed: DigitsBed, x: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

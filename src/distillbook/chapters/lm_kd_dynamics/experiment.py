@@ -150,7 +150,8 @@ def golden(bed: Bed, model: torch.nn.Module) -> float:
 @torch.no_grad()
 def proxy(bed: Bed, model: torch.nn.Module, targets, x: torch.Tensor) -> float:
     """KL(teacher || model) per symbol (nats) on strings ``x``; ``targets(x)`` gives the teacher's logits."""
-    return float(forward_kl(symbol_logits(model, bed, x), targets(x)))
+    logits = symbol_logits(model, bed, x)
+    return float(forward_kl(logits, targets(x.to(logits.device))))
 
 
 def hmm_targets(lang: HMMLanguage):
