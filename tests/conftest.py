@@ -18,6 +18,7 @@ def _no_run_left_behind():
 
     devices.stop_check()
     devices.set_run_device(None)
+    devices.set_run_precision("fp32")
 
 
 @pytest.fixture

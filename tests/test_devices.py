@@ -102,3 +102,16 @@ def test_the_check_is_on_for_cpu_smoke_runs_only(monkeypatch):
     monkeypatch.setenv(devices.ENV, "yes")
     with pytest.raises(ValueError, match=devices.ENV):
         devices.enabled_for("smoke", CPU)
+
+
+def test_the_run_precision_sets_tf32_and_autocast():
+    try:
+        devices.set_run_precision("tf32")
+        assert torch.backends.cuda.matmul.allow_tf32 and devices.run_autocast() is None
+        devices.set_run_precision("bf16")
+        assert not torch.backends.cuda.matmul.allow_tf32 and devices.run_autocast() is torch.bfloat16
+        with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16"):
+            devices.set_run_precision("fp16")
+    finally:
+        devices.set_run_precision("fp32")
+    assert not torch.backends.cudnn.allow_tf32 and devices.run_autocast() is None

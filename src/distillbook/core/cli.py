@@ -62,9 +62,11 @@ def cmd_run(args) -> int:
         print(f"running {chapter} at profile {profile} ...", flush=True)
         # cells done and ETA on a terminal (not in logs or captured output), unless the notebook's output streams
         out = pipeline.run_chapter(chapter, profile, overrides, replace=args.replace, log_output=args.verbose,
-                                   progress=sys.stderr.isatty() and not args.verbose)
+                                   progress=sys.stderr.isatty() and not args.verbose, dry_run=args.dry_run)
         print(f"  results -> {out['results']}", flush=True)
         print(f"  done in {out['wall_seconds']} s -> {out['notebook']}", flush=True)
+        if args.dry_run is not None:
+            print(pipeline.format_stages(out), flush=True)
     return 0
 
 
@@ -128,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="with -p overrides, replace the committed results and page (default: write under "
                           "runs/experiments/ and leave them untouched)")
     run.add_argument("-v", "--verbose", action="store_true", help="stream the notebook's output")
+    run.add_argument("--dry-run", nargs="?", type=int, const=6, default=None, metavar="STEPS",
+                     help="run every stage at the profile's full sizes for STEPS (default 6) steps of each fit, "
+                          "timed, with FLOPs and kernels per step, and project each stage to its planned steps "
+                          "(writes under runs/dry-run/, never the book's results)")
     run.set_defaults(func=cmd_run)
 
     st = sub.add_parser("status", help="fresh / stale / missing results per chapter and profile")

@@ -219,6 +219,27 @@ def run_device() -> torch.device | None:
     return _run_device
 
 
+PRECISIONS = ("fp32", "tf32", "bf16")
+_run_autocast: torch.dtype | None = None
+
+
+def set_run_precision(precision: str) -> None:
+    """The run's arithmetic. ``fp32``: full float32 everywhere (TF32 off for CUDA matmuls and convolutions);
+    ``tf32``: CUDA matmuls and convolutions in TF32 (a 10-bit mantissa, about 8x the float32 rate on an H200);
+    ``bf16``: the losses of :func:`~distillbook.core.training.fit` under ``torch.autocast`` to bfloat16 (weights,
+    optimiser and reductions stay float32). The deterministic mode holds for all three."""
+    global _run_autocast
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    _run_autocast = torch.bfloat16 if precision == "bf16" else None
+
+
+def run_autocast() -> torch.dtype | None:
+    """The dtype the run's losses are autocast to (None: no autocast)."""
+    return _run_autocast
+
+
 def is_on(t: torch.Tensor, device: torch.device) -> bool:
     """Whether ``t`` is on ``device`` (under the check: not on the host)."""
     if _active is not None and device.type == "cpu":

@@ -63,6 +63,7 @@ def _start_worker(threads: int) -> None:
 
 def _one_seed(run, fn, seed, *args):
     devices.set_run_device(run.device)  # as the parent's Run did: fits train there, the device check follows
+    devices.set_run_precision(run.params.precision)
     if run.device_check:
         devices.start_check()
     output = fn(run, seed, *args)

@@ -37,6 +37,9 @@ class ChapterParams(BaseModel):
                                            "allows it (auto: one per core up to the seeds, 1 on CUDA or with tracking); "
                                            "the numbers do not depend on it")
     tracking: Literal["off", "offline", "online"] = Field("off", description="wandb tracking")
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32", description="arithmetic: fp32, tf32 (CUDA matmuls and convolutions) or bf16 (losses autocast); "
+        "changes the numbers, so off the preset it makes an experiment")
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 

@@ -85,12 +85,21 @@ def destinations(chapter_id: str, profile: str, overrides: dict[str, Any], *, re
     return Path(output_dir or book_pages), Path(results_root or book_results)
 
 
+DRY_RUN_DIR = RUNS_DIR / "dry-run"
+
+
 def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any] | None = None, *,
                 output_dir: Path | None = None, results_root: Path | None = None, replace: bool = False,
-                kernel_name: str = "python3", log_output: bool = False, progress: bool = False) -> dict[str, Any]:
+                kernel_name: str = "python3", log_output: bool = False, progress: bool = False,
+                dry_run: int | None = None) -> dict[str, Any]:
     """Execute one chapter's notebook at ``profile``; return where it went and how long it took.
 
-    Overrides make the run an experiment that leaves committed results alone (see :func:`destinations`)."""
+    Overrides make the run an experiment that leaves committed results alone (see :func:`destinations`).
+    ``dry_run=k`` runs every stage at the profile's full sizes for ``k`` steps of each fit (timed, FLOPs and
+    kernels counted, see :class:`~distillbook.core.training.DryRun`) and writes under ``runs/dry-run/``; the
+    result then holds ``stages``, the projection of every stage to its planned steps (:func:`dry_run_stages`)."""
+    if dry_run is not None and dry_run < 2:
+        raise ValueError(f"dry_run must be >= 2 steps per fit (one to warm up, one to time), got {dry_run}")
     chapter = catalog.chapter(chapter_id)
     profile = resolve_profile(profile)
     overrides = dict(overrides or {})
@@ -111,6 +120,9 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
 
     output_dir, final_results = destinations(chapter.id, profile, overrides, replace=replace, output_dir=output_dir,
                                              results_root=results_root)
+    if dry_run is not None:
+        output_dir = final_results = DRY_RUN_DIR / f"{chapter.id}-{profile}"
+        shutil.rmtree(output_dir, ignore_errors=True)
     run_id = uuid.uuid4().hex
     remove_abandoned_staging()
     staging = RUNS_DIR / "staging" / run_id
@@ -123,6 +135,10 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     from distillbook.core.results import replace_folder
 
     env = {"DISTILLBOOK_RESULTS_ROOT": str(staging / "results"), "DISTILLBOOK_RUN_ID": run_id}
+    if dry_run is not None:
+        from distillbook.core.training import DRY_RUN_ENV
+
+        env[DRY_RUN_ENV] = f"{dry_run}:{staging / 'stages.jsonl'}"
     try:
         execute_notebook(chapter.notebook, staged_notebook, parameters=injected, env=env, kernel_name=kernel_name,
                          log_output=log_output, progress=progress)
@@ -136,6 +152,10 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
         (final_results / chapter.id).mkdir(parents=True, exist_ok=True)
         replace_folder(staged_results, final_results / chapter.id / profile)
         os.replace(staged_notebook, destination)
+        if dry_run is not None:
+            rows = [json.loads(line) for line in (staging / "stages.jsonl").read_text().splitlines()] \
+                if (staging / "stages.jsonl").exists() else []
+            (output_dir / "fits.json").write_text(json.dumps(rows, indent=1) + "\n")
     except papermill.PapermillExecutionError as err:
         failed = RUNS_DIR / "failed" / f"{chapter.id}-{profile}.ipynb"
         failed.parent.mkdir(parents=True, exist_ok=True)
@@ -145,10 +165,48 @@ def run_chapter(chapter_id: str, profile: str = "auto", overrides: dict[str, Any
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         lock.close()
-    shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
-    return {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
-            "results": str(final_results / chapter.id / profile),
-            "wall_seconds": round(time.perf_counter() - started, 1)}
+    wall = round(time.perf_counter() - started, 1)
+    out = {"chapter": chapter.id, "profile": profile, "notebook": str(destination),
+           "results": str(final_results / chapter.id / profile), "wall_seconds": wall}
+    if dry_run is None:
+        shutil.rmtree(checkpoints_dir(chapter.id, profile), ignore_errors=True)
+    else:
+        fits = json.loads((output_dir / "fits.json").read_text())
+        out["stages"] = dry_run_stages(fits)
+        out["fit_seconds_measured"] = round(sum(f["seconds_per_step"] * f["steps_run"] for f in fits), 1)
+        (output_dir / "stages.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def dry_run_stages(fits: list[dict]) -> list[dict]:
+    """Per stage (a fit's name without its seed), over every seed: the planned steps, the projected seconds
+    (planned steps x measured seconds per step) and the projected FLOPs and kernels of the whole stage."""
+    stages: dict[str, dict] = {}
+    for f in fits:
+        s = stages.setdefault(f["stage"], {"stage": f["stage"], "fits": 0, "planned_steps": 0, "seconds": 0.0,
+                                            "flops": 0, "kernels": 0, "flops_per_step": f["flops_per_step"]})
+        s["fits"] += 1
+        s["planned_steps"] += f["planned_steps"]
+        s["seconds"] += f["planned_steps"] * f["seconds_per_step"]
+        s["flops"] += f["planned_steps"] * (f["flops_per_step"] or 0)
+        s["kernels"] += f["planned_steps"] * (f["kernels_per_step"] or 0)
+    return sorted(stages.values(), key=lambda s: -s["seconds"])
+
+
+def format_stages(out: dict) -> str:
+    """The dry run's table: stages by projected time, then the totals."""
+    lines = [f"{'stage':<34} {'fits':>4} {'steps':>8} {'GFLOP/step':>11} {'TFLOP':>8} {'kernels':>10} "
+             f"{'projected s':>11}"]
+    for s in out["stages"]:
+        lines.append(f"{s['stage'][:34]:<34} {s['fits']:>4} {s['planned_steps']:>8} "
+                     f"{(s['flops_per_step'] or 0) / 1e9:>11.3f} {s['flops'] / 1e12:>8.2f} {s['kernels']:>10.3g} "
+                     f"{s['seconds']:>11.0f}")
+    total = sum(s["seconds"] for s in out["stages"])
+    lines.append(f"training, projected: {total:.0f} s ({sum(s['flops'] for s in out['stages']) / 1e12:.1f} TFLOP, "
+                 f"{sum(s['kernels'] for s in out['stages']):.3g} kernels); the dry run took {out['wall_seconds']} s, "
+                 f"{out['fit_seconds_measured']} s of it in its shortened fits (the rest, evaluation and sampling, "
+                 "ran at full size)")
+    return "\n".join(lines)
 
 
 STAGING_LOCK = ".lock"

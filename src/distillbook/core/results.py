@@ -112,6 +112,7 @@ class Run:
         deterministic_algorithms()
         self.device = resolve_device(params.device)
         devices.set_run_device(self.device)  # every fit of the run trains there, and refuses a model elsewhere
+        devices.set_run_precision(params.precision)
         self.device_check = devices.enabled_for(params.profile, self.device)
         if self.device_check:
             devices.start_check()

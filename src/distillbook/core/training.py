@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import os
 import random
 import sys
@@ -34,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.utils._python_dispatch
 from tqdm.std import tqdm
 
 from distillbook.core import devices
@@ -76,6 +78,7 @@ def fit(
     checkpoint_seconds: float = 60.0,
     checkpoint_every: int | None = None,
     device: torch.device | str | None = None,
+    autocast: torch.dtype | None = None,
     tracker: Any | None = None,
     desc: str = "train",
     progress: bool = True,
@@ -85,6 +88,7 @@ def fit(
 
     ``device`` defaults to the run's (:func:`distillbook.core.devices.run_device`), else the model's; the
     model's parameters must already be there (the first step raises otherwise) and batches are moved there.
+    ``autocast`` (default: the run's ``precision``, bf16 or none) runs ``loss_fn`` under ``torch.autocast``.
     ``evaluate(model)`` runs every ``eval_every`` steps and after the last
     step (in eval mode, without gradients). Each logged row holds the mean loss since the previous row and
     the mean of each extra ``loss_fn`` returned (over the steps that returned it; tensors or numbers).
@@ -108,6 +112,10 @@ def fit(
         raise ValueError(f"checkpoint_seconds must be > 0, got {checkpoint_seconds}")
     device = torch.device(device) if device is not None else devices.run_device() or _model_device(model)
     devices.require_on_device(model.named_parameters(), device, desc)
+    autocast = devices.run_autocast() if autocast is None else autocast
+    dry = DryRun.open(desc, steps)  # a dry run: a few steps of every fit, timed and counted, nothing checkpointed
+    if dry is not None:  # every step logged, so that curves read downstream have as many points as steps
+        steps, checkpoint, eval_every = dry.steps, None, 1 if eval_every is not None else None
     loss_at, after_step_at = _with_step(loss_fn), _with_step(after_step) if after_step is not None else None
     data_rng = torch.Generator().manual_seed(seed)
     result = FitResult()
@@ -135,8 +143,11 @@ def fit(
     saved_at = time.monotonic()
     for step in range(start, steps):
         model.train()
+        if dry is not None:
+            dry.step_starts(step, device)
         batch = _to_device(next_batch(data_rng), device)
-        out = loss_at(model, batch, step=step)
+        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+            out = loss_at(model, batch, step=step)
         loss, extras = (out if isinstance(out, tuple) else (out, {}))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -147,6 +158,8 @@ def fit(
             with torch.no_grad():
                 after_step_at(model, step=step)
         window.add(loss, extras, step)
+        if dry is not None:
+            dry.step_ends(device)
         bar.update(1)
         done = step + 1
         log = (eval_every and done % eval_every == 0) or done == steps
@@ -169,10 +182,83 @@ def fit(
             _save(ckpt_path, model, optimizer, scheduler, data_rng, result, done, steps, window.state())
             saved_at = time.monotonic()
     bar.close()
+    if dry is not None:
+        dry.close()
     if steps == 0 and evaluate is not None:
         result.history.append({"step": 0, **_evaluate(model, evaluate)})
     model.eval()
     return result
+
+
+DRY_RUN_ENV = "DISTILLBOOK_DRY_RUN"  # "<steps per fit>:<log file>", set by ``distillbook run --dry-run``
+
+
+class DryRun:
+    """One fit of a dry run: its first ``steps`` steps only, each timed (waiting for the device), the second
+    counted by :class:`~torch.utils.flop_counter.FlopCounterMode` (FLOPs) and an op counter (kernels launched).
+    ``close`` appends a line to the log: the stage, the steps planned, seconds, FLOPs and kernels per step."""
+
+    def __init__(self, desc: str, planned: int, steps: int, log: Path):
+        self.desc, self.planned, self.steps, self.log = desc, planned, min(planned, steps), log
+        self.times: list[float] = []
+        self.flops = self.kernels = None
+        self._counters: tuple | None = None
+
+    @classmethod
+    def open(cls, desc: str, planned: int) -> DryRun | None:
+        value = os.environ.get(DRY_RUN_ENV)
+        if not value:
+            return None
+        steps, _, log = value.partition(":")
+        if not steps.isdigit() or int(steps) < 2 or not log:
+            raise ValueError(f"{DRY_RUN_ENV} must be '<steps >= 2>:<log file>', got {value!r}")
+        return cls(desc, planned, int(steps), Path(log))
+
+    def step_starts(self, step: int, device: torch.device) -> None:
+        _synchronize(device)
+        if step == 1:  # the second step: past one-off costs (lazy optimiser state, caches)
+            from torch.utils.flop_counter import FlopCounterMode
+
+            self._counters = (FlopCounterMode(display=False), _KernelCounter())
+            for mode in self._counters:
+                mode.__enter__()
+        self._started = time.perf_counter()
+
+    def step_ends(self, device: torch.device) -> None:
+        _synchronize(device)
+        self.times.append(time.perf_counter() - self._started)
+        if self._counters is not None:
+            flops, kernels = self._counters
+            kernels.__exit__(None, None, None)
+            flops.__exit__(None, None, None)
+            self.flops, self.kernels, self._counters = flops.get_total_flops(), kernels.count, None
+
+    def close(self) -> None:
+        timed = self.times[1:] or self.times  # the first step pays one-off costs
+        stage = self.desc.split("/", 1)[-1] if self.desc.startswith("seed") else self.desc
+        row = {"fit": self.desc, "stage": stage, "planned_steps": self.planned, "steps_run": len(self.times),
+               "seconds_per_step": float(np.median(timed)) if timed else 0.0, "flops_per_step": self.flops,
+               "kernels_per_step": self.kernels}
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class _KernelCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Counts the aten ops run (on a GPU, about one kernel launch each)."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _Window:

@@ -264,7 +264,7 @@ def distillation_loss(student: Student, batch: dict, step: int, teacher: torch.n
         logits_fake = student.head(student.fake.features(x_t, t_f, fake_labels))
         # L_D = softplus(-D(real_t)) + softplus(D(sg(x)_t))
         loss = loss + gan_discriminator_loss(logits_real, logits_fake)
-    extras = {"fake_loss": loss.item()}
+    extras = {"fake_loss": loss.detach()}  # tensors: fit reads them at its logging points only
 
     if moves:
         t, noise = batch["t_gen"], batch["noise_gen"]
@@ -304,7 +304,7 @@ def distillation_loss(student: Student, batch: dict, step: int, teacher: torch.n
             # L_G += w_GAN softplus(-D(x_t))
             g_loss = g_loss + gan_weight * gan_generator_loss(logits)
         loss = loss + g_loss
-        extras["generator_loss"] = g_loss.item()
+        extras["generator_loss"] = g_loss.detach()
     return loss, extras
 
 

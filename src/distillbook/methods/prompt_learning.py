@@ -257,7 +257,7 @@ def joint_loss(objectives: Sequence):
             out = objective(learner, batch, text)
             loss, arm_parts = out if isinstance(out, tuple) else (out, {})
             total = total + loss
-            parts[f"{name}/loss"] = loss.item()
+            parts[f"{name}/loss"] = loss.detach()
             parts.update({f"{name}/{k}": v for k, v in arm_parts.items()})
         return total, parts
     return loss_fn
@@ -338,7 +338,7 @@ def promptsrc_loss(logits, labels, text_features, frozen_text_features, image_fe
     kl = kl_to_zero_shot(logits, zero_shot_logits)
     # L = CE + lambda_text L1_text + lambda_image L1_image + lambda_kl KL(p_zs || p~)   (paper: 25, 10, 1)
     loss = ce + text_weight * l1_text + image_weight * l1_image + kl_weight * kl
-    return loss, {"ce": ce.item(), "l1_text": l1_text.item(), "l1_image": l1_image.item(), "kl": kl.item()}
+    return loss, {"ce": ce.detach(), "l1_text": l1_text.detach(), "l1_image": l1_image.detach(), "kl": kl.detach()}
 
 
 def promptsrc_objective(frozen_text_features: torch.Tensor, text_weight: float = 25.0, image_weight: float = 10.0,
@@ -488,7 +488,7 @@ def biomedcoop_loss(logits, labels, text_features, ensemble_features, zero_shot_
     mse = F.mse_loss(text_features, ensemble_features.detach())
     kl = kl_to_zero_shot(logits, zero_shot_logits)
     loss = ce + mse_weight * mse + kl_weight * kl
-    return loss, {"ce": ce.item(), "mse": mse.item(), "kl": kl.item()}
+    return loss, {"ce": ce.detach(), "mse": mse.detach(), "kl": kl.detach()}
 
 
 def biomedcoop_objective(features: torch.Tensor, tau: float | None = 1.0, mse_weight: float = 1.0,
@@ -510,7 +510,7 @@ def biomedcoop_objective(features: torch.Tensor, tau: float | None = 1.0, mse_we
             zs_logits = scale * frozen_image @ ensemble(features, keep).T
         loss, parts = biomedcoop_loss(scale * image @ text.T, labels, text, mean_all, zs_logits, mse_weight, kl_weight)
         if keep is not None:
-            parts["kept"] = keep.float().mean().item()
+            parts["kept"] = keep.float().mean().detach()
         return loss, parts
     return loss_fn
 

@@ -265,7 +265,7 @@ def object_loss(scene: Scene, batch: dict, step: int, p: Params, bed: Bed, metho
         batch = {**batch, "fixed_noise": batch["noise"], "t_next": (batch["t"] - batch["gap"]).clamp(min=1)}
     loss, g = sd.score_distillation_loss(bed.schedule, bed.prior, method, x, lab, batch, fake=scene.fake,
                                          fake_lab=fake_lab, fake_free_lab=fake_free_lab)
-    return loss, {"grad_norm": g.norm(dim=1).mean().item()}
+    return loss, {"grad_norm": g.norm(dim=1).mean().detach()}
 
 
 def _subset(cams: v3.Cameras, index) -> v3.Cameras:
