@@ -115,3 +115,28 @@ def test_the_run_precision_sets_tf32_and_autocast():
     finally:
         devices.set_run_precision("fp32")
     assert not torch.backends.cudnn.allow_tf32 and devices.run_autocast() is None
+
+
+def test_what_the_review_found(check):
+    """Module.to("cpu") keeps a model on the host; a host ``.device`` names the host however often it is read;
+    only 0-dim host tensors mix with device ones, and no device result goes into a host tensor in place; a model
+    the check did not see made (loaded) must be moved before fit trains it."""
+    model = torch.nn.Linear(3, 2).to(CPU).to("cpu")
+    model(torch.randn(4, 3))  # all on the host: fine, as on a GPU box
+    host = torch.ones(3)
+    d = host.device
+    for _ in range(5000):
+        _ = host.device
+    torch.zeros(3, device=d) + host
+    dev = torch.ones(3).to(CPU)
+    with pytest.raises(DeviceMismatch):
+        dev + torch.tensor([1.0])
+    acc = torch.zeros(())
+    with pytest.raises(DeviceMismatch):
+        acc += dev.sum()
+    assert dev.numpy(force=True).sum() == 3.0
+    loaded = torch.nn.Linear(2, 1)
+    loaded.weight.data, loaded.bias.data = torch.from_numpy(np.ones((1, 2), np.float32)), torch.from_numpy(np.zeros(1, np.float32))
+    with pytest.raises(DeviceMismatch, match="parameter 'weight'"):
+        fit(loaded, lambda m, b: m(b).sum(), lambda g: torch.zeros(1, 2), steps=1, device=CPU, seed=0,
+            optimizer=torch.optim.SGD(loaded.parameters(), 0.1), progress=False)

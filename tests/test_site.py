@@ -364,7 +364,7 @@ def test_citation_file_matches_the_package():
 
 def test_gpu_results_show_beside_the_cpu_ones_with_a_page_of_their_own(monkeypatch, tmp_path):
     """A gpu run gets its own page (never the cpu one), listed under the chapter; the scoreboard shows its verdict
-    in the cpu row, and the gpu section links the gpu page and marks stale gpu results."""
+    in the cpu row, and the gpu section links the gpu page."""
     import copy
 
     from distillbook.core import pipeline
@@ -377,7 +377,6 @@ def test_gpu_results_show_beside_the_cpu_ones_with_a_page_of_their_own(monkeypat
     monkeypatch.setattr(site, "EXECUTED_DIR", tmp_path)
     for name in ("foundations.ipynb", "foundations-gpu.ipynb", "lm-kd-dynamics.ipynb"):
         (tmp_path / name).write_text("{}")
-    monkeypatch.setattr(site, "_stale_chapters", lambda profile: ["foundations"] if profile == "gpu" else [])
     assert pipeline.page_name("foundations", "gpu") == "foundations-gpu.ipynb"
     assert pipeline.page_name("foundations", "cpu") == pipeline.page_name("foundations", "smoke") == "foundations.ipynb"
     toc = site.toc_yaml()
@@ -388,7 +387,6 @@ def test_gpu_results_show_beside_the_cpu_ones_with_a_page_of_their_own(monkeypat
     cpu_part, gpu_part = page.split("## Profile `gpu`")
     beats = next(line for line in cpu_part.splitlines() if 'id="claim-foundations-beats"' in line)
     assert "**at gpu**: not reproduced" in beats
-    assert "**Stale:** the code of foundations changed" in gpu_part
     assert "[foundations (gpu)](chapters/foundations-gpu.ipynb)" in gpu_part
     assert "**at cpu**: reproduced" in gpu_part
     assert 'id="claim-' not in gpu_part, "a claim's citable anchor is its cpu row"

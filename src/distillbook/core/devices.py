@@ -10,16 +10,19 @@ run's device and which it left on the host, and applies CUDA's rules to them:
   a module's parameters at construction), when ``.cpu()`` returned it, or when an op made it from host
   tensors only, or was asked for the device by the string ``"cpu"``; ``.to(device)``, ``.cuda()``, a factory
   given a ``torch.device`` (``run.device``), and any op with an input on the device put it on the device (so does anything the check did not see made: gradients, loaded checkpoints);
-- an op that mixes a host tensor with more than one element and a device tensor raises
-  :class:`DeviceMismatch` (CUDA allows 0-dim host tensors and host index tensors, and so does the check);
+- an op that mixes a host tensor of one or more dimensions with a device tensor, or writes a device result into
+  a host tensor in place, raises :class:`DeviceMismatch` (CUDA allows 0-dim host tensors and host index tensors,
+  and so does the check);
 - ``.numpy()`` of a device tensor raises, as it does on CUDA.
 
-It also counts the values read from device tensors (``.item()``, ``float()``, ``bool()``, ...): on a GPU each
-read makes the host wait for the device, so a loop that reads one per step keeps the GPU idle.
+It also counts the values read from device tensors (``.item()``, ``float()``, ``bool()``, ``.cpu()``, ...): on a
+GPU each read makes the host wait for the device, so a loop that reads one per step keeps the GPU idle.
 
 ``.to(device)`` of a host tensor returns a copy under the check, as on a GPU (on the CPU it returns the tensor
 itself), so the host original stays on the host. The fit loop's guard (:func:`require_on_device`) asks the
-check whether a model's parameters are on the run's device.
+check whether a model's parameters are on the run's device: moved or made there (a model the check did not see
+made, e.g. loaded by ``from_pretrained``, must be moved too). Runs under the check keep their seeds in one process
+(tensors sent to a worker would arrive unseen).
 
 :class:`~distillbook.core.results.Run` turns the check on for smoke runs on the CPU (the CI runs every chapter
 so), and ``DISTILLBOOK_DEVICE_CHECK=1`` / ``0`` turns it on or off for any run.
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections import OrderedDict
 from collections.abc import Iterable
 
 import torch
@@ -51,6 +53,7 @@ _run_device: torch.device | None = None
 _CROSS_DEVICE = {
     torch.Tensor.__getitem__, torch.Tensor.__setitem__, torch.Tensor.copy_, torch.Tensor.to, torch.Tensor.cpu,
     torch.Tensor.cuda, torch.Tensor.set_, torch.Tensor.new_tensor, torch._has_compatible_shallow_copy_type,
+    torch.Tensor.index_put_, torch.Tensor.index_put, torch.index_put,
     torch.Tensor.data.__set__,  # Module.to swaps a parameter's data for its moved copy
     torch.Tensor.__deepcopy__,  # its memo holds tensors from anywhere; the copy stays where the original is
 }
@@ -69,6 +72,7 @@ def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
 
 
 HOST, DEVICE, UNSEEN = "host", "device", None
+HOST_DEVICE = torch.device("cpu")  # what ``.device`` of a host tensor returns under the check: it names the host
 
 
 class DeviceCheck(TorchFunctionMode):
@@ -78,7 +82,6 @@ class DeviceCheck(TorchFunctionMode):
         super().__init__()
         self._where = {HOST: weakref.WeakSet(), DEVICE: weakref.WeakSet()}  # storages, forgotten when freed
         self.reads = 0  # values read from device tensors: each one makes the host wait for a GPU
-        self._host_devices: OrderedDict[int, torch.device] = OrderedDict()  # ``.device`` of host tensors, recent
 
     # -- what is where -------------------------------------------------------------------------------------
     def where(self, t: torch.Tensor) -> str | None:
@@ -103,25 +106,24 @@ class DeviceCheck(TorchFunctionMode):
         kwargs = kwargs or {}
         if getattr(func, "__self__", None) is _DEVICE:  # ``y.device`` of a host tensor names the host: x.to(y.device)
             out = func(*args, **kwargs)
-            if self.on_host(args[0]):
-                self._host_devices[id(out)] = out  # held, so the id stays unique
-                while len(self._host_devices) > 4096:
-                    self._host_devices.popitem(last=False)
-            return out
+            return HOST_DEVICE if self.on_host(args[0]) and out.type == "cpu" else out
         leaves = [x for x in tree_flatten((args, kwargs))[0] if isinstance(x, torch.Tensor)]
         where = [self.where(t) for t in leaves]
         if func in _READS and leaves and where[0] == DEVICE:
             self.reads += 1
-            if func in (torch.Tensor.numpy, torch.Tensor.__array__):
+            if func in (torch.Tensor.numpy, torch.Tensor.__array__) and not kwargs.get("force"):
                 raise DeviceMismatch(f"{_name(func)} of a tensor on the run's device: CUDA cannot; call .cpu() first")
         if func not in _CROSS_DEVICE and DEVICE in where:
-            big_host = [t for t, w in zip(leaves, where) if w == HOST and t.dim() > 0 and t.numel() > 1]
-            if big_host:
+            host = [t for t, w in zip(leaves, where) if w == HOST and t.dim() > 0]  # CUDA takes 0-dim host tensors
+            into_host = _name(func).endswith("_") and args and isinstance(args[0], torch.Tensor) and where[0] == HOST
+            if host or into_host:
+                shape = tuple((host or leaves)[0].shape)
                 raise DeviceMismatch(
-                    f"{_name(func)} mixes a host tensor of shape {tuple(big_host[0].shape)} with a tensor on the "
-                    "run's device (CUDA raises here); move it with .to(run.device) or create it with "
-                    "device=run.device")
+                    f"{_name(func)} mixes a host tensor of shape {shape} with a tensor on the run's device (CUDA "
+                    "raises here); move it with .to(run.device) or create it with device=run.device")
         moved_to = _target_device(func, args, kwargs)
+        if moved_to == HOST and leaves and where[0] == DEVICE:
+            self.reads += 1  # a copy to the host waits for the device too
         out = func(*args, **kwargs)
         if moved_to is not None and args and out is args[0] and self.where(out) != moved_to:
             out = out.clone()  # a move copies on a GPU; so does the check, leaving the original where it was
@@ -172,7 +174,7 @@ def _requested(device) -> str | None:
     if isinstance(device, str):
         return HOST if device.split(":")[0] == "cpu" else DEVICE
     if isinstance(device, torch.device):
-        return HOST if _active is not None and id(device) in _active._host_devices else DEVICE
+        return HOST if device is HOST_DEVICE else DEVICE
     if isinstance(device, int) and not isinstance(device, bool):
         return DEVICE
     return None
@@ -189,12 +191,26 @@ def enabled_for(profile: str, device: torch.device) -> bool:
     return env.strip() == "1" if env is not None else profile == "smoke"
 
 
+_module_to = torch.nn.Module.to
+
+
+def _checked_module_to(module: torch.nn.Module, *args, **kwargs):
+    """``Module.to`` under the check: it parses its arguments into a new ``torch.device``, losing whether they
+    named the host (``"cpu"``, ``x.device`` of a host tensor); this keeps it."""
+    out = _module_to(module, *args, **kwargs)
+    if _active is not None and any(_requested(a) == HOST for a in (*args, kwargs.get("device"))):
+        for t in (*module.parameters(), *module.buffers()):
+            _active._mark(t, HOST)
+    return out
+
+
 def start_check() -> DeviceCheck:
     """Turn the check on for the rest of the process (a chapter's kernel) and return it."""
     global _active
     if _active is None:
         _active = DeviceCheck()
         _active.__enter__()
+        torch.nn.Module.to = _checked_module_to
     return _active
 
 
@@ -203,6 +219,7 @@ def stop_check() -> None:
     if _active is not None:
         _active.__exit__(None, None, None)
         _active = None
+        torch.nn.Module.to = _module_to
 
 
 def active_check() -> DeviceCheck | None:
@@ -241,9 +258,10 @@ def run_autocast() -> torch.dtype | None:
 
 
 def is_on(t: torch.Tensor, device: torch.device) -> bool:
-    """Whether ``t`` is on ``device`` (under the check: not on the host)."""
+    """Whether ``t`` is on ``device`` (under the check: moved or made there, so a model loaded and never moved
+    is not)."""
     if _active is not None and device.type == "cpu":
-        return not _active.on_host(t)
+        return _active.where(t) == DEVICE
     if t.device.type != device.type:
         return False
     return device.index is None or t.device.index in (device.index, None)

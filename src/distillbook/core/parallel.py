@@ -25,6 +25,8 @@ from distillbook.core.runtime import deterministic_algorithms, set_threads
 
 def resolve_workers(run) -> int:
     p = run.params
+    if getattr(run, "device_check", False):  # the device check follows tensors within one process only
+        return 1
     if p.tracking != "off":  # the wandb run lives in this process; workers would each need their own
         return 1
     if p.workers != "auto":

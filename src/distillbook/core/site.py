@@ -217,10 +217,6 @@ def scoreboard_page() -> str:
             continue
         other_profile = "gpu" if profile == "cpu" else "cpu"
         others = {(ch.id, c["id"]): c for ch, cs in _profile_claims(other_profile) for c in cs}
-        stale = _stale_chapters(profile)
-        if stale:
-            lines += [f"**Stale:** the code of {', '.join(stale)} changed since its `{profile}` results were made; "
-                      "they are shown until a rerun replaces them.", ""]
         claims = [c for _, cs in rows for c in cs]
         figure = forest_figure(profile).relative_to(BOOK_DIR).as_posix()
         lines += [f"{len(claims)} claims from {len(rows)} chapters:", "", *_counts_lines(claims), "",
@@ -235,12 +231,6 @@ def scoreboard_page() -> str:
                   *(_claim_row(ch, c, profile, others.get((ch.id, c["id"]))) for ch, cs in rows for c in cs), "```",
                   ""]
     return "\n".join(lines)
-
-
-def _stale_chapters(profile: str) -> list[str]:
-    from distillbook.core.pipeline import status
-
-    return [r["chapter"] for r in status((profile,)) if r["state"] == "stale"]
 
 
 # ----------------------------------------------------------------------------------------------- landing page

@@ -21,9 +21,11 @@ optimiser step for all of them, the same numbers as training each alone.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import json
+import math
 import os
 import random
 import sys
@@ -99,8 +101,9 @@ def fit(
     say); whatever it changes must live in ``model``'s state to be checkpointed. ``loss_fn`` and
     ``after_step`` that take a ``step`` argument get the index of the current step.
 
-    The loop never waits for the device between logging points: losses and extras add up as tensors on
-    the device, and a non-finite loss is found (with its step) when a row is logged or a checkpoint saved.
+    The loop never waits for the device between logging points: each step's loss and extras are kept as
+    tensors and read when a row is logged; a non-finite loss is found (with its step) then, when a checkpoint
+    is saved, once every ``checkpoint_seconds``, or when a later step fails.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
@@ -133,44 +136,33 @@ def fit(
         _set_global_rng(state["global_rng"])
         result = FitResult(history=state["history"], steps=state["step"])
         start = state["step"]
-        window = _Window.restore(state["running_loss"], device)
+        window = _Window.restore(state["window"])
     else:
         seed_everything(seed)
-        window = _Window(device)  # losses and extras since the last logged row
+        window = _Window(0)  # losses and extras since the last logged row
 
     bar = tqdm(total=steps, initial=start, desc=desc, file=sys.stdout, ascii=True,
                mininterval=5.0, ncols=80, disable=not progress or start == steps)
-    saved_at = time.monotonic()
+    saved_at = checked_at = time.monotonic()
     for step in range(start, steps):
-        model.train()
-        if dry is not None:
-            dry.step_starts(step, device)
-        batch = _to_device(next_batch(data_rng), device)
-        with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            out = loss_at(model, batch, step=step)
-        loss, extras = (out if isinstance(out, tuple) else (out, {}))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if after_step is not None:
-            with torch.no_grad():
-                after_step_at(model, step=step)
-        window.add(loss, extras, step)
-        if dry is not None:
-            dry.step_ends(device)
+        try:
+            _step(model, optimizer, scheduler, loss_at, after_step_at, next_batch, data_rng, device, autocast, dry,
+                  window, step)
+        except Exception as err:  # a non-finite loss may be the cause: say so first
+            window.raise_if_not_finite(desc)
+            raise err
         bar.update(1)
         done = step + 1
         log = (eval_every and done % eval_every == 0) or done == steps
+        now = time.monotonic()
         save = ckpt_path is not None and (done == steps or (
-            done % checkpoint_every == 0 if checkpoint_every is not None
-            else time.monotonic() - saved_at >= checkpoint_seconds))
-        if log or save:
-            window.raise_if_not_finite(desc)  # the one wait for the device, at a logging or saving point
+            done % checkpoint_every == 0 if checkpoint_every is not None else now - saved_at >= checkpoint_seconds))
+        if log or save or now - checked_at >= checkpoint_seconds:
+            window.raise_if_not_finite(desc)  # the only waits for the device: at logging, saving, once a minute
+            checked_at = now
         if log:
             row = {"step": done, **window.means()}
-            window = _Window(device)
+            window = _Window(done)
             if evaluate is not None:
                 row.update(_evaluate(model, evaluate))
             result.history.append(row)
@@ -262,49 +254,86 @@ def _synchronize(device: torch.device) -> None:
 
 
 class _Window:
-    """Losses and extras since the last logged row, summed on the device (float64, as Python floats would):
-    adding never waits for the device; :meth:`means` reads them once per row."""
+    """Losses and extras since the last logged row. Adding keeps the tensors where they are (no wait for the
+    device); :meth:`means` copies them to the host once per row and sums them in order in float64, as Python
+    floats would (the same numbers as reading each step's loss with ``.item()``)."""
 
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.loss = torch.zeros((), dtype=torch.float64, device=device)
-        self.count = 0
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, or -1
-        self.extras: dict[str, list] = {}  # name: [sum, count]
+    def __init__(self, first_step: int):
+        self.first_step = first_step
+        self.losses: list = []  # one detached 0-dim tensor (or float, restored) per step
+        self.extras: dict[str, list] = {}  # name: its values, on the steps that reported it
+        self.checked = 0  # losses already found finite
 
-    def add(self, loss: torch.Tensor, extras: Mapping[str, Any], step: int) -> None:
-        loss = loss.detach()
-        self.loss = self.loss + loss.double()
-        self.count += 1
-        bad = (self.first_bad < 0) & ~torch.isfinite(loss)
-        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
+    def add(self, loss: torch.Tensor, extras: Mapping[str, Any]) -> None:
+        self.losses.append(loss.detach())
         for k, v in extras.items():  # an extra reported on some steps only (a TTUR player) averages over those
-            total = self.extras.setdefault(k, [0.0, 0])
-            total[0] = total[0] + (v.detach().double() if isinstance(v, torch.Tensor) else float(v))
-            total[1] += 1
+            self.extras.setdefault(k, []).append(v.detach() if isinstance(v, torch.Tensor) else float(v))
 
     def raise_if_not_finite(self, desc: str) -> None:
-        bad = int(self.first_bad)
-        if bad >= 0:
-            raise FloatingPointError(f"{desc}: loss is not finite at step {bad}")
+        values = _to_floats(self.losses[self.checked:])
+        bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        if bad is not None:
+            raise FloatingPointError(f"{desc}: loss is {values[bad]} at step {self.first_step + self.checked + bad}")
+        self.checked = len(self.losses)
 
     def means(self) -> dict[str, float]:
-        return {"loss": float(self.loss) / self.count, **{k: float(s) / n for k, (s, n) in self.extras.items()}}
+        return {"loss": _ordered_mean(self.losses), **{k: _ordered_mean(v) for k, v in self.extras.items()}}
 
     def state(self) -> dict:
-        return {"loss": self.loss, "count": self.count, "first_bad": self.first_bad, "extras": self.extras}
+        return {"first_step": self.first_step, "losses": _to_floats(self.losses),
+                "extras": {k: _to_floats(v) for k, v in self.extras.items()}}
 
     @classmethod
-    def restore(cls, state: dict, device: torch.device) -> _Window:
-        window = cls(device)
-        window.loss, window.count, window.extras = state["loss"].to(device), state["count"], state["extras"]
-        window.first_bad = state["first_bad"].to(device)
+    def restore(cls, state: dict) -> _Window:
+        window = cls(state["first_step"])
+        window.losses, window.extras = list(state["losses"]), {k: list(v) for k, v in state["extras"].items()}
         return window
+
+
+def _to_floats(values: list) -> list[float]:
+    """Tensors and numbers as Python floats, the tensors copied to the host in one transfer per device."""
+    out = [v for v in values]
+    tensors = [i for i, v in enumerate(values) if isinstance(v, torch.Tensor)]
+    if tensors:
+        stacked = torch.stack([values[i].reshape(()).to(values[tensors[0]].device, torch.float64) for i in tensors])
+        for i, v in zip(tensors, stacked.cpu().tolist()):
+            out[i] = v
+    return [float(v) for v in out]
+
+
+def _ordered_mean(values: list) -> float:
+    total = 0.0
+    for v in _to_floats(values):
+        total += v
+    return total / len(values)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
+
+
+def _step(model, optimizer, scheduler, loss_at, after_step_at, next_batch, data_rng, device, autocast, dry, window,
+          step: int) -> None:
+    """One optimiser step of :func:`fit`; the loss and extras go to ``window``, unread."""
+    model.train()
+    if dry is not None:
+        dry.step_starts(step, device)
+    batch = _to_device(next_batch(data_rng), device)
+    with torch.autocast(device.type, dtype=autocast) if autocast is not None else contextlib.nullcontext():
+        out = loss_at(model, batch, step=step)
+    loss, extras = (out if isinstance(out, tuple) else (out, {}))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    if after_step_at is not None:
+        with torch.no_grad():
+            after_step_at(model, step=step)
+    window.add(loss, extras)
+    if dry is not None:
+        dry.step_ends(device)
 
 
 def _with_step(fn: Callable) -> Callable:
@@ -414,7 +443,7 @@ def _set_global_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps, running_loss) -> None:
+def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps, window: dict) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -422,7 +451,7 @@ def _save(path: Path, model, optimizer, scheduler, data_rng, result, step, steps
         "data_rng": data_rng.get_state(),
         "global_rng": _global_rng(),
         "history": result.history,
-        "running_loss": running_loss,
+        "window": window,
         "step": step,
         "steps": steps,
     }

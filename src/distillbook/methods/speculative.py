@@ -149,11 +149,14 @@ def draft_distillation_loss(draft_logits: torch.Tensor, target_logits: torch.Ten
 
 def lm_next_probs(model: torch.nn.Module, n_symbols: int, bos_id: int) -> NextProbs:
     """A causal language model (``input_ids`` -> ``.logits``) as ``next_probs``: x -> the softmax over the first
-    ``n_symbols`` ids after BOS + x[:i], for i = 0 .. len(x), in float64."""
+    ``n_symbols`` ids after BOS + x[:i], for i = 0 .. len(x), in float64, on the host (the sampler's accept and
+    reject draws run there), the model on its own device."""
+    device = next(model.parameters()).device
+
     def next_probs(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            ids = torch.cat([torch.tensor([bos_id]), x])[None]
-            return torch.softmax(model(input_ids=ids).logits[0, :, :n_symbols].double(), -1)
+            ids = torch.cat([torch.tensor([bos_id]), x.cpu()])[None].to(device)
+            return torch.softmax(model(input_ids=ids).logits[0, :, :n_symbols].double(), -1).cpu()
     return next_probs
 
 
